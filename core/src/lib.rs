@@ -1,0 +1,25 @@
+//! Downpour's shared domain: what the server and the workers must agree on, with no I/O
+//! beyond reading a data file.
+//!
+//! # Layout
+//! - [`tensor`]: dense f32 tensors and ordered sets of named tensors.
+//! - [`model_spec`]: the model a job trains, and the parameter layout it implies.
+//! - [`layout`]: parameter names, shapes, and deterministic Xavier/He initialisation.
+//! - [`data`]: built-in datasets, CSV and LibSVM files, the train/test split.
+//! - [`sharding`]: which training samples each worker owns, and the per-epoch batch order.
+//! - [`plan`]: what a worker receives when it registers.
+//! - [`status`]: what the server reports: progress, counters, losses, evaluations.
+
+pub mod data;
+pub mod layout;
+pub mod model_spec;
+pub mod plan;
+pub mod sharding;
+pub mod status;
+pub mod tensor;
+
+pub use data::{DataShape, DataSpec, Dataset, Targets, Task};
+pub use layout::ParameterLayout;
+pub use model_spec::ModelSpec;
+pub use plan::{Assignment, BatchSize, TrainingPlan};
+pub use tensor::{NamedTensor, ParamSet, Tensor};

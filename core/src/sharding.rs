@@ -1,0 +1,1 @@
+//! TODO(data helper): which training samples each worker owns, and the per-epoch batch order.

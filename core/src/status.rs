@@ -1,0 +1,193 @@
+//! What the server reports about a job: progress, per-worker counters, losses, evaluations.
+//!
+//! The server fills these in; the launcher's progress bar and run report read them.
+
+use serde::{Deserialize, Serialize};
+
+/// Test metrics computed by a worker on the parameters of one version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// The worker that evaluated.
+    pub worker_id: u32,
+    /// The parameter version evaluated.
+    pub version: u64,
+    /// Mean test loss.
+    pub test_loss: f64,
+    /// Classification: fraction of test samples classified correctly.
+    pub test_accuracy: Option<f64>,
+    /// Regression: mean squared error per output.
+    pub test_mse: Option<f64>,
+    /// Samples in the test set.
+    pub test_samples: u64,
+    /// True for the evaluation of the final parameters.
+    pub is_final: bool,
+}
+
+/// Gradient staleness observed: current version minus the gradient's base version.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StalenessStats {
+    /// Gradients observed.
+    pub count: u64,
+    /// Largest staleness seen.
+    pub max: u64,
+    /// Sum of staleness (mean = sum / count).
+    pub sum: u64,
+    /// `histogram[s]` gradients had staleness `s`; the last bucket holds everything at or beyond it.
+    pub histogram: Vec<u64>,
+}
+
+impl StalenessStats {
+    /// Buckets in the histogram; staleness at or beyond the last one is counted there.
+    pub const BUCKETS: usize = 33;
+
+    /// Records one gradient's staleness.
+    pub fn record(&mut self, staleness: u64) {
+        if self.histogram.is_empty() {
+            self.histogram = vec![0; Self::BUCKETS];
+        }
+        self.count += 1;
+        self.sum += staleness;
+        self.max = self.max.max(staleness);
+        let bucket = usize::try_from(staleness)
+            .unwrap_or(usize::MAX)
+            .min(Self::BUCKETS - 1);
+        self.histogram[bucket] += 1;
+    }
+
+    /// Adds another worker's observations.
+    pub fn merge(&mut self, other: &Self) {
+        if other.count == 0 {
+            return;
+        }
+        if self.histogram.is_empty() {
+            self.histogram = vec![0; Self::BUCKETS];
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.max = self.max.max(other.max);
+        for (a, b) in self.histogram.iter_mut().zip(&other.histogram) {
+            *a += b;
+        }
+    }
+
+    /// Mean staleness, 0 when nothing was observed.
+    #[must_use]
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.count as f64
+        }
+    }
+}
+
+/// Where a worker stands in the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Registered and training.
+    Active,
+    /// Pushed its last step and waits for the job to finish.
+    Finished,
+    /// Left the job.
+    Left,
+}
+
+/// Counters of one worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// The worker's id.
+    pub id: u32,
+    /// The label it registered with.
+    pub name: String,
+    /// Where it stands.
+    pub state: WorkerState,
+    /// Its data shard.
+    pub shard_index: usize,
+    /// Pulls served.
+    pub pulls: u64,
+    /// Gradients accepted.
+    pub pushes: u64,
+    /// Gradients refused (malformed, non-finite, out of order).
+    pub rejected_pushes: u64,
+    /// Samples in the accepted gradients.
+    pub samples: u64,
+    /// The next step it will push.
+    pub next_step: u64,
+    /// Training loss of its last accepted gradient.
+    pub last_loss: Option<f64>,
+    /// Staleness of its gradients.
+    pub staleness: StalenessStats,
+}
+
+/// Training loss and test metrics of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 0-based epoch.
+    pub epoch: u64,
+    /// Mean training loss over the epoch's gradients, weighted by samples.
+    pub train_loss: f64,
+    /// Samples trained on in the epoch.
+    pub samples: u64,
+    /// The evaluation at the end of the epoch, when there was one.
+    pub evaluation: Option<Evaluation>,
+}
+
+/// Everything the server reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// The job the server runs, as the job file would state it.
+    pub job: serde_json::Value,
+    /// `sync` or `async`.
+    pub consistency: String,
+    /// Updates applied so far.
+    pub version: u64,
+    /// Steps per epoch, per worker.
+    pub steps_per_epoch: u64,
+    /// Steps each worker trains for in the whole job.
+    pub total_steps: u64,
+    /// Job progress in epochs (fractional).
+    pub epoch_progress: f64,
+    /// Workers the job waits for before training starts.
+    pub expected_workers: usize,
+    /// True once training is over (every worker pushed its last step) and the final evaluation is in.
+    pub finished: bool,
+    /// Seconds since the first worker registered.
+    pub elapsed_seconds: f64,
+    /// Samples in all accepted gradients.
+    pub samples_trained: u64,
+    /// Per-worker counters, by id.
+    pub workers: Vec<WorkerStatus>,
+    /// Per-epoch training loss and evaluations.
+    pub epochs: Vec<EpochMetrics>,
+    /// Every evaluation reported, in order.
+    pub evaluations: Vec<Evaluation>,
+    /// The evaluation of the final parameters.
+    pub final_evaluation: Option<Evaluation>,
+    /// Staleness over all workers.
+    pub staleness: StalenessStats,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_histogram_counts_and_caps() {
+        let mut s = StalenessStats::default();
+        for v in [0, 0, 2, 100] {
+            s.record(v);
+        }
+        assert_eq!(s.count, 4);
+        assert_eq!(s.max, 100);
+        assert_eq!(s.histogram[0], 2);
+        assert_eq!(s.histogram[2], 1);
+        assert_eq!(s.histogram[StalenessStats::BUCKETS - 1], 1);
+        assert!((s.mean() - 25.5).abs() < 1e-12);
+        let mut total = StalenessStats::default();
+        total.merge(&s);
+        total.merge(&s);
+        assert_eq!(total.count, 8);
+        assert_eq!(total.histogram[0], 4);
+    }
+}

@@ -1,0 +1,22 @@
+//! Downpour's wire format (`downpour.v1`) and the conversions between wire and domain types.
+//!
+//! # Layout
+//! - [`v1`]: the code generated from `proto/downpour/v1/parameter_server.proto`.
+//! - [`convert`]: tensors to and from little-endian bytes; plans and status to and from JSON.
+//! - [`limits`]: the message-size limits both sides set.
+
+pub mod convert;
+pub mod limits;
+
+/// Generated from `proto/downpour/v1/parameter_server.proto`.
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations
+)]
+pub mod v1 {
+    tonic::include_proto!("downpour.v1");
+}
+
+pub use convert::WireError;

@@ -1,0 +1,2 @@
+//! The `downpour` command.
+fn main() {}

@@ -1,2 +1,80 @@
-//! The `downpour` command.
-fn main() {}
+//! The `downpour` binary: parse the command line, set up logging, run, report errors once.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use downpour::cli::{Cli, Command};
+use downpour::launch::LaunchError;
+use downpour::progress::describe;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Train(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let interrupted = e
+                .downcast_ref::<LaunchError>()
+                .is_some_and(|l| matches!(l, LaunchError::Interrupted));
+            ExitCode::from(if interrupted { 130 } else { 1 })
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Server(args) => downpour::commands::server(args)?,
+        Command::Worker(args) => downpour::commands::worker(args)?,
+        Command::Train(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let outcome = runtime.block_on(async {
+                let interrupt = CancellationToken::new();
+                downpour::commands::cancel_on_signal(interrupt.clone());
+                downpour::launch::train(args, interrupt).await
+            })?;
+            print_summary(&outcome);
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the binary owns the output")]
+fn print_summary(outcome: &downpour::launch::TrainOutcome) {
+    let r = &outcome.report;
+    let f = &r.final_metrics;
+    let result = r
+        .evaluations
+        .iter()
+        .rev()
+        .find(|e| e.is_final)
+        .map(describe)
+        .unwrap_or_default();
+    println!("Done: {result}");
+    println!(
+        "  {} workers, {} mode, {} updates in {:.2} s wall ({:.2} s training), {:.0} samples/s",
+        r.hardware.worker_processes,
+        r.consistency,
+        f.version,
+        f.wall_seconds,
+        f.training_seconds,
+        f.samples_per_second
+    );
+    println!("  report:  {}", outcome.report_path.display());
+    println!("  weights: {}", r.files.weights.display());
+}

@@ -1,10 +1,27 @@
 //! Downpour's parameter server.
 //!
 //! # Layout
+//! - [`job`]: the job file, its validation, and the validated [`job::Job`].
 //! - [`optim`]: the optimizers, one file each, with PyTorch's exact update rules.
 //! - [`schedule`]: learning-rate schedules, applied once per optimizer step.
 //! - [`clip`]: global gradient-norm clipping.
+//! - [`store`]: the parameter store: weights, optimizer state, version, gradient checks.
+//! - [`barrier`]: the sync (BSP) barrier that averages one gradient per worker per step.
+//! - [`membership`]: registered workers and their counters.
+//! - [`training_metrics`]: losses per epoch and reported evaluations.
+//! - [`server_core`]: the server's logic, free of I/O, driven by calls.
+//! - [`service`]: the gRPC layer over the core, and [`service::serve`].
 
+pub mod barrier;
 pub mod clip;
+pub mod job;
+pub mod membership;
 pub mod optim;
 pub mod schedule;
+pub mod server_core;
+pub mod service;
+pub mod store;
+pub mod training_metrics;
+
+pub use job::{Job, JobError, JobSpec};
+pub use service::{ServeError, ServeOptions, serve};

@@ -1,0 +1,130 @@
+//! The synchronous (BSP) barrier: collect one gradient per worker for a step, then
+//! release their average.
+
+use std::collections::BTreeMap;
+
+use downpour_core::ParamSet;
+
+/// What happened to a gradient offered to the barrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Held for the current step.
+    Accepted,
+    /// The worker already gave a gradient for this step; the new one is ignored.
+    Duplicate,
+}
+
+/// The barrier of one sync-mode job.
+///
+/// Invariant: every gradient in `pending` is for `step`, conformed to the layout.
+#[derive(Debug, Default)]
+pub struct SyncBarrier {
+    /// The step being collected; equals the store's version in sync mode.
+    step: u64,
+    /// Gradients for `step` by worker id. A `BTreeMap` so that the sum runs in
+    /// worker-id order whatever the arrival order: sync runs are bit-identical.
+    pending: BTreeMap<u32, ParamSet>,
+}
+
+impl SyncBarrier {
+    /// The step being collected.
+    #[must_use]
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Whether `worker` already gave its gradient for the current step.
+    #[must_use]
+    pub fn has(&self, worker: u32) -> bool {
+        self.pending.contains_key(&worker)
+    }
+
+    /// Number of gradients held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True when no gradient is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Holds `worker`'s gradient for the current step.
+    pub fn offer(&mut self, worker: u32, gradient: ParamSet) -> Offer {
+        if self.pending.contains_key(&worker) {
+            return Offer::Duplicate;
+        }
+        self.pending.insert(worker, gradient);
+        Offer::Accepted
+    }
+
+    /// Releases the mean of the held gradients (summed in worker-id order, then divided
+    /// by their count) and moves on to the next step. `None` when nothing is held.
+    pub fn release(&mut self) -> Option<ParamSet> {
+        let count = self.pending.len();
+        let mut gradients = std::mem::take(&mut self.pending).into_values();
+        let mut sum = gradients.next()?;
+        for g in gradients {
+            for (acc, t) in sum.tensors_mut().zip(g.entries()) {
+                for (a, v) in acc.data_mut().iter_mut().zip(t.tensor.data()) {
+                    *a += v;
+                }
+            }
+        }
+        if count > 1 {
+            let n = count as f32;
+            sum.tensors_mut()
+                .for_each(|t| t.data_mut().iter_mut().for_each(|v| *v /= n));
+        }
+        self.step += 1;
+        Some(sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use downpour_core::{NamedTensor, Tensor};
+
+    fn grad(values: &[f32]) -> ParamSet {
+        ParamSet::new(vec![NamedTensor {
+            name: "w".into(),
+            tensor: Tensor::new(vec![values.len()], values.to_vec()).unwrap(),
+        }])
+    }
+
+    #[test]
+    fn release_averages_and_advances() {
+        let mut b = SyncBarrier::default();
+        assert_eq!(b.offer(1, grad(&[1.0, 2.0])), Offer::Accepted);
+        assert_eq!(b.offer(0, grad(&[3.0, 6.0])), Offer::Accepted);
+        assert_eq!(b.offer(0, grad(&[100.0, 100.0])), Offer::Duplicate);
+        let mean = b.release().unwrap();
+        assert_eq!(mean.get("w").unwrap().data(), &[2.0, 4.0]);
+        assert_eq!(b.step(), 1);
+        assert!(b.is_empty());
+        assert!(b.release().is_none());
+    }
+
+    #[test]
+    fn the_sum_does_not_depend_on_arrival_order() {
+        // Values chosen so that f32 addition is not associative on them.
+        let values = [[1.0e8f32], [1.0], [-1.0e8], [0.5]];
+        let mut forward = SyncBarrier::default();
+        for (i, v) in values.iter().enumerate() {
+            forward.offer(i as u32, grad(v));
+        }
+        let mut backward = SyncBarrier::default();
+        for (i, v) in values.iter().enumerate().rev() {
+            backward.offer(i as u32, grad(v));
+        }
+        let a = forward.release().unwrap();
+        let b = backward.release().unwrap();
+        assert_eq!(
+            a.get("w").unwrap().data()[0].to_bits(),
+            b.get("w").unwrap().data()[0].to_bits()
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! The job: what to train and how, read once from a TOML file (plus CLI overrides),
+//! validated once at start-up into a [`Job`] that the rest of the server trusts.
+//!
+//! ```toml
+//! [model]
+//! kind = "mlp"
+//! hidden = [64]
+//!
+//! [data]
+//! kind = "digits"
+//!
+//! [training]
+//! batch_size = 32
+//! epochs = 40
+//! workers = 4
+//!
+//! [optimizer]
+//! name = "adam"
+//! lr = 0.003
+//!
+//! [consistency]
+//! mode = "sync"
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use downpour_core::data::{DataError, DataShape};
+use downpour_core::model_spec::ModelSpecError;
+use downpour_core::sharding;
+use downpour_core::{BatchSize, DataSpec, ModelSpec, ParameterLayout, TrainingPlan};
+
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerError};
+use crate::schedule::{ScheduleConfig, ScheduleError};
+
+/// A job that cannot run, with the field and value at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The job file is not valid TOML or has unknown fields or wrong types.
+    #[error("job file: {0}")]
+    Parse(String),
+    /// A `[training]` or `[consistency]` field is invalid.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field, `section.name`.
+        field: &'static str,
+        /// Why, with the value.
+        reason: String,
+    },
+    /// The `[model]` section is invalid or does not fit the data.
+    #[error(transparent)]
+    Model(#[from] ModelSpecError),
+    /// The `[data]` section is invalid or its file is unreadable or malformed.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The `[optimizer]` section is invalid.
+    #[error(transparent)]
+    Optimizer(#[from] OptimizerError),
+    /// The `[schedule]` section is invalid.
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+}
+
+/// How the server orders gradient updates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsistencyMode {
+    /// Bulk-synchronous (BSP): each step waits for one gradient from every active
+    /// worker, applies their average (summed in worker-id order), then serves the next version.
+    #[default]
+    Sync,
+    /// Asynchronous (ASP, Downpour SGD): each gradient is applied as it arrives.
+    Async,
+}
+
+impl ConsistencyMode {
+    /// The name used in job files and status.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
+        }
+    }
+}
+
+/// The job file's `[consistency]` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencySpec {
+    /// `sync` or `async`.
+    #[serde(default)]
+    pub mode: ConsistencyMode,
+}
+
+/// The job file's `[training]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    /// Samples per gradient: a number (1 is SGD) or `"full"` (the whole shard: batch GD).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: BatchSize,
+    /// Passes over the training set.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Seed of the initial weights, the split, the shuffles and synthetic data.
+    #[serde(default)]
+    pub seed: u64,
+    /// Workers the job is cut into shards for; training starts once this many have registered.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Evaluate on the test split every this many steps; 0 means once per epoch.
+    #[serde(default)]
+    pub eval_every: u64,
+    /// Clip the global 2-norm of each applied gradient to this value (`clip_grad_norm_`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f32>,
+}
+
+fn default_batch_size() -> BatchSize {
+    BatchSize::Samples(32)
+}
+fn default_epochs() -> usize {
+    40
+}
+fn default_workers() -> usize {
+    1
+}
+
+impl Default for TrainingSpec {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch_size(),
+            epochs: default_epochs(),
+            seed: 0,
+            workers: default_workers(),
+            eval_every: 0,
+            clip_grad_norm: None,
+        }
+    }
+}
+
+/// A job as written: the parsed job file with CLI overrides applied, not yet validated.
+///
+/// Every section has a default; the defaults together are the main job: an MLP on the
+/// built-in digits, trained with Adam.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The model.
+    #[serde(default)]
+    pub model: ModelSpec,
+    /// The dataset and its split.
+    #[serde(default)]
+    pub data: DataSpec,
+    /// Batch size, epochs, seed, workers, evaluation.
+    #[serde(default)]
+    pub training: TrainingSpec,
+    /// The optimizer and its hyperparameters (torch.optim names).
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    /// The learning-rate schedule.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// Sync or async.
+    #[serde(default)]
+    pub consistency: ConsistencySpec,
+}
+
+impl JobSpec {
+    /// Parses a job file.
+    ///
+    /// # Errors
+    /// [`JobError::Parse`] with the parser's message (line, column, field).
+    pub fn from_toml(text: &str) -> Result<Self, JobError> {
+        toml::from_str(text).map_err(|e| JobError::Parse(e.to_string()))
+    }
+
+    /// The job as a TOML document (what the launcher hands the server).
+    #[must_use]
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a job spec always serialises")
+    }
+
+    /// Validates every section, loads the dataset to learn its shape, and derives the plan.
+    ///
+    /// # Errors
+    /// [`JobError`] naming the first bad field and its value.
+    pub fn validate(self) -> Result<Job, JobError> {
+        let t = &self.training;
+        if t.epochs == 0 {
+            return Err(invalid(
+                "training.epochs",
+                "must be at least 1, got 0".into(),
+            ));
+        }
+        if t.workers == 0 {
+            return Err(invalid(
+                "training.workers",
+                "must be at least 1, got 0".into(),
+            ));
+        }
+        if t.batch_size == BatchSize::Samples(0) {
+            return Err(invalid(
+                "training.batch_size",
+                "must be at least 1 (or \"full\"), got 0".into(),
+            ));
+        }
+        if let Some(c) = t.clip_grad_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err(invalid(
+                "training.clip_grad_norm",
+                format!("must be positive, got {c}"),
+            ));
+        }
+        self.model.validate()?;
+        self.data.validate()?;
+        let optimizer = self.optimizer.build()?;
+        self.schedule.validate()?;
+        let (train, _test) = self.data.load_split(t.seed)?;
+        if train.len() < t.workers {
+            return Err(invalid(
+                "training.workers",
+                format!(
+                    "{} workers need at least one training sample each, the training split has {}",
+                    t.workers,
+                    train.len()
+                ),
+            ));
+        }
+        let shape = train.shape();
+        let layout = self.model.layout(&shape)?;
+        let steps_per_epoch =
+            sharding::steps_per_epoch(train.len(), t.workers, t.batch_size) as u64;
+        Ok(Job {
+            train_len: train.len(),
+            shape,
+            layout,
+            optimizer,
+            steps_per_epoch,
+            spec: self,
+        })
+    }
+}
+
+fn invalid(field: &'static str, reason: String) -> JobError {
+    JobError::Invalid { field, reason }
+}
+
+/// A validated job, with what the server derives from it.
+///
+/// Invariant: built only by [`JobSpec::validate`], so every field is consistent with `spec`.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The job as written.
+    pub spec: JobSpec,
+    /// Samples in the training split.
+    pub train_len: usize,
+    /// Features and task of the data.
+    pub shape: DataShape,
+    /// The model's parameters.
+    pub layout: ParameterLayout,
+    /// The optimizer, built from validated hyperparameters.
+    pub optimizer: Optimizer,
+    /// Steps per epoch for every worker (the same for all: the sync barrier relies on it).
+    pub steps_per_epoch: u64,
+}
+
+impl Job {
+    /// Steps every worker trains for.
+    #[must_use]
+    pub fn total_steps(&self) -> u64 {
+        self.steps_per_epoch * self.spec.training.epochs as u64
+    }
+
+    /// Steps between evaluations on the test split.
+    #[must_use]
+    pub fn eval_interval(&self) -> u64 {
+        match self.spec.training.eval_every {
+            0 => self.steps_per_epoch,
+            n => n,
+        }
+    }
+
+    /// The consistency mode.
+    #[must_use]
+    pub fn mode(&self) -> ConsistencyMode {
+        self.spec.consistency.mode
+    }
+
+    /// Workers the job is sharded for.
+    #[must_use]
+    pub fn workers(&self) -> usize {
+        self.spec.training.workers
+    }
+
+    /// What each worker is told at registration.
+    #[must_use]
+    pub fn plan(&self) -> TrainingPlan {
+        TrainingPlan {
+            model: self.spec.model.clone(),
+            data: self.spec.data.clone(),
+            batch_size: self.spec.training.batch_size,
+            epochs: self.spec.training.epochs,
+            seed: self.spec.training.seed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_default_job() {
+        assert_eq!(JobSpec::from_toml("").unwrap(), JobSpec::default());
+    }
+
+    #[test]
+    fn the_default_job_round_trips_through_toml() {
+        let spec = JobSpec::default();
+        assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_name() {
+        let err = JobSpec::from_toml("[training]\nepoch = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `epoch`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let err = JobSpec::from_toml("[training]\nepochs = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("epochs"), "{err}");
+    }
+
+    #[test]
+    fn batch_size_accepts_a_number_or_full() {
+        let spec = JobSpec::from_toml("[training]\nbatch_size = \"full\"\n").unwrap();
+        assert!(matches!(spec.training.batch_size, BatchSize::Full(_)));
+        let spec = JobSpec::from_toml("[training]\nbatch_size = 1\n").unwrap();
+        assert_eq!(spec.training.batch_size, BatchSize::Samples(1));
+        assert!(JobSpec::from_toml("[training]\nbatch_size = \"half\"\n").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_bad_field_and_value() {
+        let mut spec = JobSpec::default();
+        spec.training.epochs = 0;
+        assert_eq!(
+            spec.validate().unwrap_err().to_string(),
+            "training.epochs: must be at least 1, got 0"
+        );
+        let mut spec = JobSpec::default();
+        spec.training.clip_grad_norm = Some(-1.0);
+        assert_eq!(
+            spec.validate().unwrap_err().to_string(),
+            "training.clip_grad_norm: must be positive, got -1"
+        );
+    }
+
+    #[test]
+    fn the_default_job_validates_into_digits_with_an_mlp() {
+        let job = JobSpec::default().validate().unwrap();
+        assert_eq!(job.shape.features, 64);
+        assert_eq!(job.layout.params().len(), 4);
+        assert_eq!(job.train_len, 1797 - 359);
+        assert_eq!(job.steps_per_epoch, (1438u64).div_ceil(32));
+        assert_eq!(job.eval_interval(), job.steps_per_epoch);
+    }
+}

@@ -1,0 +1,116 @@
+//! Who is in the job: registered workers, their shards and their counters.
+
+use std::collections::BTreeMap;
+
+use downpour_core::status::{StalenessStats, WorkerState, WorkerStatus};
+
+/// One registered worker.
+///
+/// Invariant: `next_step` counts the pushes accepted from it (its steps are 0, 1, 2, …).
+#[derive(Debug, Clone)]
+pub struct WorkerRecord {
+    /// The label it registered with.
+    pub name: String,
+    /// Its data shard.
+    pub shard_index: usize,
+    /// Active, finished or left.
+    pub state: WorkerState,
+    /// Pulls served.
+    pub pulls: u64,
+    /// Gradients accepted.
+    pub pushes: u64,
+    /// Gradients refused.
+    pub rejected_pushes: u64,
+    /// Samples in accepted gradients.
+    pub samples: u64,
+    /// The next step it must push.
+    pub next_step: u64,
+    /// Loss of its last accepted gradient.
+    pub last_loss: Option<f64>,
+    /// Staleness of its gradients.
+    pub staleness: StalenessStats,
+}
+
+/// The registered workers, by id.
+///
+/// Invariant: ids are handed out in increasing order from 0 and never reused.
+#[derive(Debug, Default)]
+pub struct Membership {
+    /// Every worker that ever registered, by id (ordered, for deterministic iteration).
+    workers: BTreeMap<u32, WorkerRecord>,
+    /// The id the next registration gets.
+    next_id: u32,
+}
+
+impl Membership {
+    /// Adds a worker on `shard_index`; returns its id.
+    pub fn register(&mut self, name: String, shard_index: usize) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.workers.insert(
+            id,
+            WorkerRecord {
+                name,
+                shard_index,
+                state: WorkerState::Active,
+                pulls: 0,
+                pushes: 0,
+                rejected_pushes: 0,
+                samples: 0,
+                next_step: 0,
+                last_loss: None,
+                staleness: StalenessStats::default(),
+            },
+        );
+        id
+    }
+
+    /// Workers ever registered.
+    #[must_use]
+    pub fn registered(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The record of `id`, if it ever registered.
+    #[must_use]
+    pub fn get(&self, id: u32) -> Option<&WorkerRecord> {
+        self.workers.get(&id)
+    }
+
+    /// The record of `id`, mutable.
+    pub fn get_mut(&mut self, id: u32) -> Option<&mut WorkerRecord> {
+        self.workers.get_mut(&id)
+    }
+
+    /// All records in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &WorkerRecord)> {
+        self.workers.iter().map(|(&id, r)| (id, r))
+    }
+
+    /// Ids of the workers still training, in order.
+    pub fn active_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.iter()
+            .filter(|(_, r)| r.state == WorkerState::Active)
+            .map(|(id, _)| id)
+    }
+
+    /// Counters for the status report, in id order.
+    #[must_use]
+    pub fn statuses(&self) -> Vec<WorkerStatus> {
+        self.iter()
+            .map(|(id, r)| WorkerStatus {
+                id,
+                name: r.name.clone(),
+                state: r.state,
+                shard_index: r.shard_index,
+                pulls: r.pulls,
+                pushes: r.pushes,
+                rejected_pushes: r.rejected_pushes,
+                samples: r.samples,
+                next_step: r.next_step,
+                last_loss: r.last_loss,
+                staleness: r.staleness.clone(),
+            })
+            .collect()
+    }
+}

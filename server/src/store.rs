@@ -1,0 +1,203 @@
+//! The parameter store: the model's weights, the optimizer's state for each of them,
+//! and the version (updates applied so far).
+
+use downpour_core::{ParamSet, ParameterLayout};
+
+use crate::clip::clip_grad_norm;
+use crate::optim::{Optimizer, ParamState};
+use crate::schedule::ScheduleConfig;
+
+/// A gradient that does not fit the model. The store is unchanged when one is returned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GradientError {
+    /// A tensor name the model does not have.
+    #[error("unknown tensor {name}; the model has {known}")]
+    UnknownTensor {
+        /// The name sent.
+        name: String,
+        /// The model's names, comma-separated.
+        known: String,
+    },
+    /// A tensor of the model is missing from the gradient.
+    #[error("gradient for {name} is missing")]
+    MissingTensor {
+        /// The missing name.
+        name: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("tensor {name}: expected shape {expected:?}, got {actual:?}")]
+    Shape {
+        /// The tensor.
+        name: String,
+        /// The model's shape.
+        expected: Vec<usize>,
+        /// The shape sent.
+        actual: Vec<usize>,
+    },
+    /// A value is NaN or infinite.
+    #[error("tensor {name}: value {value} at index {index} is not finite")]
+    NonFinite {
+        /// The tensor.
+        name: String,
+        /// Flat index of the first bad value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
+}
+
+/// How updates are computed from gradients: the optimizer and what surrounds it.
+#[derive(Debug, Clone)]
+pub struct UpdateRule {
+    /// The optimizer, with validated hyperparameters.
+    pub optimizer: Optimizer,
+    /// The learning rate the schedule scales.
+    pub base_lr: f32,
+    /// The learning-rate schedule, evaluated at the optimizer step.
+    pub schedule: ScheduleConfig,
+    /// Global gradient-norm clipping threshold, if any.
+    pub clip_grad_norm: Option<f32>,
+}
+
+/// Weights, optimizer state and version.
+///
+/// Invariants: `params` has exactly the layout's names and shapes, in layout order;
+/// `states[i]` is the optimizer state of `params.entries()[i]`; `version` counts the
+/// updates applied since initialisation.
+#[derive(Debug)]
+pub struct ParameterStore {
+    /// The current weights.
+    params: ParamSet,
+    /// One optimizer state per tensor, in the same order.
+    states: Vec<ParamState>,
+    /// How a gradient becomes an update.
+    rule: UpdateRule,
+    /// Updates applied.
+    version: u64,
+}
+
+impl ParameterStore {
+    /// A store holding the layout's initial values for `seed`, at version 0.
+    #[must_use]
+    pub fn new(layout: &ParameterLayout, seed: u64, rule: UpdateRule) -> Self {
+        let params = layout.initialize(seed);
+        let states = params
+            .entries()
+            .iter()
+            .map(|e| rule.optimizer.new_state(e.tensor.len()))
+            .collect();
+        Self {
+            params,
+            states,
+            rule,
+            version: 0,
+        }
+    }
+
+    /// Updates applied so far.
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The current weights.
+    #[must_use]
+    pub fn params(&self) -> &ParamSet {
+        &self.params
+    }
+
+    /// The optimizer state of each tensor, in layout order.
+    #[must_use]
+    pub fn states(&self) -> &[ParamState] {
+        &self.states
+    }
+
+    /// The learning rate the next update will use (before any staleness scaling).
+    #[must_use]
+    pub fn current_lr(&self) -> f32 {
+        self.rule.schedule.lr_at(self.rule.base_lr, self.version)
+    }
+
+    /// Checks a gradient against the model and returns it in layout order.
+    ///
+    /// # Errors
+    /// [`GradientError`] for an unknown or missing tensor, a wrong shape, or a non-finite value.
+    pub fn conform(&self, gradient: ParamSet) -> Result<ParamSet, GradientError> {
+        let mut by_name: Vec<Option<downpour_core::NamedTensor>> = vec![None; self.params.len()];
+        for g in gradient.into_entries() {
+            let Some(i) = self.params.entries().iter().position(|p| p.name == g.name) else {
+                return Err(GradientError::UnknownTensor {
+                    name: g.name,
+                    known: self.names(),
+                });
+            };
+            let expected = self.params.entries()[i].tensor.shape();
+            if g.tensor.shape() != expected {
+                return Err(GradientError::Shape {
+                    expected: expected.to_vec(),
+                    actual: g.tensor.shape().to_vec(),
+                    name: g.name,
+                });
+            }
+            if let Some((index, &value)) = g
+                .tensor
+                .data()
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite())
+            {
+                return Err(GradientError::NonFinite {
+                    name: g.name,
+                    index,
+                    value,
+                });
+            }
+            by_name[i] = Some(g);
+        }
+        let mut entries = Vec::with_capacity(by_name.len());
+        for (slot, p) in by_name.into_iter().zip(self.params.entries()) {
+            entries.push(slot.ok_or_else(|| GradientError::MissingTensor {
+                name: p.name.clone(),
+            })?);
+        }
+        Ok(ParamSet::new(entries))
+    }
+
+    /// Applies one optimizer step with a conformed gradient, the learning rate scaled by `lr_scale`.
+    ///
+    /// Clips the gradient's global norm first when the job asks for it. Returns the new version.
+    pub fn apply(&mut self, mut gradient: ParamSet, lr_scale: f32) -> u64 {
+        debug_assert_eq!(
+            gradient.len(),
+            self.params.len(),
+            "gradient must be conformed"
+        );
+        if let Some(max_norm) = self.rule.clip_grad_norm {
+            let mut slices: Vec<&mut [f32]> =
+                gradient.tensors_mut().map(|t| t.data_mut()).collect();
+            clip_grad_norm(&mut slices, max_norm);
+        }
+        let lr = self.current_lr() * lr_scale;
+        for ((param, grad), state) in self
+            .params
+            .tensors_mut()
+            .zip(gradient.entries())
+            .zip(self.states.iter_mut())
+        {
+            self.rule
+                .optimizer
+                .step(lr, param.data_mut(), grad.tensor.data(), state);
+        }
+        self.version += 1;
+        self.version
+    }
+
+    fn names(&self) -> String {
+        self.params
+            .entries()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

@@ -1,0 +1,309 @@
+//! The command line: `downpour train | server | worker`, and the job flags they share.
+//!
+//! A job is read from `--job FILE` (TOML, see the README) when given, then any flag
+//! below overrides the matching field. The result is validated once, before anything starts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use downpour_core::BatchSize;
+use downpour_core::data::DatasetKind;
+use downpour_core::model_spec::{Activation, ModelKind};
+use downpour_core::plan::FullBatch;
+use downpour_server::job::ConsistencyMode;
+use downpour_server::optim::{OptimizerConfig, OptimizerOverrides};
+use downpour_server::{JobError, JobSpec};
+
+/// Downpour: a distributed parameter-server trainer.
+#[derive(Debug, Parser)]
+#[command(name = "downpour", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train on this machine: one server and N worker processes on loopback, with progress.
+    Train(TrainArgs),
+    /// Run a parameter server for a job.
+    Server(ServerArgs),
+    /// Run one worker against a server; it receives the job when it registers.
+    Worker(WorkerArgs),
+}
+
+/// `downpour train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The job.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Where to write the JSON run report [default: RUN_DIR/report.json].
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Directory for the job file, logs, report and weights [default: runs/<timestamp>].
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Slow worker K down by MS milliseconds per step, as `K:MS` (tests and benchmarks).
+    #[arg(long, value_name = "K:MS")]
+    pub slow_worker: Vec<String>,
+    /// Print no progress bar, only the summary.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `downpour server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The job.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:50051", env = "DOWNPOUR_LISTEN")]
+    pub listen: String,
+    /// Write the bound address (`host:port`) to this file once listening.
+    #[arg(long)]
+    pub port_file: Option<PathBuf>,
+    /// Stop once the job has finished and every worker has left.
+    #[arg(long)]
+    pub exit_when_done: bool,
+}
+
+/// `downpour worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The server's address, `host:port`.
+    #[arg(long, env = "DOWNPOUR_SERVER")]
+    pub server: String,
+    /// A label for logs and status [default: the host name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds to keep trying to reach the server at start-up.
+    #[arg(long, default_value_t = 60)]
+    pub connect_timeout: u64,
+    /// Sleep this many milliseconds per step, to emulate a slow worker (tests and benchmarks).
+    #[arg(long, default_value_t = 0)]
+    pub step_delay_ms: u64,
+}
+
+/// The job file and the flags that override its common fields.
+#[derive(Debug, Clone, Default, Args)]
+pub struct JobArgs {
+    /// Job file (TOML). Without one, the built-in default job: an MLP on the UCI digits with Adam.
+    #[arg(long, value_name = "FILE")]
+    pub job: Option<PathBuf>,
+    /// Number of workers (training.workers).
+    #[arg(long, short = 'w')]
+    pub workers: Option<usize>,
+    /// Consistency mode: sync or async (consistency.mode).
+    #[arg(long, value_parser = parse_mode)]
+    pub mode: Option<ConsistencyMode>,
+    /// Model kind: linear_regression, logistic_regression, softmax_regression or mlp (model.kind).
+    #[arg(long, value_parser = parse_model)]
+    pub model: Option<ModelKind>,
+    /// Hidden layer widths, comma-separated, e.g. 128,64 (model.hidden).
+    #[arg(long, value_delimiter = ',')]
+    pub hidden: Option<Vec<usize>>,
+    /// Hidden activation: relu, sigmoid or tanh (model.activation).
+    #[arg(long, value_parser = parse_activation)]
+    pub activation: Option<Activation>,
+    /// Dataset: xor, synthetic_linear, synthetic_classification, digits, csv or libsvm (data.kind).
+    #[arg(long, value_parser = parse_dataset)]
+    pub dataset: Option<DatasetKind>,
+    /// Data file for csv or libsvm (data.path).
+    #[arg(long)]
+    pub data_path: Option<PathBuf>,
+    /// Optimizer: sgd, adam, adamw, adagrad, adadelta or rmsprop, with its defaults (optimizer.name).
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Learning rate (optimizer.lr).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Momentum, for sgd and rmsprop (optimizer.momentum).
+    #[arg(long)]
+    pub momentum: Option<f32>,
+    /// Weight decay (optimizer.weight_decay).
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// Samples per gradient, or `full` for the whole shard (training.batch_size).
+    #[arg(long, value_parser = parse_batch)]
+    pub batch_size: Option<BatchSize>,
+    /// Passes over the training set (training.epochs).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Seed (training.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Evaluate every this many steps; 0 = every epoch (training.eval_every).
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+}
+
+impl JobArgs {
+    /// Reads the job file (if any) and applies the flags.
+    ///
+    /// # Errors
+    /// [`JobError`] for an unreadable or malformed file, or a flag that does not apply.
+    pub fn to_spec(&self) -> Result<JobSpec, JobError> {
+        let mut spec = match &self.job {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| JobError::Parse(format!("cannot read {}: {e}", path.display())))?;
+                JobSpec::from_toml(&text).map_err(|e| match e {
+                    JobError::Parse(m) => JobError::Parse(format!("{}: {m}", path.display())),
+                    other => other,
+                })?
+            }
+            None => JobSpec::default(),
+        };
+        let t = &mut spec.training;
+        if let Some(n) = self.workers {
+            t.workers = n;
+        }
+        if let Some(b) = self.batch_size {
+            t.batch_size = b;
+        }
+        if let Some(e) = self.epochs {
+            t.epochs = e;
+        }
+        if let Some(s) = self.seed {
+            t.seed = s;
+        }
+        if let Some(e) = self.eval_every {
+            t.eval_every = e;
+        }
+        if let Some(m) = self.mode {
+            spec.consistency.mode = m;
+        }
+        if let Some(kind) = self.model {
+            spec.model.kind = kind;
+            if kind != ModelKind::Mlp && self.hidden.is_none() {
+                spec.model.hidden.clear();
+            }
+        }
+        if let Some(h) = &self.hidden {
+            spec.model.hidden.clone_from(h);
+        }
+        if let Some(a) = self.activation {
+            spec.model.activation = a;
+        }
+        if let Some(kind) = self.dataset {
+            spec.data = downpour_core::DataSpec {
+                test_fraction: spec.data.test_fraction,
+                ..downpour_core::DataSpec::builtin(kind)
+            };
+        }
+        if let Some(p) = &self.data_path {
+            spec.data.path = Some(p.clone());
+        }
+        if let Some(name) = &self.optimizer {
+            spec.optimizer = OptimizerConfig::with_defaults(name)?;
+        }
+        spec.optimizer.apply_overrides(&OptimizerOverrides {
+            lr: self.lr,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+        })?;
+        Ok(spec)
+    }
+}
+
+fn parse_mode(s: &str) -> Result<ConsistencyMode, String> {
+    match s {
+        "sync" => Ok(ConsistencyMode::Sync),
+        "async" => Ok(ConsistencyMode::Async),
+        _ => Err(format!("expected sync or async, got {s}")),
+    }
+}
+
+fn parse_batch(s: &str) -> Result<BatchSize, String> {
+    if s == "full" {
+        return Ok(BatchSize::Full(FullBatch::Full));
+    }
+    s.parse::<usize>()
+        .map(BatchSize::Samples)
+        .map_err(|_| format!("expected a number of samples or `full`, got {s}"))
+}
+
+/// Parses a snake_case enum value through its serde name.
+fn parse_named<T: serde::de::DeserializeOwned>(s: &str, expected: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("expected one of {expected}, got {s}"))
+}
+
+fn parse_model(s: &str) -> Result<ModelKind, String> {
+    parse_named(
+        s,
+        "linear_regression, logistic_regression, softmax_regression, mlp",
+    )
+}
+
+fn parse_activation(s: &str) -> Result<Activation, String> {
+    parse_named(s, "relu, sigmoid, tanh")
+}
+
+fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
+    parse_named(
+        s,
+        "xor, synthetic_linear, synthetic_classification, digits, csv, libsvm",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("downpour").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_default_job() {
+        let Command::Train(t) = parse(&[
+            "train",
+            "--workers",
+            "3",
+            "--mode",
+            "async",
+            "--batch-size",
+            "full",
+            "--lr",
+            "0.5",
+        ]) else {
+            panic!("not train")
+        };
+        let spec = t.job.to_spec().unwrap();
+        assert_eq!(spec.training.workers, 3);
+        assert_eq!(spec.consistency.mode, ConsistencyMode::Async);
+        assert!(matches!(spec.training.batch_size, BatchSize::Full(_)));
+        assert!((spec.optimizer.lr() - 0.5).abs() < f32::EPSILON);
+    }
+
+    #[test]
+    fn a_bad_flag_value_is_refused_with_the_choices() {
+        let err = Cli::try_parse_from(["downpour", "train", "--mode", "eventual"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected sync or async, got eventual"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["downpour", "train", "--model", "cnn"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("got cnn"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_job_file_names_the_path() {
+        let args = JobArgs {
+            job: Some("/nonexistent/job.toml".into()),
+            ..JobArgs::default()
+        };
+        let err = args.to_spec().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/job.toml"), "{err}");
+    }
+}

@@ -1,0 +1,303 @@
+//! `downpour train`: one server and N worker processes on loopback, watched to the end.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use downpour_core::status::ServerStatus;
+use downpour_server::{Job, JobError};
+use downpour_worker::{ClientError, ServerClient};
+
+use crate::cli::TrainArgs;
+use crate::processes::ChildProcess;
+use crate::progress::Progress;
+use crate::report::{Hardware, RunFiles, RunReport};
+use crate::weights::{WeightsError, write_safetensors};
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The job is invalid.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// A flag is malformed.
+    #[error("{0}")]
+    Usage(String),
+    /// A file or process could not be created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A child process failed.
+    #[error("{name} failed ({status}); last lines of {log}:\n{tail}")]
+    ChildFailed {
+        /// The process.
+        name: String,
+        /// How it ended.
+        status: String,
+        /// Its log file.
+        log: String,
+        /// The end of its log.
+        tail: String,
+    },
+    /// The server could not be queried.
+    #[error("talking to the server: {0}")]
+    Client(#[from] ClientError),
+    /// The weights could not be written.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// Ctrl-C or SIGTERM.
+    #[error("interrupted; every process was stopped")]
+    Interrupted,
+}
+
+/// What a successful run produced.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    /// The report, as written.
+    pub report: RunReport,
+    /// Where it was written.
+    pub report_path: PathBuf,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
+    let what = what.into();
+    move |source| LaunchError::Io { what, source }
+}
+
+/// Parses `--slow-worker K:MS` values into a per-worker delay in milliseconds.
+fn slow_workers(specs: &[String], workers: usize) -> Result<HashMap<usize, u64>, LaunchError> {
+    let mut delays = HashMap::new();
+    for s in specs {
+        let parsed = s
+            .split_once(':')
+            .and_then(|(k, ms)| Some((k.parse::<usize>().ok()?, ms.parse::<u64>().ok()?)));
+        match parsed {
+            Some((k, ms)) if k < workers => {
+                delays.insert(k, ms);
+            }
+            _ => {
+                return Err(LaunchError::Usage(format!(
+                    "--slow-worker expects K:MS with K < {workers}, got {s}"
+                )));
+            }
+        }
+    }
+    Ok(delays)
+}
+
+/// Runs a job locally and writes its report. Stops every process on `interrupt`.
+///
+/// # Errors
+/// [`LaunchError`] when the job is invalid, a process fails, or on interruption.
+pub async fn train(
+    args: &TrainArgs,
+    interrupt: CancellationToken,
+) -> Result<TrainOutcome, LaunchError> {
+    let spec = args.job.to_spec()?;
+    let job: Job = spec.clone().validate()?;
+    let workers = job.workers();
+    let delays = slow_workers(&args.slow_worker, workers)?;
+
+    let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
+    std::fs::create_dir_all(&run_dir).map_err(io(format!("creating {}", run_dir.display())))?;
+    let job_path = run_dir.join("job.toml");
+    std::fs::write(&job_path, spec.to_toml())
+        .map_err(io(format!("writing {}", job_path.display())))?;
+    let port_file = run_dir.join("server.addr");
+    let _ = std::fs::remove_file(&port_file);
+    let exe = std::env::current_exe().map_err(io("locating the downpour binary"))?;
+
+    let started = Instant::now();
+    let mut progress = Progress::new(args.quiet);
+    progress.phase("starting the server");
+    let mut server = ChildProcess::spawn(
+        "server",
+        &exe,
+        &[
+            "server".into(),
+            "--job".into(),
+            job_path.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--port-file".into(),
+            port_file.display().to_string(),
+        ],
+        run_dir.join("server.log"),
+    )
+    .map_err(io("starting the server"))?;
+    let mut children = Vec::new();
+    let result = async {
+        let address = wait_for_address(&mut server, &port_file, &interrupt).await?;
+        progress.phase(&format!("starting {workers} workers"));
+        for k in 0..workers {
+            let mut wargs = vec![
+                "worker".to_string(),
+                "--server".into(),
+                address.clone(),
+                "--name".into(),
+                format!("worker-{k}"),
+            ];
+            if let Some(ms) = delays.get(&k) {
+                wargs.extend(["--step-delay-ms".into(), ms.to_string()]);
+            }
+            let name = format!("worker-{k}");
+            let log = run_dir.join(format!("{name}.log"));
+            children.push(
+                ChildProcess::spawn(&name, &exe, &wargs, log)
+                    .map_err(io(format!("starting {name}")))?,
+            );
+        }
+        let status = watch(
+            &mut server,
+            &mut children,
+            &address,
+            &mut progress,
+            &interrupt,
+        )
+        .await?;
+        let mut client = ServerClient::connect(&address).await?;
+        let (version, params) = client.parameters().await?;
+        Ok::<_, LaunchError>((status, version, params))
+    }
+    .await;
+    progress.finish();
+    for child in &mut children {
+        child.stop(Duration::from_secs(5)).await;
+    }
+    server.stop(Duration::from_secs(5)).await;
+    let (status, version, params) = result?;
+
+    let weights = run_dir.join("weights.safetensors");
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("downpour_version".to_string(), version.to_string()),
+        ("job".to_string(), status.job.to_string()),
+    ]);
+    write_safetensors(&weights, &params, metadata)?;
+    let mut logs = vec![server.log.clone()];
+    logs.extend(children.iter().map(|c| c.log.clone()));
+    let files = RunFiles {
+        run_dir: run_dir.clone(),
+        job: job_path,
+        weights,
+        logs,
+    };
+    let hardware = Hardware {
+        cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        worker_processes: workers,
+    };
+    let report = RunReport::new(&status, started.elapsed().as_secs_f64(), files, hardware);
+    let report_path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| run_dir.join("report.json"));
+    report
+        .write(&report_path)
+        .map_err(io(format!("writing {}", report_path.display())))?;
+    Ok(TrainOutcome {
+        report,
+        report_path,
+    })
+}
+
+fn default_run_dir() -> PathBuf {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    PathBuf::from("runs").join(format!("{}-{}", now.as_secs(), std::process::id()))
+}
+
+fn failed(child: &ChildProcess, status: String) -> LaunchError {
+    LaunchError::ChildFailed {
+        name: child.name.clone(),
+        status,
+        log: child.log.display().to_string(),
+        tail: child.log_tail(15),
+    }
+}
+
+/// Waits for the server to write its address, failing if it exits first.
+async fn wait_for_address(
+    server: &mut ChildProcess,
+    port_file: &Path,
+    interrupt: &CancellationToken,
+) -> Result<String, LaunchError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(port_file)
+            && text.ends_with('\n')
+        {
+            return Ok(text.trim().to_string());
+        }
+        if let Some(status) = server.try_wait().map_err(io("watching the server"))? {
+            return Err(failed(server, status.to_string()));
+        }
+        if Instant::now() > deadline {
+            return Err(failed(server, "did not start listening within 60 s".into()));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            () = interrupt.cancelled() => return Err(LaunchError::Interrupted),
+        }
+    }
+}
+
+/// Watches the processes and the server's status until every worker has exited.
+async fn watch(
+    server: &mut ChildProcess,
+    workers: &mut [ChildProcess],
+    address: &str,
+    progress: &mut Progress,
+    interrupt: &CancellationToken,
+) -> Result<ServerStatus, LaunchError> {
+    let mut client: Option<ServerClient> = None;
+    let mut last_status: Option<ServerStatus> = None;
+    loop {
+        if client.is_none() {
+            client = ServerClient::connect(address).await.ok();
+        }
+        if let Some(c) = client.as_mut()
+            && let Ok(status) = c.status().await
+        {
+            progress.update(&status);
+            last_status = Some(status);
+        }
+        if let Some(status) = server.try_wait().map_err(io("watching the server"))? {
+            return Err(failed(server, status.to_string()));
+        }
+        let mut running = 0;
+        for w in workers.iter_mut() {
+            match w.try_wait().map_err(io("watching the workers"))? {
+                Some(status) if !status.success() => return Err(failed(w, status.to_string())),
+                Some(_) => {}
+                None => running += 1,
+            }
+        }
+        if running == 0 {
+            let status = match client.as_mut() {
+                Some(c) => c.status().await?,
+                None => last_status
+                    .ok_or_else(|| failed(server, "never answered a status request".into()))?,
+            };
+            progress.update(&status);
+            if !status.finished {
+                return Err(failed(
+                    server,
+                    "workers exited before the job finished".into(),
+                ));
+            }
+            return Ok(status);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = interrupt.cancelled() => return Err(LaunchError::Interrupted),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The `downpour` command: the local launcher and the subcommands that run a server or a worker.
+//!
+//! # Layout
+//! - [`cli`]: the command line and the job flags shared by every subcommand.
+//! - [`commands`]: `server` and `worker`: runtimes with capped threads, signals, shutdown.
+//! - [`launch`]: `train`: one server and N worker processes on loopback, watched to the end.
+//! - [`processes`]: child processes with log files, tied to the launcher's life.
+//! - [`progress`]: the progress bar and epoch lines.
+//! - [`report`]: the JSON run report.
+//! - [`weights`]: trained weights as safetensors.
+
+pub mod cli;
+pub mod commands;
+pub mod launch;
+pub mod processes;
+pub mod progress;
+pub mod report;
+pub mod weights;

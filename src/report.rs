@@ -1,0 +1,148 @@
+//! The JSON run report `downpour train` writes: the job, per-epoch metrics, per-worker
+//! counters, staleness statistics, and the final metrics.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use downpour_core::status::{EpochMetrics, Evaluation, ServerStatus, StalenessStats, WorkerStatus};
+
+/// The final numbers of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalMetrics {
+    /// Classification: test accuracy of the final parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_accuracy: Option<f64>,
+    /// Regression: test mean squared error of the final parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_mse: Option<f64>,
+    /// Test loss of the final parameters.
+    pub test_loss: f64,
+    /// Launcher wall time, from start to the job's end (process start-up included).
+    pub wall_seconds: f64,
+    /// Training time on the server's clock: first registration to the final evaluation.
+    pub training_seconds: f64,
+    /// Samples trained on, over all workers.
+    pub samples: u64,
+    /// `samples / training_seconds`.
+    pub samples_per_second: f64,
+    /// Updates applied.
+    pub version: u64,
+}
+
+/// Staleness over all workers, summarised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StalenessSummary {
+    /// Gradients observed.
+    pub count: u64,
+    /// Mean staleness.
+    pub mean: f64,
+    /// Largest staleness.
+    pub max: u64,
+    /// `histogram[s]` gradients had staleness `s` (last bucket: that or more).
+    pub histogram: Vec<u64>,
+}
+
+impl From<&StalenessStats> for StalenessSummary {
+    fn from(s: &StalenessStats) -> Self {
+        Self {
+            count: s.count,
+            mean: s.mean(),
+            max: s.max,
+            histogram: s.histogram.clone(),
+        }
+    }
+}
+
+/// Where the run's files are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunFiles {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// The job as the server ran it (TOML).
+    pub job: PathBuf,
+    /// The final weights (safetensors).
+    pub weights: PathBuf,
+    /// Process logs.
+    pub logs: Vec<PathBuf>,
+}
+
+/// The machine the run used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hardware {
+    /// Logical cores available to the launcher.
+    pub cores: usize,
+    /// Worker processes, each computing on one thread.
+    pub worker_processes: usize,
+}
+
+/// The run report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The job as run.
+    pub job: serde_json::Value,
+    /// `sync` or `async`.
+    pub consistency: String,
+    /// The machine.
+    pub hardware: Hardware,
+    /// Per-epoch training loss and evaluations.
+    pub epochs: Vec<EpochMetrics>,
+    /// Every evaluation, in order.
+    pub evaluations: Vec<Evaluation>,
+    /// Per-worker counters.
+    pub workers: Vec<WorkerStatus>,
+    /// Staleness over all workers.
+    pub staleness: StalenessSummary,
+    /// The run's files.
+    pub files: RunFiles,
+    /// The final numbers.
+    #[serde(rename = "final")]
+    pub final_metrics: FinalMetrics,
+}
+
+impl RunReport {
+    /// Builds the report from the server's final status.
+    #[must_use]
+    pub fn new(
+        status: &ServerStatus,
+        wall_seconds: f64,
+        files: RunFiles,
+        hardware: Hardware,
+    ) -> Self {
+        let final_eval = status.final_evaluation.clone();
+        let training_seconds = status.elapsed_seconds;
+        Self {
+            job: status.job.clone(),
+            consistency: status.consistency.clone(),
+            hardware,
+            epochs: status.epochs.clone(),
+            evaluations: status.evaluations.clone(),
+            workers: status.workers.clone(),
+            staleness: StalenessSummary::from(&status.staleness),
+            files,
+            final_metrics: FinalMetrics {
+                test_accuracy: final_eval.as_ref().and_then(|e| e.test_accuracy),
+                test_mse: final_eval.as_ref().and_then(|e| e.test_mse),
+                test_loss: final_eval.as_ref().map_or(f64::NAN, |e| e.test_loss),
+                wall_seconds,
+                training_seconds,
+                samples: status.samples_trained,
+                samples_per_second: if training_seconds > 0.0 {
+                    status.samples_trained as f64 / training_seconds
+                } else {
+                    0.0
+                },
+                version: status.version,
+            },
+        }
+    }
+
+    /// Writes the report as pretty JSON.
+    ///
+    /// # Errors
+    /// The OS error when the file cannot be written.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).expect("a report always serialises");
+        std::fs::write(path, json + "\n")
+    }
+}

@@ -1,0 +1,147 @@
+//! Trained weights as `safetensors`, the format PyTorch (`safetensors.torch.load_file`)
+//! and numpy users load, with the layer names PyTorch would use.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use downpour_core::{NamedTensor, ParamSet, Tensor};
+
+/// A weights file that could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// The file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid safetensors, or holds something other than f32 tensors.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Writes `params` to `path` as f32 safetensors, with `metadata` in the header.
+///
+/// # Errors
+/// [`WeightsError`] when the file cannot be written.
+pub fn write_safetensors(
+    path: &Path,
+    params: &ParamSet,
+    metadata: HashMap<String, String>,
+) -> Result<(), WeightsError> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = params
+        .entries()
+        .iter()
+        .map(|e| {
+            let data = e
+                .tensor
+                .data()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            (e.name.clone(), data, e.tensor.shape().to_vec())
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, data, shape)| {
+            let view =
+                TensorView::new(Dtype::F32, shape.clone(), data).expect("length matches the shape");
+            (name.clone(), view)
+        })
+        .collect();
+    let format = |reason: String| WeightsError::Format {
+        path: path.display().to_string(),
+        reason,
+    };
+    let encoded =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| format(e.to_string()))?;
+    std::fs::write(path, encoded).map_err(|source| WeightsError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Reads f32 tensors from a safetensors file, in the file's order of names (sorted).
+///
+/// # Errors
+/// [`WeightsError`] when unreadable, malformed, or not f32.
+pub fn read_safetensors(path: &Path) -> Result<ParamSet, WeightsError> {
+    let display = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+        path: display.clone(),
+        source,
+    })?;
+    let format = |reason: String| WeightsError::Format {
+        path: display.clone(),
+        reason,
+    };
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format(e.to_string()))?;
+    let mut names: Vec<String> = file.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
+        let view = file.tensor(&name).map_err(|e| format(e.to_string()))?;
+        if view.dtype() != Dtype::F32 {
+            return Err(format(format!(
+                "tensor {name} is {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let tensor = Tensor::new(view.shape().to_vec(), data).map_err(|e| format(e.to_string()))?;
+        entries.push(NamedTensor { name, tensor });
+    }
+    Ok(ParamSet::new(entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_round_trip_bit_exactly() {
+        let params = ParamSet::new(vec![
+            NamedTensor {
+                name: "layers.0.bias".into(),
+                tensor: Tensor::new(vec![2], vec![0.5, -1.25]).unwrap(),
+            },
+            NamedTensor {
+                name: "layers.0.weight".into(),
+                tensor: Tensor::new(vec![2, 1], vec![3.0, f32::MIN_POSITIVE]).unwrap(),
+            },
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        write_safetensors(
+            &path,
+            &params,
+            HashMap::from([("version".into(), "7".into())]),
+        )
+        .unwrap();
+        assert_eq!(read_safetensors(&path).unwrap(), params);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_refused_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.safetensors");
+        std::fs::write(&path, b"not a safetensors file").unwrap();
+        let err = read_safetensors(&path).unwrap_err().to_string();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+    }
+}

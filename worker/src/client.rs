@@ -1,0 +1,270 @@
+//! The worker's side of `downpour.v1`: typed calls over a tonic channel.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use downpour_core::status::{Evaluation, ServerStatus};
+use downpour_core::{Assignment, ParamSet, TrainingPlan};
+use downpour_proto::convert::{params_from_wire, params_to_wire, plan_from_json, status_from_wire};
+use downpour_proto::limits::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
+use downpour_proto::v1::parameter_server_client::ParameterServerClient;
+use downpour_proto::{WireError, v1};
+
+/// A call to the server that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The address is not a valid URI.
+    #[error("invalid server address {address}: {reason}")]
+    Address {
+        /// The address given.
+        address: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The connection could not be made.
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The server's address.
+        address: String,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The server answered with an error status.
+    #[error("server refused {call}: {} ({:?})", .status.message(), .status.code())]
+    Rpc {
+        /// The RPC.
+        call: &'static str,
+        /// The status.
+        status: tonic::Status,
+    },
+    /// The server's answer does not decode.
+    #[error("malformed reply: {0}")]
+    Wire(#[from] WireError),
+}
+
+impl ClientError {
+    /// The gRPC status code, for a refused call.
+    #[must_use]
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Self::Rpc { status, .. } => Some(status.code()),
+            _ => None,
+        }
+    }
+}
+
+/// Parameters received from a pull.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    /// Their version.
+    pub version: u64,
+    /// The parameters.
+    pub params: ParamSet,
+    /// Whether this worker should evaluate them and report.
+    pub evaluate: bool,
+}
+
+/// A connection to one parameter server. Cheap to clone (clones share the channel).
+#[derive(Debug, Clone)]
+pub struct ServerClient {
+    /// The generated client with message limits set.
+    inner: ParameterServerClient<Channel>,
+}
+
+/// Accepts `host:port` as well as `http://host:port`.
+fn normalise(address: &str) -> String {
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+impl ServerClient {
+    /// Connects to `address` (`host:port` or `http://host:port`).
+    ///
+    /// # Errors
+    /// [`ClientError::Address`] or [`ClientError::Connect`].
+    pub async fn connect(address: &str) -> Result<Self, ClientError> {
+        let uri = normalise(address);
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| ClientError::Address {
+                address: address.to_string(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                address: uri,
+                source,
+            })?;
+        Ok(Self {
+            inner: ParameterServerClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        })
+    }
+
+    /// Joins the job.
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused or malformed.
+    pub async fn register(
+        &mut self,
+        name: &str,
+    ) -> Result<(Assignment, TrainingPlan), ClientError> {
+        let reply = self
+            .inner
+            .register(v1::RegisterRequest {
+                name: name.to_string(),
+            })
+            .await
+            .map_err(rpc("register"))?
+            .into_inner();
+        let plan = plan_from_json(&reply.plan_json)?;
+        let assignment = Assignment {
+            worker_id: reply.worker_id,
+            shard_index: usize::try_from(reply.shard_index).unwrap_or(usize::MAX),
+            shard_count: usize::try_from(reply.shard_count).unwrap_or(usize::MAX),
+        };
+        Ok((assignment, plan))
+    }
+
+    /// Waits until the server lets `worker` start `step` (or, with `final_pull`, until training is over).
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused or malformed.
+    pub async fn pull(
+        &mut self,
+        worker: u32,
+        step: u64,
+        final_pull: bool,
+    ) -> Result<Pulled, ClientError> {
+        let reply = self
+            .inner
+            .pull(v1::PullRequest {
+                worker_id: worker,
+                step,
+                r#final: final_pull,
+            })
+            .await
+            .map_err(rpc("pull"))?
+            .into_inner();
+        Ok(Pulled {
+            version: reply.version,
+            params: params_from_wire(reply.params)?,
+            evaluate: reply.evaluate,
+        })
+    }
+
+    /// Sends the gradient of `step`, computed from `base_version`; returns the staleness the server saw.
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused.
+    pub async fn push(
+        &mut self,
+        worker: u32,
+        step: u64,
+        base_version: u64,
+        loss: f64,
+        samples: u64,
+        gradient: &ParamSet,
+    ) -> Result<u64, ClientError> {
+        let reply = self
+            .inner
+            .push(v1::PushRequest {
+                worker_id: worker,
+                step,
+                base_version,
+                loss,
+                samples,
+                gradients: params_to_wire(gradient),
+            })
+            .await
+            .map_err(rpc("push"))?
+            .into_inner();
+        Ok(reply.staleness)
+    }
+
+    /// Says `worker` is alive; returns the server's version.
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused.
+    pub async fn heartbeat(&mut self, worker: u32) -> Result<u64, ClientError> {
+        let reply = self
+            .inner
+            .heartbeat(v1::HeartbeatRequest { worker_id: worker })
+            .await
+            .map_err(rpc("heartbeat"))?;
+        Ok(reply.into_inner().version)
+    }
+
+    /// Reports test metrics.
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused.
+    pub async fn report_evaluation(&mut self, evaluation: &Evaluation) -> Result<(), ClientError> {
+        self.inner
+            .report_evaluation(v1::EvaluationReport::from(evaluation))
+            .await
+            .map_err(rpc("report_evaluation"))?;
+        Ok(())
+    }
+
+    /// Leaves the job.
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused.
+    pub async fn leave(&mut self, worker: u32) -> Result<(), ClientError> {
+        self.inner
+            .leave(v1::LeaveRequest { worker_id: worker })
+            .await
+            .map_err(rpc("leave"))?;
+        Ok(())
+    }
+
+    /// The server's status.
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused or malformed.
+    pub async fn status(&mut self) -> Result<ServerStatus, ClientError> {
+        let reply = self
+            .inner
+            .status(v1::StatusRequest {})
+            .await
+            .map_err(rpc("status"))?
+            .into_inner();
+        Ok(status_from_wire(&reply)?)
+    }
+
+    /// The current parameters and their version (no membership needed).
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused or malformed.
+    pub async fn parameters(&mut self) -> Result<(u64, ParamSet), ClientError> {
+        let reply = self
+            .inner
+            .get_parameters(v1::GetParametersRequest {})
+            .await
+            .map_err(rpc("get_parameters"))?
+            .into_inner();
+        Ok((reply.version, params_from_wire(reply.params)?))
+    }
+
+    /// The raw generated client, for tests that send malformed messages on purpose.
+    #[must_use]
+    pub fn raw(&self) -> ParameterServerClient<Channel> {
+        self.inner.clone()
+    }
+}
+
+fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
+    move |status| ClientError::Rpc { call, status }
+}

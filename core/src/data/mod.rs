@@ -5,10 +5,12 @@
 //! - [`spec`]: the job file's `[data]` section and its validation.
 //! - [`xor`], [`synthetic`], [`digits`]: built-in datasets, needing no files.
 //! - [`csv`], [`libsvm`]: file formats, parsed from text with line-numbered errors.
+//! - [`field`]: one text field read as a number or a class label, shared by both formats.
 //! - [`split`]: the seeded train/test split.
 
 pub mod csv;
 pub mod digits;
+pub mod field;
 pub mod libsvm;
 pub mod spec;
 pub mod split;
@@ -52,6 +54,17 @@ pub enum DataError {
         /// What is wrong there, with the offending text.
         reason: String,
     },
+}
+
+impl DataError {
+    /// A [`DataError::Parse`] at `path:line`.
+    pub(crate) fn parse(path: &str, line: usize, reason: impl Into<String>) -> Self {
+        Self::Parse {
+            path: path.to_string(),
+            line,
+            reason: reason.into(),
+        }
+    }
 }
 
 /// What a model learns from a dataset.

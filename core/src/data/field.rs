@@ -1,0 +1,89 @@
+//! One text field of a data file read as a number or a class label: the rules CSV and
+//! LibSVM share.
+//!
+//! These return the reason a field is refused, quoting it; the format parsers add the
+//! file, line and column.
+
+/// The most classes a classification file may imply (largest label + 1).
+///
+/// Guards against a file of real-valued targets read as class labels by mistake
+/// (`task` defaults to classification): prices 0..350000 would otherwise make a
+/// 350001-class model.
+pub const MAX_CLASSES: usize = 65_536;
+
+/// A finite number.
+///
+/// # Errors
+/// The reason, quoting `text`, when it is not a number or not finite.
+pub(crate) fn number(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(format!("expected a finite number, got \"{text}\"")),
+        Err(_) => Err(format!("expected a number, got \"{text}\"")),
+    }
+}
+
+/// A class label: a non-negative integer (`3` or `3.0`) below [`MAX_CLASSES`].
+///
+/// # Errors
+/// The reason, quoting `text`, for anything else.
+pub(crate) fn class_label(text: &str) -> Result<usize, String> {
+    let value = text.parse::<f64>().ok().filter(|v| v.is_finite());
+    match value {
+        Some(v) if v >= 0.0 && v.fract() == 0.0 => {
+            if v < MAX_CLASSES as f64 {
+                Ok(v as usize)
+            } else {
+                Err(format!(
+                    "class label \"{text}\" would make more than {MAX_CLASSES} classes \
+                     (set task = \"regression\" for real-valued targets)"
+                ))
+            }
+        }
+        _ => Err(format!(
+            "expected a class label 0, 1, 2, ..., got \"{text}\" \
+             (set task = \"regression\" for real-valued targets)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_must_be_finite() {
+        assert_eq!(number("-1.5e2"), Ok(-150.0));
+        assert_eq!(number("abc").unwrap_err(), "expected a number, got \"abc\"");
+        assert_eq!(
+            number("NaN").unwrap_err(),
+            "expected a finite number, got \"NaN\""
+        );
+        assert_eq!(
+            number("1e40").unwrap_err(),
+            "expected a finite number, got \"1e40\""
+        );
+    }
+
+    #[test]
+    fn class_labels_are_non_negative_integers() {
+        assert_eq!(class_label("3"), Ok(3));
+        assert_eq!(class_label("+2"), Ok(2));
+        assert_eq!(class_label("4.0"), Ok(4));
+        for bad in ["-1", "2.5", "x", "inf", ""] {
+            let reason = class_label(bad).unwrap_err();
+            assert!(
+                reason.starts_with(&format!(
+                    "expected a class label 0, 1, 2, ..., got \"{bad}\""
+                )),
+                "{reason}"
+            );
+        }
+        assert!(
+            class_label("65536")
+                .unwrap_err()
+                .contains("more than 65536 classes")
+        );
+        assert_eq!(class_label("65535"), Ok(65_535));
+    }
+}

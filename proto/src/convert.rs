@@ -70,7 +70,7 @@ pub fn f32_to_le_bytes(values: &[f32]) -> Bytes {
 /// Decodes little-endian bytes into f32 values; `None` when the length is not a multiple of 4.
 #[must_use]
 pub fn f32_from_le_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     Some(

@@ -167,7 +167,7 @@ async fn train(
             client.report_evaluation(&evaluation).await?;
         }
         let positions = sharding::batch_positions(&order, step_in_epoch as usize, batch);
-        let batch_data = train.select(&positions);
+        let batch_data = train.select(positions);
         let grads = gradient.get_or_insert_with(|| pulled.params.zeros_like());
         let loss = model.loss_and_gradient(&pulled.params, &batch_data, grads)?;
         if !options.step_delay.is_zero() {

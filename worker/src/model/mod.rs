@@ -1,1 +1,286 @@
-//! TODO(model helper)
+//! Models with forward and backward passes on ndarray: linear, logistic and softmax
+//! regression, and multi-layer perceptrons.
+//!
+//! Every model is a stack of affine layers with an activation between layers and a
+//! loss on the last one; the one-layer models are the stack of one. A [`Model`] is
+//! built from a [`ModelSpec`] for data of a [`DataShape`], holds no parameters, and
+//! computes the loss and its gradient for a batch on parameters it is handed,
+//! writing the gradient into a caller-owned buffer.
+//!
+//! # Layout
+//! - [`Model`] (here): checks parameters and data, then runs the network.
+//! - [`error`]: [`ModelError`], why a model refused its spec, parameters or data.
+//! - [`metrics`]: [`Metrics`], what an evaluation reports.
+//! - `network`: the layer stack's forward and backward passes.
+//! - `linear`: the affine layer `x Wᵀ + b` and its gradients.
+//! - `activation`: ReLU, sigmoid and tanh, and their derivatives.
+//! - `loss`: mean squared error, binary and softmax cross-entropy, and their output links.
+//! - `scalar`: the float type the passes are generic over (`f32`, and `f64` for checks).
+
+pub mod error;
+pub mod metrics;
+
+mod activation;
+mod linear;
+mod loss;
+mod network;
+mod scalar;
+
+use downpour_core::{DataShape, Dataset, ModelSpec, ParamSet, ParameterLayout, Targets, Task};
+use ndarray::{Array2, ArrayView2, s};
+
+pub use error::ModelError;
+pub use metrics::Metrics;
+
+use linear::{Linear, LinearGradient};
+use loss::{Loss, Target};
+use network::Network;
+
+/// Rows evaluated at once, bounding the memory [`Model::evaluate`] needs on a large dataset.
+const EVALUATION_CHUNK_ROWS: usize = 4096;
+
+/// A model's computation for data of one shape: it holds no parameter values.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The parameters' names and shapes, in order: each layer's weight `[out, in]`
+    /// then its bias `[out]`, input side first; an even, non-zero number of them.
+    layout: ParameterLayout,
+    /// The data the model takes: its feature count is the first layer's input
+    /// width, and every batch's targets must be for exactly this task.
+    shape: DataShape,
+    /// The activation between layers, and the loss on the last layer's outputs.
+    network: Network,
+}
+
+impl Model {
+    /// Builds the model `spec` describes for data of `shape`.
+    ///
+    /// # Errors
+    /// [`ModelError::Spec`] when the spec is invalid or cannot learn the task
+    /// (e.g. logistic regression on ten classes).
+    pub fn new(spec: &ModelSpec, shape: &DataShape) -> Result<Self, ModelError> {
+        let layout = spec.layout(shape)?;
+        Ok(Self {
+            layout,
+            shape: *shape,
+            network: Network {
+                activation: spec.activation,
+                loss: Loss::of_spec(spec),
+            },
+        })
+    }
+
+    /// The parameters' names and shapes (PyTorch's: `linear.weight`, `layers.0.bias`, ...).
+    #[must_use]
+    pub fn layout(&self) -> &ParameterLayout {
+        &self.layout
+    }
+
+    /// The data shape the model was built for.
+    #[must_use]
+    pub fn data_shape(&self) -> &DataShape {
+        &self.shape
+    }
+
+    /// Mean loss over `batch` and its gradient w.r.t. every parameter, written into `grads`.
+    ///
+    /// The loss is PyTorch's default reduction: mean squared error over every
+    /// element (samples × outputs), binary or softmax cross-entropy over samples.
+    /// `grads` must have the layout's names and shapes (e.g. `params.zeros_like()`,
+    /// reused from step to step); every value in it is overwritten.
+    ///
+    /// # Errors
+    /// When `params` or `grads` does not match the layout ([`ModelError::TensorCount`],
+    /// [`ModelError::TensorMismatch`]), or the batch is empty, has the wrong number of
+    /// features, or targets of another task or out of range ([`ModelError::EmptyBatch`],
+    /// [`ModelError::Features`], [`ModelError::TargetKind`], [`ModelError::TargetCount`],
+    /// [`ModelError::Label`]). `grads` is untouched then.
+    pub fn loss_and_gradient(
+        &self,
+        params: &ParamSet,
+        batch: &Dataset,
+        grads: &mut ParamSet,
+    ) -> Result<f32, ModelError> {
+        let target = self.target(batch)?;
+        let layers = self.layers(params)?;
+        let mut gradients = self.gradients(grads)?;
+        let loss =
+            self.network
+                .loss_and_gradient(&layers, batch.features.view(), target, &mut gradients);
+        #[allow(clippy::cast_possible_truncation)]
+        Ok(loss as f32)
+    }
+
+    /// The mean loss on `data` (as in training), plus accuracy on classification
+    /// data or the mean squared error on regression data.
+    ///
+    /// # Errors
+    /// As [`Model::loss_and_gradient`], for `params` and `data`.
+    pub fn evaluate(&self, params: &ParamSet, data: &Dataset) -> Result<Metrics, ModelError> {
+        let target = self.target(data)?;
+        let layers = self.layers(params)?;
+        let samples = data.len();
+        let mut loss_sum = 0.0;
+        let mut correct = 0;
+        let mut outputs = 0;
+        for start in (0..samples).step_by(EVALUATION_CHUNK_ROWS) {
+            let rows = start..samples.min(start + EVALUATION_CHUNK_ROWS);
+            let chunk_target = target.rows(rows.clone());
+            let mut chunk_outputs = self
+                .network
+                .forward(&layers, data.features.slice(s![rows, ..]));
+            outputs = chunk_outputs.ncols();
+            if let Target::Labels(labels) = chunk_target {
+                let predicted = self.network.loss.predicted_classes(chunk_outputs.view());
+                correct += predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+            }
+            loss_sum += self
+                .network
+                .loss
+                .sum_and_gradient(&mut chunk_outputs, chunk_target, 0.0);
+        }
+        let loss = loss_sum / self.network.loss.divisor(samples, outputs) as f64;
+        let (accuracy, mse) = match self.shape.task {
+            Task::Classification { .. } => (Some(correct as f64 / samples as f64), None),
+            Task::Regression { .. } => (None, Some(loss)),
+        };
+        Ok(Metrics {
+            loss,
+            accuracy,
+            mse,
+            samples,
+        })
+    }
+
+    /// The model's outputs for `[samples, features]` inputs: class probabilities
+    /// (`[samples, classes]`; for logistic regression `[1 - p, p]`) under a
+    /// cross-entropy loss, the raw outputs under mean squared error (the values
+    /// on regression data, the one-hot scores on classification data).
+    ///
+    /// # Errors
+    /// When `params` does not match the layout, or `features` has the wrong number
+    /// of columns ([`ModelError::Features`]).
+    pub fn predict(
+        &self,
+        params: &ParamSet,
+        features: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>, ModelError> {
+        self.check_features(features.ncols())?;
+        let layers = self.layers(params)?;
+        Ok(self
+            .network
+            .loss
+            .link(self.network.forward(&layers, features)))
+    }
+
+    /// Number of layers (a weight and a bias each).
+    fn depth(&self) -> usize {
+        self.layout.params().len() / 2
+    }
+
+    fn check_features(&self, actual: usize) -> Result<(), ModelError> {
+        if actual == self.shape.features {
+            Ok(())
+        } else {
+            Err(ModelError::Features {
+                expected: self.shape.features,
+                actual,
+            })
+        }
+    }
+
+    /// Checks a dataset against the model's shape and returns its targets.
+    fn target<'a>(&self, data: &'a Dataset) -> Result<Target<'a, f32>, ModelError> {
+        self.check_features(data.features.ncols())?;
+        let samples = data.len();
+        if samples == 0 {
+            return Err(ModelError::EmptyBatch);
+        }
+        let actual = data.shape().task;
+        if actual != self.shape.task {
+            return Err(ModelError::TargetKind {
+                expected: self.shape.task,
+                actual,
+            });
+        }
+        let targets = match &data.targets {
+            Targets::Regression(y) => y.nrows(),
+            Targets::Classes { labels, .. } => labels.len(),
+        };
+        if targets != samples {
+            return Err(ModelError::TargetCount { samples, targets });
+        }
+        Ok(match &data.targets {
+            Targets::Regression(y) => Target::Values(y.view()),
+            Targets::Classes { labels, classes } => {
+                if let Some((index, &label)) =
+                    labels.iter().enumerate().find(|(_, l)| **l >= *classes)
+                {
+                    return Err(ModelError::Label {
+                        index,
+                        label,
+                        classes: *classes,
+                    });
+                }
+                Target::Labels(labels)
+            }
+        })
+    }
+
+    /// Checks every tensor's name and shape against the layout, in order.
+    fn check_tensors(&self, set: &ParamSet, role: &'static str) -> Result<(), ModelError> {
+        let expected = self.layout.params();
+        if set.len() != expected.len() {
+            return Err(ModelError::TensorCount {
+                role,
+                expected: expected.len(),
+                actual: set.len(),
+            });
+        }
+        for (index, (spec, entry)) in expected.iter().zip(set.entries()).enumerate() {
+            if spec.name != entry.name || spec.shape != entry.tensor.shape() {
+                return Err(ModelError::TensorMismatch {
+                    role,
+                    index,
+                    expected_name: spec.name.clone(),
+                    expected_shape: spec.shape.clone(),
+                    actual_name: entry.name.clone(),
+                    actual_shape: entry.tensor.shape().to_vec(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The parameters as one borrowed [`Linear`] per layer.
+    fn layers<'a>(&self, params: &'a ParamSet) -> Result<Vec<Linear<'a, f32>>, ModelError> {
+        self.check_tensors(params, "params")?;
+        params
+            .entries()
+            .chunks_exact(2)
+            .map(|pair| {
+                Ok(Linear {
+                    weight: pair[0].tensor.view2()?,
+                    bias: pair[1].tensor.view1()?,
+                })
+            })
+            .collect()
+    }
+
+    /// The gradient buffer as one mutable [`LinearGradient`] per layer.
+    fn gradients<'a>(
+        &self,
+        grads: &'a mut ParamSet,
+    ) -> Result<Vec<LinearGradient<'a, f32>>, ModelError> {
+        self.check_tensors(grads, "grads")?;
+        let mut tensors = grads.tensors_mut();
+        let mut gradients = Vec::with_capacity(self.depth());
+        while let (Some(weight), Some(bias)) = (tensors.next(), tensors.next()) {
+            gradients.push(LinearGradient {
+                weight: weight.view2_mut()?,
+                bias: bias.view1_mut()?,
+            });
+        }
+        Ok(gradients)
+    }
+}

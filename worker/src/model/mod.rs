@@ -16,6 +16,7 @@
 //! - `activation`: ReLU, sigmoid and tanh, and their derivatives.
 //! - `loss`: mean squared error, binary and softmax cross-entropy, and their output links.
 //! - `scalar`: the float type the passes are generic over (`f32`, and `f64` for checks).
+//! - `gradient_check` (tests): every backward pass against central differences in `f64`.
 
 pub mod error;
 pub mod metrics;
@@ -25,6 +26,9 @@ mod linear;
 mod loss;
 mod network;
 mod scalar;
+
+#[cfg(test)]
+mod gradient_check;
 
 use downpour_core::{DataShape, Dataset, ModelSpec, ParamSet, ParameterLayout, Targets, Task};
 use ndarray::{Array2, ArrayView2, s};

@@ -288,3 +288,288 @@ impl Model {
         Ok(gradients)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use downpour_core::model_spec::{Activation, Head, ModelKind};
+    use downpour_core::{NamedTensor, Tensor};
+    use ndarray::Axis;
+
+    use super::gradient_check::{random_batch, random_params};
+    use super::*;
+
+    fn digits() -> DataShape {
+        DataShape {
+            features: 64,
+            task: Task::Classification { classes: 10 },
+        }
+    }
+
+    fn one_layer(kind: ModelKind) -> ModelSpec {
+        ModelSpec {
+            kind,
+            hidden: vec![],
+            ..ModelSpec::default()
+        }
+    }
+
+    /// One model of each kind, with data it trains on.
+    fn every_kind() -> Vec<(ModelSpec, DataShape)> {
+        let regression = DataShape {
+            features: 5,
+            task: Task::Regression { outputs: 3 },
+        };
+        let binary = DataShape {
+            features: 5,
+            task: Task::Classification { classes: 2 },
+        };
+        let mlp = |activation, head| ModelSpec {
+            kind: ModelKind::Mlp,
+            hidden: vec![7, 6],
+            activation,
+            head,
+            ..ModelSpec::default()
+        };
+        vec![
+            (one_layer(ModelKind::LinearRegression), regression),
+            (one_layer(ModelKind::LogisticRegression), binary),
+            (one_layer(ModelKind::SoftmaxRegression), digits()),
+            (mlp(Activation::Relu, Head::SoftmaxCrossEntropy), digits()),
+            (mlp(Activation::Sigmoid, Head::Mse), digits()),
+            (mlp(Activation::Tanh, Head::Mse), regression),
+        ]
+    }
+
+    /// The mean-loss gradient of the whole batch is the size-weighted mean of its
+    /// parts' gradients, whether the parts are single samples or mini-batches.
+    #[test]
+    fn batch_size_one_mini_batches_and_the_full_batch_agree() {
+        for (spec, shape) in every_kind() {
+            let model = Model::new(&spec, &shape).unwrap();
+            let params = random_params(&model, 3);
+            let data = random_batch(&shape, 10, 4);
+            let mut full = params.zeros_like();
+            let full_loss = model.loss_and_gradient(&params, &data, &mut full).unwrap();
+
+            for batch_size in [1, 3, 10] {
+                let mut grads = params.zeros_like();
+                let mut loss = 0.0;
+                let mut mean = params.zeros_like();
+                let indices: Vec<usize> = (0..data.len()).collect();
+                for part in indices.chunks(batch_size) {
+                    let batch = data.select(part);
+                    let weight = part.len() as f32 / data.len() as f32;
+                    loss += weight
+                        * model
+                            .loss_and_gradient(&params, &batch, &mut grads)
+                            .unwrap();
+                    for (m, g) in mean.tensors_mut().zip(grads.entries()) {
+                        for (m, g) in m.data_mut().iter_mut().zip(g.tensor.data()) {
+                            *m += weight * g;
+                        }
+                    }
+                }
+                assert!(
+                    (loss - full_loss).abs() < 1e-5 * (1.0 + full_loss.abs()),
+                    "{spec:?}, batches of {batch_size}: loss {loss} vs {full_loss}"
+                );
+                for (m, f) in mean.entries().iter().zip(full.entries()) {
+                    let name = &f.name;
+                    for (m, f) in m.tensor.data().iter().zip(f.tensor.data()) {
+                        assert!(
+                            (m - f).abs() < 1e-5 * (1.0 + f.abs()),
+                            "{spec:?}, batches of {batch_size}, {name}: {m} vs {f}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn evaluation_agrees_with_training_loss_across_chunks() {
+        for (spec, shape) in every_kind() {
+            let model = Model::new(&spec, &shape).unwrap();
+            let params = random_params(&model, 5);
+            let data = random_batch(&shape, EVALUATION_CHUNK_ROWS + 123, 6);
+            let mut grads = params.zeros_like();
+            let loss = model.loss_and_gradient(&params, &data, &mut grads).unwrap();
+            let metrics = model.evaluate(&params, &data).unwrap();
+            assert_eq!(metrics.samples, data.len());
+            assert!(
+                (metrics.loss - f64::from(loss)).abs() < 1e-5 * (1.0 + metrics.loss),
+                "{spec:?}: {metrics:?} vs {loss}"
+            );
+            match shape.task {
+                Task::Regression { .. } => {
+                    assert_eq!(metrics.mse, Some(metrics.loss));
+                    assert_eq!(metrics.accuracy, None);
+                }
+                Task::Classification { .. } => {
+                    let accuracy = metrics.accuracy.unwrap();
+                    assert!((0.0..=1.0).contains(&accuracy));
+                    assert_eq!(metrics.mse, None);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn accuracy_counts_argmax_and_logistic_threshold() {
+        let shape = DataShape {
+            features: 1,
+            task: Task::Classification { classes: 2 },
+        };
+        let model = Model::new(&one_layer(ModelKind::LogisticRegression), &shape).unwrap();
+        // p = sigmoid(x): class 1 exactly for x > 0.
+        let params = ParamSet::new(vec![
+            NamedTensor {
+                name: "linear.weight".into(),
+                tensor: Tensor::new(vec![1, 1], vec![1.0]).unwrap(),
+            },
+            NamedTensor {
+                name: "linear.bias".into(),
+                tensor: Tensor::zeros(&[1]),
+            },
+        ]);
+        let data = Dataset {
+            features: ndarray::array![[-2.0], [-1.0], [1.0], [3.0]],
+            targets: Targets::Classes {
+                labels: vec![0, 1, 1, 1],
+                classes: 2,
+            },
+        };
+        let metrics = model.evaluate(&params, &data).unwrap();
+        assert_eq!(metrics.accuracy, Some(0.75));
+    }
+
+    #[test]
+    fn predictions_are_probabilities_or_values() {
+        for (spec, shape) in every_kind() {
+            let model = Model::new(&spec, &shape).unwrap();
+            let params = random_params(&model, 9);
+            let data = random_batch(&shape, 4, 10);
+            let predicted = model.predict(&params, data.features.view()).unwrap();
+            let columns = match (shape.task, spec.kind) {
+                (Task::Regression { outputs }, _) => outputs,
+                (Task::Classification { classes }, _) => classes,
+            };
+            assert_eq!(predicted.dim(), (4, columns), "{spec:?}");
+            if model.network.loss != Loss::MeanSquaredError {
+                for total in predicted.sum_axis(Axis(1)) {
+                    assert!((total - 1.0).abs() < 1e-6, "{spec:?}: rows sum to {total}");
+                }
+                assert!(predicted.iter().all(|p| (0.0..=1.0).contains(p)));
+            }
+        }
+    }
+
+    #[test]
+    fn refuses_a_spec_that_cannot_learn_the_task() {
+        let err = Model::new(&one_layer(ModelKind::LogisticRegression), &digits()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "model.kind = \"logistic_regression\" cannot train on classification with 10 classes"
+        );
+    }
+
+    #[test]
+    fn refuses_mismatched_parameters_and_gradients_with_the_numbers() {
+        let model = Model::new(&ModelSpec::default(), &digits()).unwrap();
+        let params = model.layout().initialize(1);
+        let data = random_batch(&digits(), 3, 1);
+
+        let short = ParamSet::new(params.entries()[..3].to_vec());
+        let mut grads = params.zeros_like();
+        let err = model
+            .loss_and_gradient(&short, &data, &mut grads)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "params: expected 4 tensors, got 3");
+
+        let mut entries = params.zeros_like().into_entries();
+        entries[2].tensor = Tensor::zeros(&[64, 10]);
+        let mut wrong = ParamSet::new(entries);
+        let err = model
+            .loss_and_gradient(&params, &data, &mut wrong)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "grads[2]: expected layers.1.weight of shape [10, 64], \
+             got layers.1.weight of shape [64, 10]"
+        );
+    }
+
+    #[test]
+    fn refuses_mismatched_data_with_the_numbers() {
+        let model = Model::new(&ModelSpec::default(), &digits()).unwrap();
+        let params = model.layout().initialize(1);
+        let mut grads = params.zeros_like();
+        grads.tensors_mut().for_each(|t| t.data_mut().fill(7.0));
+        let mut refuse = |data: &Dataset| {
+            model
+                .loss_and_gradient(&params, data, &mut grads)
+                .unwrap_err()
+                .to_string()
+        };
+
+        let narrow = random_batch(
+            &DataShape {
+                features: 63,
+                ..digits()
+            },
+            2,
+            1,
+        );
+        assert_eq!(refuse(&narrow), "expected 64 features, got 63");
+
+        let empty = random_batch(&digits(), 0, 1);
+        assert_eq!(
+            refuse(&empty),
+            "expected at least 1 sample, got an empty batch"
+        );
+
+        let regression = random_batch(
+            &DataShape {
+                features: 64,
+                task: Task::Regression { outputs: 1 },
+            },
+            2,
+            1,
+        );
+        assert_eq!(
+            refuse(&regression),
+            "expected targets for classification with 10 classes, got regression with 1 output(s)"
+        );
+
+        let mut bad_label = random_batch(&digits(), 3, 1);
+        bad_label.targets = Targets::Classes {
+            labels: vec![0, 10, 2],
+            classes: 10,
+        };
+        assert_eq!(
+            refuse(&bad_label),
+            "sample 1 has label 10, expected a class below 10"
+        );
+
+        let mut short_targets = random_batch(&digits(), 3, 1);
+        short_targets.targets = Targets::Classes {
+            labels: vec![0, 1],
+            classes: 10,
+        };
+        assert_eq!(
+            refuse(&short_targets),
+            "expected 3 targets (one per feature row), got 2"
+        );
+
+        // Refused before anything was written.
+        assert!(
+            grads
+                .entries()
+                .iter()
+                .all(|e| e.tensor.data().iter().all(|&g| g == 7.0))
+        );
+
+        let err = model.predict(&params, narrow.features.view()).unwrap_err();
+        assert_eq!(err.to_string(), "expected 64 features, got 63");
+    }
+}

@@ -17,6 +17,7 @@
 //! - `loss`: mean squared error, binary and softmax cross-entropy, and their output links.
 //! - `scalar`: the float type the passes are generic over (`f32`, and `f64` for checks).
 //! - `gradient_check` (tests): every backward pass against central differences in `f64`.
+//! - `sanity_training` (tests): plain gradient descent learns XOR and known linear weights.
 
 pub mod error;
 pub mod metrics;
@@ -29,6 +30,8 @@ mod scalar;
 
 #[cfg(test)]
 mod gradient_check;
+#[cfg(test)]
+mod sanity_training;
 
 use downpour_core::{DataShape, Dataset, ModelSpec, ParamSet, ParameterLayout, Targets, Task};
 use ndarray::{Array2, ArrayView2, s};

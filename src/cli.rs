@@ -191,10 +191,7 @@ impl JobArgs {
             spec.model.activation = a;
         }
         if let Some(kind) = self.dataset {
-            spec.data = downpour_core::DataSpec {
-                test_fraction: spec.data.test_fraction,
-                ..downpour_core::DataSpec::builtin(kind)
-            };
+            spec.data = downpour_core::DataSpec::builtin(kind);
         }
         if let Some(p) = &self.data_path {
             spec.data.path = Some(p.clone());
@@ -272,7 +269,9 @@ mod tests {
             "full",
             "--lr",
             "0.5",
-        ]) else {
+        ])
+        .command
+        else {
             panic!("not train")
         };
         let spec = t.job.to_spec().unwrap();
@@ -280,6 +279,18 @@ mod tests {
         assert_eq!(spec.consistency.mode, ConsistencyMode::Async);
         assert!(matches!(spec.training.batch_size, BatchSize::Full(_)));
         assert!((spec.optimizer.lr() - 0.5).abs() < f32::EPSILON);
+    }
+
+    #[test]
+    fn choosing_a_dataset_takes_its_defaults() {
+        let Command::Train(t) = parse(&["train", "--dataset", "xor"]).command else {
+            panic!("not train")
+        };
+        let spec = t.job.to_spec().unwrap();
+        assert_eq!(
+            spec.data.test_fraction, 0.0,
+            "XOR is tested on its four points"
+        );
     }
 
     #[test]

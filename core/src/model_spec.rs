@@ -120,11 +120,11 @@ pub struct ModelSpec {
 }
 
 impl Default for ModelSpec {
-    /// The default job's model: a 64-unit ReLU MLP with a softmax head.
+    /// The default job's model: a 128-unit ReLU MLP with a softmax head.
     fn default() -> Self {
         Self {
             kind: ModelKind::Mlp,
-            hidden: vec![64],
+            hidden: vec![128],
             activation: Activation::Relu,
             head: Head::SoftmaxCrossEntropy,
             init: None,
@@ -275,13 +275,13 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("layers.0.weight", &[64, 64][..]),
-                ("layers.0.bias", &[64][..]),
-                ("layers.1.weight", &[10, 64][..]),
+                ("layers.0.weight", &[128, 64][..]),
+                ("layers.0.bias", &[128][..]),
+                ("layers.1.weight", &[10, 128][..]),
                 ("layers.1.bias", &[10][..]),
             ]
         );
-        assert_eq!(layout.num_values(), 64 * 64 + 64 + 10 * 64 + 10);
+        assert_eq!(layout.num_values(), 64 * 128 + 128 + 10 * 128 + 10);
     }
 
     #[test]

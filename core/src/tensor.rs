@@ -271,6 +271,18 @@ impl ParamSet {
     pub fn fill_zero(&mut self) {
         self.tensors_mut().for_each(Tensor::fill_zero);
     }
+
+    /// The same tensors reordered to follow `names` (a layout's order); `None` when the
+    /// names are not exactly this set's.
+    #[must_use]
+    pub fn reordered<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        let mut entries = Vec::with_capacity(self.entries.len());
+        for name in names {
+            let i = self.entries.iter().position(|e| e.name == name)?;
+            entries.push(self.entries.swap_remove(i));
+        }
+        self.entries.is_empty().then_some(Self { entries })
+    }
 }
 
 #[cfg(test)]
@@ -313,6 +325,31 @@ mod tests {
         assert_eq!(set.num_values(), 6);
         assert_eq!(set.get("b").unwrap().shape(), &[2]);
         assert!(set.get("c").is_none());
+    }
+
+    #[test]
+    fn reordered_follows_the_given_names_and_requires_the_same_set() {
+        let set = ParamSet::new(vec![
+            NamedTensor {
+                name: "b".into(),
+                tensor: Tensor::zeros(&[1]),
+            },
+            NamedTensor {
+                name: "a".into(),
+                tensor: Tensor::zeros(&[2]),
+            },
+        ]);
+        let names: Vec<String> = set
+            .clone()
+            .reordered(["a", "b"])
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(set.clone().reordered(["a"]).is_none());
+        assert!(set.reordered(["a", "c"]).is_none());
     }
 
     #[test]

@@ -4,14 +4,14 @@
 //! ```toml
 //! [model]
 //! kind = "mlp"
-//! hidden = [64]
+//! hidden = [128]
 //!
 //! [data]
 //! kind = "digits"
 //!
 //! [training]
 //! batch_size = 32
-//! epochs = 40
+//! epochs = 60
 //! workers = 4
 //!
 //! [optimizer]
@@ -29,7 +29,7 @@ use downpour_core::model_spec::ModelSpecError;
 use downpour_core::sharding;
 use downpour_core::{BatchSize, DataSpec, ModelSpec, ParameterLayout, TrainingPlan};
 
-use crate::optim::{Optimizer, OptimizerConfig, OptimizerError};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerError, OptimizerOverrides};
 use crate::schedule::{ScheduleConfig, ScheduleError};
 
 /// A job that cannot run, with the field and value at fault.
@@ -120,7 +120,7 @@ fn default_batch_size() -> BatchSize {
     BatchSize::Samples(32)
 }
 fn default_epochs() -> usize {
-    40
+    60
 }
 fn default_workers() -> usize {
     1
@@ -139,11 +139,23 @@ impl Default for TrainingSpec {
     }
 }
 
+/// The default job's optimizer: Adam, lr 0.003, PyTorch's defaults otherwise.
+/// (An `[optimizer]` section that names adam without an lr gets PyTorch's 0.001.)
+fn default_optimizer() -> OptimizerConfig {
+    let mut adam = OptimizerConfig::default();
+    adam.apply_overrides(&OptimizerOverrides {
+        lr: Some(3e-3),
+        ..OptimizerOverrides::default()
+    })
+    .expect("adam takes an lr");
+    adam
+}
+
 /// A job as written: the parsed job file with CLI overrides applied, not yet validated.
 ///
 /// Every section has a default; the defaults together are the main job: an MLP on the
 /// built-in digits, trained with Adam.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// The model.
@@ -155,8 +167,9 @@ pub struct JobSpec {
     /// Batch size, epochs, seed, workers, evaluation.
     #[serde(default)]
     pub training: TrainingSpec,
-    /// The optimizer and its hyperparameters (torch.optim names).
-    #[serde(default)]
+    /// The optimizer and its hyperparameters (torch.optim names). Without an
+    /// `[optimizer]` section: Adam with lr 0.003 (and PyTorch's other defaults).
+    #[serde(default = "default_optimizer")]
     pub optimizer: OptimizerConfig,
     /// The learning-rate schedule.
     #[serde(default)]
@@ -164,6 +177,19 @@ pub struct JobSpec {
     /// Sync or async.
     #[serde(default)]
     pub consistency: ConsistencySpec,
+}
+
+impl Default for JobSpec {
+    fn default() -> Self {
+        Self {
+            model: ModelSpec::default(),
+            data: DataSpec::default(),
+            training: TrainingSpec::default(),
+            optimizer: default_optimizer(),
+            schedule: ScheduleConfig::default(),
+            consistency: ConsistencySpec::default(),
+        }
+    }
 }
 
 impl JobSpec {

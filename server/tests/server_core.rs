@@ -4,10 +4,10 @@ use downpour_core::data::DatasetKind;
 use downpour_core::model_spec::ModelKind;
 use downpour_core::status::{Evaluation, WorkerState};
 use downpour_core::{BatchSize, DataSpec, NamedTensor, ParamSet, Tensor};
+use downpour_server::JobSpec;
 use downpour_server::job::ConsistencyMode;
 use downpour_server::server_core::{CoreError, PullOutcome, ServerCore};
 use downpour_server::store::GradientError;
-use downpour_server::JobSpec;
 
 /// XOR with a 2-4-2 MLP, full batch: one step per epoch, `epochs` steps in all.
 fn core(mode: ConsistencyMode, workers: usize, epochs: usize) -> ServerCore {
@@ -41,7 +41,11 @@ fn ready(outcome: PullOutcome) -> u64 {
 fn sync_waits_for_every_worker_then_applies_the_average() {
     let mut c = core(ConsistencyMode::Sync, 2, 3);
     let (a, _) = c.register("a").unwrap();
-    assert_eq!(c.pull(a.worker_id, 0, false).unwrap(), PullOutcome::Wait, "training starts when all registered");
+    assert_eq!(
+        c.pull(a.worker_id, 0, false).unwrap(),
+        PullOutcome::Wait,
+        "training starts when all registered"
+    );
     let (b, _) = c.register("b").unwrap();
     assert_eq!(ready(c.pull(a.worker_id, 0, false).unwrap()), 0);
     let before = c.params().clone();
@@ -52,7 +56,9 @@ fn sync_waits_for_every_worker_then_applies_the_average() {
     assert_eq!(c.params(), &before);
     assert_eq!(c.pull(a.worker_id, 1, false).unwrap(), PullOutcome::Wait);
 
-    let out = c.push(b.worker_id, 0, 0, 0.7, 1, gradient(&c, 3.0)).unwrap();
+    let out = c
+        .push(b.worker_id, 0, 0, 0.7, 1, gradient(&c, 3.0))
+        .unwrap();
     assert_eq!(out.version, 1);
     assert_eq!(ready(c.pull(a.worker_id, 1, false).unwrap()), 1);
     assert_ne!(c.params(), &before);
@@ -62,13 +68,16 @@ fn sync_waits_for_every_worker_then_applies_the_average() {
 fn sync_results_do_not_depend_on_arrival_order() {
     let run = |order: [usize; 3]| {
         let mut c = core(ConsistencyMode::Sync, 3, 4);
-        let ids: Vec<u32> = (0..3).map(|i| c.register(&format!("w{i}")).unwrap().0.worker_id).collect();
+        let ids: Vec<u32> = (0..3)
+            .map(|i| c.register(&format!("w{i}")).unwrap().0.worker_id)
+            .collect();
         for step in 0..4u64 {
             for &k in &order {
                 // Different, awkward values per worker so the f32 sum is order-sensitive.
                 let v = [1.0e3_f32, 1.0e-3, -0.333_333][k] * (step as f32 + 1.0);
                 let version = c.version();
-                c.push(ids[k], step, version, 0.1, 1, gradient(&c, v)).unwrap();
+                c.push(ids[k], step, version, 0.1, 1, gradient(&c, v))
+                    .unwrap();
             }
         }
         c.params().clone()
@@ -77,7 +86,10 @@ fn sync_results_do_not_depend_on_arrival_order() {
     let b = run([2, 0, 1]);
     let c = run([1, 2, 0]);
     let bits = |p: &ParamSet| -> Vec<u32> {
-        p.entries().iter().flat_map(|e| e.tensor.data().iter().map(|v| v.to_bits())).collect()
+        p.entries()
+            .iter()
+            .flat_map(|e| e.tensor.data().iter().map(|v| v.to_bits()))
+            .collect()
     };
     assert_eq!(bits(&a), bits(&b));
     assert_eq!(bits(&a), bits(&c));
@@ -88,8 +100,14 @@ fn async_applies_each_gradient_and_records_staleness() {
     let mut c = core(ConsistencyMode::Async, 2, 5);
     let a = c.register("a").unwrap().0.worker_id;
     let b = c.register("b").unwrap().0.worker_id;
-    assert_eq!(c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap().version, 1);
-    assert_eq!(c.push(a, 1, 1, 0.1, 1, gradient(&c, 1.0)).unwrap().version, 2);
+    assert_eq!(
+        c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap().version,
+        1
+    );
+    assert_eq!(
+        c.push(a, 1, 1, 0.1, 1, gradient(&c, 1.0)).unwrap().version,
+        2
+    );
     // b computed from version 0 while a pushed twice: staleness 2.
     let out = c.push(b, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
     assert_eq!((out.version, out.staleness), (3, 2));
@@ -108,43 +126,71 @@ fn bad_pushes_are_refused_and_change_nothing() {
     let mut unknown = gradient(&c, 1.0).into_entries();
     unknown[0].name = "layers.9.weight".into();
     let err = c.push(w, 0, 0, 0.1, 1, ParamSet::new(unknown)).unwrap_err();
-    assert!(matches!(err, CoreError::Gradient(GradientError::UnknownTensor { ref name, .. }) if name == "layers.9.weight"));
+    assert!(
+        matches!(err, CoreError::Gradient(GradientError::UnknownTensor { ref name, .. }) if name == "layers.9.weight")
+    );
 
     let mut wrong = gradient(&c, 1.0).into_entries();
     wrong[0].tensor = Tensor::zeros(&[3, 3]);
     let err = c.push(w, 0, 0, 0.1, 1, ParamSet::new(wrong)).unwrap_err();
-    assert_eq!(err.to_string(), "tensor layers.0.weight: expected shape [4, 2], got [3, 3]");
+    assert_eq!(
+        err.to_string(),
+        "tensor layers.0.weight: expected shape [4, 2], got [3, 3]"
+    );
 
     let mut nan = gradient(&c, 1.0);
     nan.get_mut("layers.1.bias").unwrap().data_mut()[1] = f32::NAN;
     let err = c.push(w, 0, 0, 0.1, 1, nan).unwrap_err();
-    assert_eq!(err.to_string(), "tensor layers.1.bias: value NaN at index 1 is not finite");
+    assert_eq!(
+        err.to_string(),
+        "tensor layers.1.bias: value NaN at index 1 is not finite"
+    );
 
     let mut inf = gradient(&c, 1.0);
     inf.get_mut("layers.0.bias").unwrap().data_mut()[0] = f32::NEG_INFINITY;
-    assert!(matches!(c.push(w, 0, 0, 0.1, 1, inf), Err(CoreError::Gradient(GradientError::NonFinite { .. }))));
+    assert!(matches!(
+        c.push(w, 0, 0, 0.1, 1, inf),
+        Err(CoreError::Gradient(GradientError::NonFinite { .. }))
+    ));
 
     let mut missing = gradient(&c, 1.0).into_entries();
     missing.pop();
     let err = c.push(w, 0, 0, 0.1, 1, ParamSet::new(missing)).unwrap_err();
     assert_eq!(err.to_string(), "gradient for layers.1.bias is missing");
 
-    assert_eq!(c.push(99, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap_err(), CoreError::UnknownWorker(99));
+    assert_eq!(
+        c.push(99, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap_err(),
+        CoreError::UnknownWorker(99)
+    );
     assert_eq!(
         c.push(w, 3, 0, 0.1, 1, gradient(&c, 1.0)).unwrap_err(),
-        CoreError::OutOfOrder { worker: w, step: 3, expected: 0 }
+        CoreError::OutOfOrder {
+            worker: w,
+            step: 3,
+            expected: 0
+        }
     );
     assert_eq!(
         c.push(w, 0, 7, 0.1, 1, gradient(&c, 1.0)).unwrap_err(),
-        CoreError::FutureVersion { base: 7, current: 0 }
+        CoreError::FutureVersion {
+            base: 7,
+            current: 0
+        }
     );
 
     assert_eq!(c.params(), &before);
     assert_eq!(c.version(), 0);
-    assert_eq!(c.status(0.0).workers[0].rejected_pushes, 7, "every refusal but the unknown worker's");
+    assert_eq!(
+        c.status(0.0).workers[0].rejected_pushes,
+        7,
+        "every refusal but the unknown worker's"
+    );
 
     c.leave(w).unwrap();
-    assert_eq!(c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap_err(), CoreError::DepartedWorker(w));
+    assert_eq!(
+        c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap_err(),
+        CoreError::DepartedWorker(w)
+    );
     assert_eq!(c.params(), &before);
 }
 
@@ -176,7 +222,11 @@ fn a_departed_worker_no_longer_holds_the_barrier() {
     c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
     assert_eq!(c.version(), 0);
     c.leave(b).unwrap();
-    assert_eq!(c.version(), 1, "the step completes with the worker that pushed");
+    assert_eq!(
+        c.version(),
+        1,
+        "the step completes with the worker that pushed"
+    );
 }
 
 #[test]
@@ -187,14 +237,30 @@ fn the_end_of_training_is_evaluated_exactly_once() {
     let total = c.job().total_steps();
     assert_eq!(total, 4, "2 samples per shard, batch 1, 2 epochs");
     for step in 0..total {
-        assert_eq!(c.pull(a, total, true).unwrap(), PullOutcome::Wait, "training not over");
+        assert_eq!(
+            c.pull(a, total, true).unwrap(),
+            PullOutcome::Wait,
+            "training not over"
+        );
         c.push(a, step, step, 0.1, 1, gradient(&c, 0.1)).unwrap();
         c.push(b, step, step, 0.1, 1, gradient(&c, 0.1)).unwrap();
     }
     assert_eq!(c.status(0.0).workers[0].state, WorkerState::Finished);
     assert!(c.training_done());
-    assert_eq!(c.pull(b, total, true).unwrap(), PullOutcome::Ready { version: 4, evaluate: true });
-    assert_eq!(c.pull(a, total, true).unwrap(), PullOutcome::Ready { version: 4, evaluate: false });
+    assert_eq!(
+        c.pull(b, total, true).unwrap(),
+        PullOutcome::Ready {
+            version: 4,
+            evaluate: true
+        }
+    );
+    assert_eq!(
+        c.pull(a, total, true).unwrap(),
+        PullOutcome::Ready {
+            version: 4,
+            evaluate: false
+        }
+    );
     assert!(!c.finished());
     let eval = Evaluation {
         worker_id: b,
@@ -223,14 +289,22 @@ fn the_lowest_active_worker_evaluates_once_per_epoch() {
     let mut asked = Vec::new();
     for step in 0..6u64 {
         for w in [b, a] {
-            if let PullOutcome::Ready { evaluate: true, version } = c.pull(w, step, false).unwrap() {
+            if let PullOutcome::Ready {
+                evaluate: true,
+                version,
+            } = c.pull(w, step, false).unwrap()
+            {
                 asked.push((w, version));
             }
         }
         c.push(a, step, step, 0.1, 1, gradient(&c, 0.1)).unwrap();
         c.push(b, step, step, 0.1, 1, gradient(&c, 0.1)).unwrap();
     }
-    assert_eq!(asked, vec![(a, 2), (a, 4)], "end of epochs 1 and 2; epoch 3 is the final evaluation");
+    assert_eq!(
+        asked,
+        vec![(a, 2), (a, 4)],
+        "end of epochs 1 and 2; epoch 3 is the final evaluation"
+    );
 }
 
 #[test]
@@ -239,6 +313,18 @@ fn a_named_tensor_set_can_be_conformed_in_any_order() {
     let mut entries: Vec<NamedTensor> = gradient(&c, 2.0).into_entries();
     entries.reverse();
     let conformed = c.store().conform(ParamSet::new(entries)).unwrap();
-    let names: Vec<&str> = conformed.entries().iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"]);
+    let names: Vec<&str> = conformed
+        .entries()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "layers.0.weight",
+            "layers.0.bias",
+            "layers.1.weight",
+            "layers.1.bias"
+        ]
+    );
 }

@@ -1,0 +1,151 @@
+//! Running the `downpour` binary and reading what it leaves behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use downpour::report::RunReport;
+use downpour_core::ParamSet;
+
+/// The binary under test.
+pub fn downpour() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_downpour"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+/// A finished `downpour train` run.
+pub struct Run {
+    /// The run directory (inside `_dir`).
+    pub dir: PathBuf,
+    /// The parsed report.
+    pub report: RunReport,
+    /// What the launcher printed.
+    pub stdout: String,
+    /// Keeps the directory alive for the test.
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    /// The final weights.
+    pub fn weights(&self) -> ParamSet {
+        downpour::weights::read_safetensors(&self.dir.join("weights.safetensors"))
+            .expect("weights file")
+    }
+
+    /// The final test accuracy.
+    pub fn accuracy(&self) -> f64 {
+        self.report
+            .final_metrics
+            .test_accuracy
+            .expect("a classification job")
+    }
+}
+
+/// Runs `downpour train ARGS --quiet` in a fresh run directory and requires success.
+pub fn train(args: &[&str]) -> Run {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("run");
+    let out = downpour()
+        .arg("train")
+        .args(args)
+        .args(["--quiet", "--run-dir"])
+        .arg(&dir)
+        .output()
+        .expect("downpour runs");
+    assert_success(&out, args);
+    let text = std::fs::read_to_string(dir.join("report.json")).expect("report written");
+    let report: RunReport = serde_json::from_str(&text).expect("report parses");
+    Run {
+        dir,
+        report,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        _dir: tmp,
+    }
+}
+
+/// Panics with the process's output unless it succeeded.
+pub fn assert_success(out: &Output, args: &[&str]) {
+    assert!(
+        out.status.success(),
+        "downpour {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A `downpour server` process on a free loopback port, killed on drop.
+pub struct ServerProcess {
+    /// The process.
+    pub child: Child,
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    /// Holds the job file and the address file.
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Starts a server for the job in `job_toml` (plus extra flags).
+    pub fn start(job_toml: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let job = dir.path().join("job.toml");
+        std::fs::write(&job, job_toml).expect("job written");
+        let addr_file = dir.path().join("server.addr");
+        let child = downpour()
+            .args(["server", "--listen", "127.0.0.1:0", "--job"])
+            .arg(&job)
+            .arg("--port-file")
+            .arg(&addr_file)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts");
+        let address = wait_for_line(&addr_file, Duration::from_secs(30));
+        Self {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `path` holds a complete line and returns it.
+pub fn wait_for_line(path: &Path, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text.trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} not written within {timeout:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every value of every tensor, as bits, for bit-exact comparisons.
+pub fn bits(params: &ParamSet) -> Vec<(String, Vec<u32>)> {
+    params
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                e.name.clone(),
+                e.tensor.data().iter().map(|v| v.to_bits()).collect(),
+            )
+        })
+        .collect()
+}

@@ -5,6 +5,7 @@
 
 mod bad_pushes;
 mod cli_errors;
+mod examples;
 mod lifecycle;
 mod support;
 mod training;

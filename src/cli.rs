@@ -11,7 +11,7 @@ use downpour_core::BatchSize;
 use downpour_core::data::DatasetKind;
 use downpour_core::model_spec::{Activation, ModelKind};
 use downpour_core::plan::FullBatch;
-use downpour_server::job::ConsistencyMode;
+use downpour_server::job::{ConsistencyMode, StalenessPolicy};
 use downpour_server::optim::{OptimizerConfig, OptimizerOverrides};
 use downpour_server::{JobError, JobSpec};
 
@@ -47,6 +47,9 @@ pub struct TrainArgs {
     /// Directory for the job file, logs, report and weights [default: runs/<timestamp>].
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// Parameter-server shards: the model's parameters are split over this many server processes.
+    #[arg(long, default_value_t = 1)]
+    pub servers: usize,
     /// Slow worker K down by MS milliseconds per step, as `K:MS` (tests and benchmarks).
     #[arg(long, value_name = "K:MS")]
     pub slow_worker: Vec<String>,
@@ -70,6 +73,68 @@ pub struct ServerArgs {
     /// Stop once the job has finished and every worker has left.
     #[arg(long)]
     pub exit_when_done: bool,
+    /// This server's shard of the model, `0..servers`. Shard 0 is the one workers connect to.
+    #[arg(long, default_value_t = 0, env = "DOWNPOUR_SHARD")]
+    pub shard: usize,
+    /// Parameter-server shards in the job.
+    #[arg(long, default_value_t = 1, env = "DOWNPOUR_SERVERS")]
+    pub servers: usize,
+    /// Shard 0 only: the addresses of shards 1.. as workers reach them, comma-separated.
+    #[arg(long, value_delimiter = ',', env = "DOWNPOUR_SHARD_ADDRESSES")]
+    pub shard_addresses: Vec<String>,
+}
+
+impl ServerArgs {
+    /// Checks the shard flags against each other and the job.
+    ///
+    /// # Errors
+    /// A message naming the flag and values.
+    pub fn check_shards(&self, spec: &JobSpec) -> Result<(), JobError> {
+        let bad = |field, reason| Err(JobError::Invalid { field, reason });
+        if self.servers == 0 {
+            return bad("--servers", "must be at least 1, got 0".into());
+        }
+        if self.shard >= self.servers {
+            return bad(
+                "--shard",
+                format!(
+                    "must be below --servers {}, got {}",
+                    self.servers, self.shard
+                ),
+            );
+        }
+        let expected = if self.shard == 0 { self.servers - 1 } else { 0 };
+        if self.shard_addresses.len() != expected {
+            return bad(
+                "--shard-addresses",
+                format!(
+                    "shard {} of {} needs {expected} address(es) (shard 0 lists shards 1..), got {}",
+                    self.shard,
+                    self.servers,
+                    self.shard_addresses.len()
+                ),
+            );
+        }
+        check_clipping(spec, self.servers)
+    }
+}
+
+/// Global gradient clipping needs the whole gradient in one place.
+///
+/// # Errors
+/// [`JobError::Invalid`] when clipping is asked for with several server shards.
+pub fn check_clipping(spec: &JobSpec, servers: usize) -> Result<(), JobError> {
+    if servers > 1
+        && let Some(c) = spec.training.clip_grad_norm
+    {
+        return Err(JobError::Invalid {
+            field: "training.clip_grad_norm",
+            reason: format!(
+                "global-norm clipping ({c}) needs the whole gradient on one server; it is not supported with {servers} server shards"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `downpour worker`.
@@ -98,9 +163,18 @@ pub struct JobArgs {
     /// Number of workers (training.workers).
     #[arg(long, short = 'w')]
     pub workers: Option<usize>,
-    /// Consistency mode: sync or async (consistency.mode).
+    /// Consistency mode: sync, ssp or async (consistency.mode).
     #[arg(long, value_parser = parse_mode)]
     pub mode: Option<ConsistencyMode>,
+    /// SSP's staleness bound in steps (consistency.staleness).
+    #[arg(long)]
+    pub staleness: Option<u64>,
+    /// Stale-gradient policy for async and ssp: accept, drop or damp (consistency.policy).
+    #[arg(long, value_parser = parse_policy)]
+    pub policy: Option<StalenessPolicy>,
+    /// The drop policy's limit, in versions (consistency.max_staleness).
+    #[arg(long)]
+    pub max_staleness: Option<u64>,
     /// Model kind: linear_regression, logistic_regression, softmax_regression or mlp (model.kind).
     #[arg(long, value_parser = parse_model)]
     pub model: Option<ModelKind>,
@@ -175,8 +249,18 @@ impl JobArgs {
         if let Some(e) = self.eval_every {
             t.eval_every = e;
         }
+        let c = &mut spec.consistency;
         if let Some(m) = self.mode {
-            spec.consistency.mode = m;
+            c.mode = m;
+        }
+        if self.staleness.is_some() {
+            c.staleness = self.staleness;
+        }
+        if let Some(p) = self.policy {
+            c.policy = p;
+        }
+        if self.max_staleness.is_some() {
+            c.max_staleness = self.max_staleness;
         }
         if let Some(kind) = self.model {
             spec.model.kind = kind;
@@ -209,11 +293,11 @@ impl JobArgs {
 }
 
 fn parse_mode(s: &str) -> Result<ConsistencyMode, String> {
-    match s {
-        "sync" => Ok(ConsistencyMode::Sync),
-        "async" => Ok(ConsistencyMode::Async),
-        _ => Err(format!("expected sync or async, got {s}")),
-    }
+    parse_named(s, "sync, ssp, async")
+}
+
+fn parse_policy(s: &str) -> Result<StalenessPolicy, String> {
+    parse_named(s, "accept, drop, damp")
 }
 
 fn parse_batch(s: &str) -> Result<BatchSize, String> {

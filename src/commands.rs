@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use downpour_server::server_core::ShardRole;
 use downpour_server::{JobError, ServeError, ServeOptions};
 use downpour_worker::{WorkerError, WorkerOptions};
 
@@ -57,7 +58,9 @@ pub fn cancel_on_signal(token: CancellationToken) {
 /// # Errors
 /// [`ServerCommandError`] for an invalid job, an unusable address, or a transport failure.
 pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
-    let job = args.job.to_spec()?.validate()?;
+    let spec = args.job.to_spec()?;
+    args.check_shards(&spec)?;
+    let job = spec.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(2)
@@ -74,20 +77,40 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
                 what: format!("binding {}", args.listen),
                 source,
             })?;
-        let address = listener.local_addr().map_err(|source| ServerCommandError::Io {
-            what: "reading the bound address".into(),
-            source,
-        })?;
-        tracing::info!(%address, params = job.layout.num_values(), workers = job.workers(), mode = job.mode().name(), "listening");
-        if let Some(path) = &args.port_file {
-            std::fs::write(path, format!("{address}\n")).map_err(|source| ServerCommandError::Io {
-                what: format!("writing {}", path.display()),
+        let address = listener
+            .local_addr()
+            .map_err(|source| ServerCommandError::Io {
+                what: "reading the bound address".into(),
                 source,
+            })?;
+        tracing::info!(
+            %address,
+            params = job.layout.num_values(),
+            workers = job.workers(),
+            mode = job.mode().name(),
+            shard = args.shard,
+            servers = args.servers,
+            "listening"
+        );
+        if let Some(path) = &args.port_file {
+            std::fs::write(path, format!("{address}\n")).map_err(|source| {
+                ServerCommandError::Io {
+                    what: format!("writing {}", path.display()),
+                    source,
+                }
             })?;
         }
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone());
-        downpour_server::serve(job, listener, shutdown, ServeOptions { exit_when_done: args.exit_when_done }).await?;
+        let options = ServeOptions {
+            role: ShardRole {
+                index: args.shard,
+                count: args.servers,
+            },
+            shard_addresses: args.shard_addresses.clone(),
+            exit_when_done: args.exit_when_done,
+        };
+        downpour_server::serve(job, listener, shutdown, options).await?;
         Ok(())
     })
 }

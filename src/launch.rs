@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use downpour_core::partition::ShardPlan;
 use downpour_core::status::ServerStatus;
 use downpour_server::{Job, JobError};
 use downpour_worker::{ClientError, ServerClient};
@@ -110,31 +111,45 @@ pub async fn train(
     let job_path = run_dir.join("job.toml");
     std::fs::write(&job_path, spec.to_toml())
         .map_err(io(format!("writing {}", job_path.display())))?;
-    let port_file = run_dir.join("server.addr");
-    let _ = std::fs::remove_file(&port_file);
+    if args.servers == 0 {
+        return Err(LaunchError::Usage(
+            "--servers must be at least 1, got 0".into(),
+        ));
+    }
+    crate::cli::check_clipping(&spec, args.servers)?;
     let exe = std::env::current_exe().map_err(io("locating the downpour binary"))?;
 
     let started = Instant::now();
     let mut progress = Progress::new(args.quiet);
     progress.phase("starting the server");
-    let mut server = ChildProcess::spawn(
-        "server",
-        &exe,
-        &[
-            "server".into(),
-            "--job".into(),
-            job_path.display().to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--port-file".into(),
-            port_file.display().to_string(),
-        ],
-        run_dir.join("server.log"),
-    )
-    .map_err(io("starting the server"))?;
+    let servers_wanted = args.servers;
+    let mut servers: Vec<ChildProcess> = Vec::with_capacity(servers_wanted);
     let mut children = Vec::new();
     let result = async {
-        let address = wait_for_address(&mut server, &port_file, &interrupt).await?;
+        // Shards 1.. first: shard 0 must be told where they are.
+        let mut addresses = Vec::with_capacity(servers_wanted);
+        for shard in (0..servers_wanted).rev() {
+            let peers = if shard == 0 {
+                addresses.iter().rev().cloned().collect::<Vec<String>>()
+            } else {
+                Vec::new()
+            };
+            let (child, address) = start_server(
+                &exe,
+                &run_dir,
+                &job_path,
+                shard,
+                servers_wanted,
+                &peers,
+                &interrupt,
+            )
+            .await?;
+            servers.push(child);
+            addresses.push(address);
+        }
+        servers.reverse();
+        addresses.reverse();
+        let address = addresses[0].clone();
         progress.phase(&format!("starting {workers} workers"));
         for k in 0..workers {
             let mut wargs = vec![
@@ -155,24 +170,34 @@ pub async fn train(
             );
         }
         let status = watch(
-            &mut server,
+            &mut servers,
             &mut children,
             &address,
             &mut progress,
             &interrupt,
         )
         .await?;
-        let mut client = ServerClient::connect(&address).await?;
-        let (version, params) = client.parameters().await?;
-        Ok::<_, LaunchError>((status, version, params))
+        let plan = ShardPlan::new(&job.layout, servers_wanted);
+        let mut params = plan.zeros();
+        let mut shards = Vec::with_capacity(servers_wanted);
+        for (k, shard_address) in addresses.iter().enumerate() {
+            let mut client = ServerClient::connect(shard_address).await?;
+            let (_, part) = client.parameters().await?;
+            plan.write_part(&mut params, k, &part);
+            shards.push(client.status().await?.shard);
+        }
+        Ok::<_, LaunchError>((status, params, shards))
     }
     .await;
     progress.finish();
     for child in &mut children {
         child.stop(Duration::from_secs(5)).await;
     }
-    server.stop(Duration::from_secs(5)).await;
-    let (status, version, params) = result?;
+    for server in &mut servers {
+        server.stop(Duration::from_secs(5)).await;
+    }
+    let (status, params, shards) = result?;
+    let version = status.version;
 
     let weights = run_dir.join("weights.safetensors");
     let metadata = HashMap::from([
@@ -181,7 +206,7 @@ pub async fn train(
         ("job".to_string(), status.job.to_string()),
     ]);
     write_safetensors(&weights, &params, metadata)?;
-    let mut logs = vec![server.log.clone()];
+    let mut logs: Vec<PathBuf> = servers.iter().map(|s| s.log.clone()).collect();
     logs.extend(children.iter().map(|c| c.log.clone()));
     let files = RunFiles {
         run_dir: run_dir.clone(),
@@ -192,8 +217,15 @@ pub async fn train(
     let hardware = Hardware {
         cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         worker_processes: workers,
+        server_processes: servers_wanted,
     };
-    let report = RunReport::new(&status, started.elapsed().as_secs_f64(), files, hardware);
+    let report = RunReport::new(
+        &status,
+        shards,
+        started.elapsed().as_secs_f64(),
+        files,
+        hardware,
+    );
     let report_path = args
         .report
         .clone()
@@ -221,6 +253,45 @@ fn failed(child: &ChildProcess, status: String) -> LaunchError {
         log: child.log.display().to_string(),
         tail: child.log_tail(15),
     }
+}
+
+/// Starts server shard `shard` of `count` and waits for its address.
+async fn start_server(
+    exe: &Path,
+    run_dir: &Path,
+    job_path: &Path,
+    shard: usize,
+    count: usize,
+    peers: &[String],
+    interrupt: &CancellationToken,
+) -> Result<(ChildProcess, String), LaunchError> {
+    let name = if count == 1 {
+        "server".to_string()
+    } else {
+        format!("server-{shard}")
+    };
+    let port_file = run_dir.join(format!("{name}.addr"));
+    let _ = std::fs::remove_file(&port_file);
+    let mut sargs = vec![
+        "server".to_string(),
+        "--job".into(),
+        job_path.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--port-file".into(),
+        port_file.display().to_string(),
+        "--shard".into(),
+        shard.to_string(),
+        "--servers".into(),
+        count.to_string(),
+    ];
+    if !peers.is_empty() {
+        sargs.extend(["--shard-addresses".into(), peers.join(",")]);
+    }
+    let mut child = ChildProcess::spawn(&name, exe, &sargs, run_dir.join(format!("{name}.log")))
+        .map_err(io(format!("starting {name}")))?;
+    let address = wait_for_address(&mut child, &port_file, interrupt).await?;
+    Ok((child, address))
 }
 
 /// Waits for the server to write its address, failing if it exits first.
@@ -251,7 +322,7 @@ async fn wait_for_address(
 
 /// Watches the processes and the server's status until every worker has exited.
 async fn watch(
-    server: &mut ChildProcess,
+    servers: &mut [ChildProcess],
     workers: &mut [ChildProcess],
     address: &str,
     progress: &mut Progress,
@@ -269,8 +340,10 @@ async fn watch(
             progress.update(&status);
             last_status = Some(status);
         }
-        if let Some(status) = server.try_wait().map_err(io("watching the server"))? {
-            return Err(failed(server, status.to_string()));
+        for server in servers.iter_mut() {
+            if let Some(status) = server.try_wait().map_err(io("watching the server"))? {
+                return Err(failed(server, status.to_string()));
+            }
         }
         let mut running = 0;
         for w in workers.iter_mut() {
@@ -284,12 +357,12 @@ async fn watch(
             let status = match client.as_mut() {
                 Some(c) => c.status().await?,
                 None => last_status
-                    .ok_or_else(|| failed(server, "never answered a status request".into()))?,
+                    .ok_or_else(|| failed(&servers[0], "never answered a status request".into()))?,
             };
             progress.update(&status);
             if !status.finished {
                 return Err(failed(
-                    server,
+                    &servers[0],
                     "workers exited before the job finished".into(),
                 ));
             }

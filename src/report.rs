@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use downpour_core::status::{EpochMetrics, Evaluation, ServerStatus, StalenessStats, WorkerStatus};
+use downpour_core::status::{
+    EpochMetrics, Evaluation, ServerStatus, ShardStatus, StalenessStats, WorkerStatus,
+};
 
 /// The final numbers of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -74,6 +76,8 @@ pub struct Hardware {
     pub cores: usize,
     /// Worker processes, each computing on one thread.
     pub worker_processes: usize,
+    /// Parameter-server processes (shards), each with two runtime threads.
+    pub server_processes: usize,
 }
 
 /// The run report.
@@ -91,8 +95,12 @@ pub struct RunReport {
     pub evaluations: Vec<Evaluation>,
     /// Per-worker counters.
     pub workers: Vec<WorkerStatus>,
-    /// Staleness over all workers.
+    /// Staleness over all workers, in versions (updates between a gradient's pull and push).
     pub staleness: StalenessSummary,
+    /// Staleness over all workers, in steps (how far the fastest worker was ahead; SSP bounds it).
+    pub step_staleness: StalenessSummary,
+    /// Each server shard: the values it owns and the traffic it served.
+    pub shards: Vec<ShardStatus>,
     /// The run's files.
     pub files: RunFiles,
     /// The final numbers.
@@ -105,6 +113,7 @@ impl RunReport {
     #[must_use]
     pub fn new(
         status: &ServerStatus,
+        shards: Vec<ShardStatus>,
         wall_seconds: f64,
         files: RunFiles,
         hardware: Hardware,
@@ -119,6 +128,8 @@ impl RunReport {
             evaluations: status.evaluations.clone(),
             workers: status.workers.clone(),
             staleness: StalenessSummary::from(&status.staleness),
+            step_staleness: StalenessSummary::from(&status.step_staleness),
+            shards,
             files,
             final_metrics: FinalMetrics {
                 test_accuracy: final_eval.as_ref().and_then(|e| e.test_accuracy),

@@ -7,12 +7,14 @@
 //! - [`layout`]: parameter names, shapes, and deterministic Xavier/He initialisation.
 //! - [`data`]: built-in datasets, CSV and LibSVM files, the train/test split.
 //! - [`sharding`]: which training samples each worker owns, and the per-epoch batch order.
+//! - [`partition`]: how the parameters are split over S server shards.
 //! - [`plan`]: what a worker receives when it registers.
 //! - [`status`]: what the server reports: progress, counters, losses, evaluations.
 
 pub mod data;
 pub mod layout;
 pub mod model_spec;
+pub mod partition;
 pub mod plan;
 pub mod sharding;
 pub mod status;

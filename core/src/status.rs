@@ -116,8 +116,32 @@ pub struct WorkerStatus {
     pub next_step: u64,
     /// Training loss of its last accepted gradient.
     pub last_loss: Option<f64>,
-    /// Staleness of its gradients.
+    /// Staleness of its gradients in versions (updates applied between pull and push).
     pub staleness: StalenessStats,
+    /// Staleness of its gradients in steps: how many steps the fastest worker had
+    /// completed beyond this gradient's step when it arrived (the quantity SSP bounds).
+    pub step_staleness: StalenessStats,
+    /// Gradients discarded by the `drop` staleness policy.
+    pub dropped: u64,
+}
+
+/// One parameter-server shard: what it owns and the traffic it served.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardStatus {
+    /// This shard's index, `0..count`.
+    pub index: usize,
+    /// Shards in the job.
+    pub count: usize,
+    /// Parameter values this shard owns.
+    pub values: usize,
+    /// Pushes received (accepted or not).
+    pub pushes: u64,
+    /// Pulls served.
+    pub pulls: u64,
+    /// Tensor bytes received in pushes.
+    pub bytes_received: u64,
+    /// Tensor bytes sent in pulls.
+    pub bytes_sent: u64,
 }
 
 /// Training loss and test metrics of one epoch.
@@ -138,8 +162,10 @@ pub struct EpochMetrics {
 pub struct ServerStatus {
     /// The job the server runs, as the job file would state it.
     pub job: serde_json::Value,
-    /// `sync` or `async`.
+    /// `sync`, `ssp` or `async`.
     pub consistency: String,
+    /// The shard that answered, and its traffic.
+    pub shard: ShardStatus,
     /// Updates applied so far.
     pub version: u64,
     /// Steps per epoch, per worker.
@@ -164,8 +190,10 @@ pub struct ServerStatus {
     pub evaluations: Vec<Evaluation>,
     /// The evaluation of the final parameters.
     pub final_evaluation: Option<Evaluation>,
-    /// Staleness over all workers.
+    /// Staleness over all workers, in versions.
     pub staleness: StalenessStats,
+    /// Staleness over all workers, in steps.
+    pub step_staleness: StalenessStats,
 }
 
 #[cfg(test)]

@@ -68,6 +68,9 @@ pub enum ConsistencyMode {
     /// worker, applies their average (summed in worker-id order), then serves the next version.
     #[default]
     Sync,
+    /// Stale-synchronous (SSP): gradients are applied as they arrive, but a worker may
+    /// run at most `staleness` steps ahead of the slowest active worker; its pull waits otherwise.
+    Ssp,
     /// Asynchronous (ASP, Downpour SGD): each gradient is applied as it arrives.
     Async,
 }
@@ -78,18 +81,91 @@ impl ConsistencyMode {
     pub fn name(self) -> &'static str {
         match self {
             Self::Sync => "sync",
+            Self::Ssp => "ssp",
             Self::Async => "async",
         }
     }
+}
+
+/// What async and SSP modes do with a stale gradient (staleness counted in versions:
+/// updates applied between the gradient's pull and its push).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StalenessPolicy {
+    /// Apply it as it is.
+    #[default]
+    Accept,
+    /// Discard it when its staleness exceeds `max_staleness` (the step still counts as done).
+    Drop,
+    /// Apply it with the learning rate scaled by `1 / (1 + staleness)`.
+    Damp,
 }
 
 /// The job file's `[consistency]` section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencySpec {
-    /// `sync` or `async`.
+    /// `sync`, `ssp` or `async`.
     #[serde(default)]
     pub mode: ConsistencyMode,
+    /// SSP's bound τ: how many steps a worker may run ahead of the slowest. 0 behaves as
+    /// sync's lock-step; a very large bound behaves as async.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<u64>,
+    /// What to do with stale gradients in async and SSP modes.
+    #[serde(default)]
+    pub policy: StalenessPolicy,
+    /// The `drop` policy's limit, in versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_staleness: Option<u64>,
+}
+
+impl ConsistencySpec {
+    /// Checks that the fields fit the mode.
+    ///
+    /// # Errors
+    /// [`JobError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), JobError> {
+        match (self.mode, self.staleness) {
+            (ConsistencyMode::Ssp, None) => {
+                return Err(invalid(
+                    "consistency.staleness",
+                    "ssp needs a staleness bound (steps), e.g. staleness = 2".into(),
+                ));
+            }
+            (ConsistencyMode::Sync | ConsistencyMode::Async, Some(t)) => {
+                return Err(invalid(
+                    "consistency.staleness",
+                    format!(
+                        "a staleness bound applies to ssp only, got {t} with mode {}",
+                        self.mode.name()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if self.mode == ConsistencyMode::Sync && self.policy != StalenessPolicy::Accept {
+            return Err(invalid(
+                "consistency.policy",
+                format!(
+                    "sync gradients are never stale; policy {:?} applies to async and ssp",
+                    self.policy
+                )
+                .to_lowercase(),
+            ));
+        }
+        match (self.policy, self.max_staleness) {
+            (StalenessPolicy::Drop, None) => Err(invalid(
+                "consistency.max_staleness",
+                "the drop policy needs a limit, e.g. max_staleness = 4".into(),
+            )),
+            (StalenessPolicy::Accept | StalenessPolicy::Damp, Some(m)) => Err(invalid(
+                "consistency.max_staleness",
+                format!("only the drop policy uses a limit, got {m}"),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The job file's `[training]` section.
@@ -174,7 +250,7 @@ pub struct JobSpec {
     /// The learning-rate schedule.
     #[serde(default)]
     pub schedule: ScheduleConfig,
-    /// Sync or async.
+    /// Sync, SSP or async, and the staleness policy.
     #[serde(default)]
     pub consistency: ConsistencySpec,
 }
@@ -239,6 +315,7 @@ impl JobSpec {
                 format!("must be positive, got {c}"),
             ));
         }
+        self.consistency.validate()?;
         self.model.validate()?;
         self.data.validate()?;
         let optimizer = self.optimizer.build()?;
@@ -387,6 +464,37 @@ mod tests {
             spec.validate().unwrap_err().to_string(),
             "training.clip_grad_norm: must be positive, got -1"
         );
+    }
+
+    #[test]
+    fn consistency_fields_must_fit_the_mode() {
+        let check = |toml: &str| {
+            JobSpec::from_toml(toml)
+                .unwrap()
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(
+            check("[consistency]\nmode = \"ssp\"\n").unwrap(),
+            "consistency.staleness: ssp needs a staleness bound (steps), e.g. staleness = 2"
+        );
+        assert!(
+            check("[consistency]\nmode = \"async\"\nstaleness = 2\n")
+                .unwrap()
+                .starts_with("consistency.staleness")
+        );
+        assert!(
+            check("[consistency]\npolicy = \"damp\"\n")
+                .unwrap()
+                .starts_with("consistency.policy")
+        );
+        assert!(
+            check("[consistency]\nmode = \"async\"\npolicy = \"drop\"\n")
+                .unwrap()
+                .starts_with("consistency.max_staleness")
+        );
+        assert!(check("[consistency]\nmode = \"ssp\"\nstaleness = 0\npolicy = \"drop\"\nmax_staleness = 3\n").is_none());
     }
 
     #[test]

@@ -27,8 +27,12 @@ pub struct WorkerRecord {
     pub next_step: u64,
     /// Loss of its last accepted gradient.
     pub last_loss: Option<f64>,
-    /// Staleness of its gradients.
+    /// Staleness of its gradients, in versions.
     pub staleness: StalenessStats,
+    /// Staleness of its gradients, in steps.
+    pub step_staleness: StalenessStats,
+    /// Gradients discarded by the drop policy.
+    pub dropped: u64,
 }
 
 /// The registered workers, by id.
@@ -46,7 +50,22 @@ impl Membership {
     /// Adds a worker on `shard_index`; returns its id.
     pub fn register(&mut self, name: String, shard_index: usize) -> u32 {
         let id = self.next_id;
-        self.next_id += 1;
+        self.insert(id, name, shard_index);
+        id
+    }
+
+    /// Adds a worker under an id another shard assigned. Returns false (and changes
+    /// nothing) when that id is already here.
+    pub fn attach(&mut self, id: u32, name: String, shard_index: usize) -> bool {
+        if self.workers.contains_key(&id) {
+            return false;
+        }
+        self.insert(id, name, shard_index);
+        true
+    }
+
+    fn insert(&mut self, id: u32, name: String, shard_index: usize) {
+        self.next_id = self.next_id.max(id + 1);
         self.workers.insert(
             id,
             WorkerRecord {
@@ -60,9 +79,10 @@ impl Membership {
                 next_step: 0,
                 last_loss: None,
                 staleness: StalenessStats::default(),
+                step_staleness: StalenessStats::default(),
+                dropped: 0,
             },
         );
-        id
     }
 
     /// Workers ever registered.
@@ -85,6 +105,25 @@ impl Membership {
     /// All records in id order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &WorkerRecord)> {
         self.workers.iter().map(|(&id, r)| (id, r))
+    }
+
+    /// Largest `next_step` over workers that have not left (0 when none).
+    #[must_use]
+    pub fn furthest_step(&self) -> u64 {
+        self.iter()
+            .filter(|(_, r)| r.state != WorkerState::Left)
+            .map(|(_, r)| r.next_step)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Smallest `next_step` over workers still training, if any.
+    #[must_use]
+    pub fn slowest_active_step(&self) -> Option<u64> {
+        self.iter()
+            .filter(|(_, r)| r.state == WorkerState::Active)
+            .map(|(_, r)| r.next_step)
+            .min()
     }
 
     /// Ids of the workers still training, in order.
@@ -110,6 +149,8 @@ impl Membership {
                 next_step: r.next_step,
                 last_loss: r.last_loss,
                 staleness: r.staleness.clone(),
+                step_staleness: r.step_staleness.clone(),
+                dropped: r.dropped,
             })
             .collect()
     }

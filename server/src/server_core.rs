@@ -2,11 +2,12 @@
 //! evaluations and status. The gRPC layer ([`crate::service`]) only decodes, calls
 //! these methods under one lock, waits when told to, and encodes.
 
-use downpour_core::status::{Evaluation, ServerStatus, StalenessStats, WorkerState};
+use downpour_core::partition::ShardPlan;
+use downpour_core::status::{Evaluation, ServerStatus, ShardStatus, StalenessStats, WorkerState};
 use downpour_core::{Assignment, ParamSet, TrainingPlan};
 
 use crate::barrier::{Offer, SyncBarrier};
-use crate::job::{ConsistencyMode, Job};
+use crate::job::{ConsistencyMode, Job, StalenessPolicy};
 use crate::membership::{Membership, WorkerRecord};
 use crate::store::{GradientError, ParameterStore, UpdateRule};
 use crate::training_metrics::TrainingMetrics;
@@ -46,6 +47,9 @@ pub enum CoreError {
         /// Steps per worker.
         total: u64,
     },
+    /// A registration that does not fit this shard's role.
+    #[error("{0}")]
+    Role(String),
     /// A gradient computed from a version the server has not reached.
     #[error("base version {base} is ahead of the server's version {current}")]
     FutureVersion {
@@ -54,6 +58,30 @@ pub enum CoreError {
         /// The server's version.
         current: u64,
     },
+}
+
+/// Which part of the model this server owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRole {
+    /// This shard's index, `0..count`. Shard 0 also owns membership (it assigns worker
+    /// ids and data shards) and evaluation, and tells workers where the other shards are.
+    pub index: usize,
+    /// Shards in the job.
+    pub count: usize,
+}
+
+impl ShardRole {
+    /// The role of a server that holds the whole model.
+    #[must_use]
+    pub fn single() -> Self {
+        Self { index: 0, count: 1 }
+    }
+
+    /// Whether this shard assigns ids and coordinates evaluation.
+    #[must_use]
+    pub fn coordinates(&self) -> bool {
+        self.index == 0
+    }
 }
 
 /// The answer to a pull.
@@ -79,17 +107,24 @@ pub struct PushOutcome {
     pub staleness: u64,
     /// True when the step had already been received: a retry, not applied again.
     pub duplicate: bool,
+    /// True when the drop policy discarded the gradient (the step still counts).
+    pub dropped: bool,
 }
 
 /// The parameter server's state.
 ///
 /// Invariants: `barrier.step() == store.version()` in sync mode; a worker's
 /// `next_step` never exceeds `job.total_steps()`; `next_eval_at` is a positive
-/// multiple of the evaluation interval.
+/// multiple of the evaluation interval; the store holds exactly this shard's pieces
+/// of the plan.
 #[derive(Debug)]
 pub struct ServerCore {
     /// The validated job.
     job: Job,
+    /// Which shard this is.
+    role: ShardRole,
+    /// Traffic counters of this shard (values owned, pushes, pulls, bytes).
+    traffic: ShardStatus,
     /// Weights, optimizer state, version.
     store: ParameterStore,
     /// Registered workers.
@@ -104,24 +139,52 @@ pub struct ServerCore {
     next_eval_at: u64,
     /// The worker asked to evaluate the final parameters, once one has been.
     final_evaluator: Option<u32>,
-    /// Staleness over all workers.
+    /// Staleness over all workers, in versions.
     staleness: StalenessStats,
+    /// Staleness over all workers, in steps.
+    step_staleness: StalenessStats,
 }
 
 impl ServerCore {
-    /// A server for `job`, its parameters initialised from the job's seed.
+    /// A server holding the whole model of `job`, initialised from the job's seed.
     #[must_use]
     pub fn new(job: Job) -> Self {
+        Self::with_role(job, ShardRole::single())
+    }
+
+    /// A server holding shard `role.index` of `role.count` of the model of `job`.
+    ///
+    /// Every shard initialises the whole model from the seed and keeps its own rows, so
+    /// the initial values are the same bits whatever the number of shards.
+    ///
+    /// # Panics
+    /// When `role.index >= role.count` (the CLI validates both).
+    #[must_use]
+    pub fn with_role(job: Job, role: ShardRole) -> Self {
+        assert!(
+            role.index < role.count,
+            "shard index within the shard count"
+        );
         let rule = UpdateRule {
             optimizer: job.optimizer.clone(),
             base_lr: job.spec.optimizer.lr(),
             schedule: job.spec.schedule.clone(),
             clip_grad_norm: job.spec.training.clip_grad_norm,
         };
-        let store = ParameterStore::new(&job.layout, job.spec.training.seed, rule);
+        let full = job.layout.initialize(job.spec.training.seed);
+        let plan = ShardPlan::new(&job.layout, role.count);
+        let store = ParameterStore::new(plan.slice(&full, role.index), rule);
+        let traffic = ShardStatus {
+            index: role.index,
+            count: role.count,
+            values: store.params().num_values(),
+            ..ShardStatus::default()
+        };
         Self {
             next_eval_at: job.eval_interval(),
             job,
+            role,
+            traffic,
             store,
             membership: Membership::default(),
             barrier: SyncBarrier::default(),
@@ -129,7 +192,20 @@ impl ServerCore {
             gradients_applied: 0,
             final_evaluator: None,
             staleness: StalenessStats::default(),
+            step_staleness: StalenessStats::default(),
         }
+    }
+
+    /// Which shard this is.
+    #[must_use]
+    pub fn role(&self) -> &ShardRole {
+        &self.role
+    }
+
+    /// Counts tensor bytes received in a push and sent in a pull.
+    pub fn record_traffic(&mut self, received: u64, sent: u64) {
+        self.traffic.bytes_received += received;
+        self.traffic.bytes_sent += sent;
     }
 
     /// The job.
@@ -158,15 +234,49 @@ impl ServerCore {
 
     /// Adds a worker; returns its assignment and the training plan.
     ///
+    /// Shard 0 assigns the id (`worker_id` is `None`); the other shards take the id shard
+    /// 0 assigned (`Some`), and registering the same id again is a no-op (a retry).
+    ///
     /// # Errors
-    /// [`CoreError::JobFull`] once every shard is taken.
-    pub fn register(&mut self, name: &str) -> Result<(Assignment, TrainingPlan), CoreError> {
+    /// [`CoreError::JobFull`] once every data shard is taken; [`CoreError::Role`] for an
+    /// id sent to shard 0 or missing for another shard.
+    pub fn register(
+        &mut self,
+        name: &str,
+        worker_id: Option<u32>,
+    ) -> Result<(Assignment, TrainingPlan), CoreError> {
         let shards = self.job.workers();
-        if self.membership.registered() >= shards {
-            return Err(CoreError::JobFull(shards));
-        }
-        let shard_index = self.membership.registered();
-        let worker_id = self.membership.register(name.to_string(), shard_index);
+        let worker_id = match (self.role.coordinates(), worker_id) {
+            (true, None) => {
+                if self.membership.registered() >= shards {
+                    return Err(CoreError::JobFull(shards));
+                }
+                let shard_index = self.membership.registered();
+                self.membership.register(name.to_string(), shard_index)
+            }
+            (false, Some(id)) => {
+                if self.membership.get(id).is_none() {
+                    if self.membership.registered() >= shards {
+                        return Err(CoreError::JobFull(shards));
+                    }
+                    self.membership
+                        .attach(id, name.to_string(), self.membership.registered());
+                }
+                id
+            }
+            (true, Some(id)) => {
+                return Err(CoreError::Role(format!(
+                    "shard 0 assigns worker ids; register without one (got {id})"
+                )));
+            }
+            (false, None) => {
+                return Err(CoreError::Role(format!(
+                    "shard {} of {} takes workers registered with shard 0: send the worker id it assigned",
+                    self.role.index, self.role.count
+                )));
+            }
+        };
+        let shard_index = self.membership.get(worker_id).map_or(0, |r| r.shard_index);
         let assignment = Assignment {
             worker_id,
             shard_index,
@@ -190,7 +300,8 @@ impl ServerCore {
     /// Whether training is done and the final parameters have been evaluated.
     #[must_use]
     pub fn finished(&self) -> bool {
-        self.training_done() && self.metrics.final_evaluation().is_some()
+        self.training_done()
+            && (!self.role.coordinates() || self.metrics.final_evaluation().is_some())
     }
 
     /// Decides whether `worker` may start `step` now (or, with `final_pull`, whether the job's
@@ -210,7 +321,7 @@ impl ServerCore {
         }
         let outcome = if final_pull {
             if self.training_done() {
-                let evaluate = self.final_evaluator.is_none();
+                let evaluate = self.role.coordinates() && self.final_evaluator.is_none();
                 if evaluate {
                     self.final_evaluator = Some(worker);
                 }
@@ -225,6 +336,12 @@ impl ServerCore {
             let ready = match self.job.mode() {
                 ConsistencyMode::Sync => self.version() >= step,
                 ConsistencyMode::Async => true,
+                ConsistencyMode::Ssp => {
+                    let bound = self.job.spec.consistency.staleness.unwrap_or(u64::MAX);
+                    self.membership
+                        .slowest_active_step()
+                        .is_none_or(|slowest| step <= slowest.saturating_add(bound))
+                }
             };
             if ready {
                 PullOutcome::Ready {
@@ -237,6 +354,7 @@ impl ServerCore {
         };
         if matches!(outcome, PullOutcome::Ready { .. }) {
             self.record_mut(worker).pulls += 1;
+            self.traffic.pulls += 1;
         }
         Ok(outcome)
     }
@@ -259,6 +377,7 @@ impl ServerCore {
         samples: u64,
         gradient: ParamSet,
     ) -> Result<PushOutcome, CoreError> {
+        self.traffic.pushes += 1;
         let result = self.accept_push(worker, step, base_version, loss, samples, gradient);
         if result.is_err()
             && let Some(r) = self.membership.get_mut(worker)
@@ -284,6 +403,7 @@ impl ServerCore {
                 version,
                 staleness: 0,
                 duplicate: true,
+                dropped: false,
             });
         }
         let total = self.job.total_steps();
@@ -309,6 +429,7 @@ impl ServerCore {
         }
         let gradient = self.store.conform(gradient)?;
         let staleness = version - base_version;
+        let mut dropped = false;
         match self.job.mode() {
             ConsistencyMode::Sync => {
                 if self.barrier.offer(worker, gradient) == Offer::Duplicate {
@@ -316,15 +437,34 @@ impl ServerCore {
                         version,
                         staleness,
                         duplicate: true,
+                        dropped: false,
                     });
                 }
             }
-            ConsistencyMode::Async => {
-                self.store.apply(gradient, 1.0);
+            ConsistencyMode::Async | ConsistencyMode::Ssp => {
+                let c = &self.job.spec.consistency;
+                match c.policy {
+                    StalenessPolicy::Accept => {
+                        self.store.apply(gradient, 1.0);
+                    }
+                    StalenessPolicy::Damp => {
+                        self.store.apply(gradient, 1.0 / (1.0 + staleness as f32));
+                    }
+                    StalenessPolicy::Drop => {
+                        if staleness > c.max_staleness.unwrap_or(u64::MAX) {
+                            dropped = true;
+                        } else {
+                            self.store.apply(gradient, 1.0);
+                        }
+                    }
+                }
                 self.gradients_applied += 1;
             }
         }
+        // Steps the fastest worker has completed beyond this one (SSP bounds this by τ).
+        let step_staleness = self.membership.furthest_step().max(step + 1) - (step + 1);
         self.staleness.record(staleness);
+        self.step_staleness.record(step_staleness);
         let steps_per_epoch = self.job.steps_per_epoch;
         self.metrics
             .record_loss(step / steps_per_epoch, loss, samples);
@@ -334,6 +474,8 @@ impl ServerCore {
         record.next_step = step + 1;
         record.last_loss = Some(loss);
         record.staleness.record(staleness);
+        record.step_staleness.record(step_staleness);
+        record.dropped += u64::from(dropped);
         if record.next_step == total {
             record.state = WorkerState::Finished;
         }
@@ -342,6 +484,7 @@ impl ServerCore {
             version: self.version(),
             staleness,
             duplicate: false,
+            dropped,
         })
     }
 
@@ -407,6 +550,7 @@ impl ServerCore {
         ServerStatus {
             job: serde_json::to_value(&self.job.spec).expect("a job spec always serialises"),
             consistency: self.job.mode().name().to_string(),
+            shard: self.traffic.clone(),
             version: self.version(),
             steps_per_epoch: self.job.steps_per_epoch,
             total_steps: self.job.total_steps(),
@@ -420,6 +564,7 @@ impl ServerCore {
             evaluations: self.metrics.evaluations().to_vec(),
             final_evaluation: self.metrics.final_evaluation().cloned(),
             staleness: self.staleness.clone(),
+            step_staleness: self.step_staleness.clone(),
         }
     }
 
@@ -428,7 +573,9 @@ impl ServerCore {
     fn progress_steps(&self) -> u64 {
         match self.job.mode() {
             ConsistencyMode::Sync => self.version(),
-            ConsistencyMode::Async => self.gradients_applied / self.job.workers() as u64,
+            ConsistencyMode::Async | ConsistencyMode::Ssp => {
+                self.gradients_applied / self.job.workers() as u64
+            }
         }
     }
 
@@ -436,7 +583,9 @@ impl ServerCore {
     fn versions_per_epoch(&self) -> u64 {
         match self.job.mode() {
             ConsistencyMode::Sync => self.job.steps_per_epoch,
-            ConsistencyMode::Async => self.job.steps_per_epoch * self.job.workers() as u64,
+            ConsistencyMode::Async | ConsistencyMode::Ssp => {
+                self.job.steps_per_epoch * self.job.workers() as u64
+            }
         }
     }
 
@@ -462,6 +611,9 @@ impl ServerCore {
 
     /// The lowest active worker evaluates when the job's progress reaches the next evaluation point.
     fn claim_periodic_evaluation(&mut self, worker: u32) -> bool {
+        if !self.role.coordinates() {
+            return false;
+        }
         let evaluator = self.membership.active_ids().next();
         let progress = self.progress_steps();
         if evaluator != Some(worker)

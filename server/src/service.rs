@@ -16,7 +16,7 @@ use downpour_proto::v1;
 use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 
 use crate::job::Job;
-use crate::server_core::{CoreError, PullOutcome, ServerCore};
+use crate::server_core::{CoreError, PullOutcome, ServerCore, ShardRole};
 
 /// Why the server stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -26,11 +26,25 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// How the server behaves around the job's end.
-#[derive(Debug, Clone, Copy, Default)]
+/// How the server runs: its shard, and what it does at the job's end.
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// Which shard of the model this server holds.
+    pub role: ShardRole,
+    /// On shard 0: the addresses of shards 1.., as workers reach them (told to each worker).
+    pub shard_addresses: Vec<String>,
     /// Stop serving once the job has finished and every worker has left.
     pub exit_when_done: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            role: ShardRole::single(),
+            shard_addresses: Vec::new(),
+            exit_when_done: false,
+        }
+    }
 }
 
 /// State shared by every request handler.
@@ -111,7 +125,7 @@ impl ParameterServerService {
         let (changed, _) = watch::channel(0);
         Self {
             shared: Arc::new(Shared {
-                core: Mutex::new(ServerCore::new(job)),
+                core: Mutex::new(ServerCore::with_role(job, options.role.clone())),
                 encoded: Mutex::new(None),
                 changed,
                 started_at: Mutex::new(None),
@@ -161,7 +175,9 @@ fn status_of(err: &CoreError) -> Status {
         | CoreError::OutOfOrder { .. }
         | CoreError::BeyondLastStep { .. } => Status::failed_precondition(msg),
         CoreError::JobFull(_) => Status::resource_exhausted(msg),
-        CoreError::Gradient(_) | CoreError::FutureVersion { .. } => Status::invalid_argument(msg),
+        CoreError::Gradient(_) | CoreError::FutureVersion { .. } | CoreError::Role(_) => {
+            Status::invalid_argument(msg)
+        }
     }
 }
 
@@ -171,11 +187,12 @@ impl ParameterServer for ParameterServerService {
         &self,
         request: Request<v1::RegisterRequest>,
     ) -> Result<Response<v1::RegisterResponse>, Status> {
-        let name = request.into_inner().name;
+        let req = request.into_inner();
+        let name = req.name;
         let (assignment, plan) = self
             .shared
             .core()
-            .register(&name)
+            .register(&name, req.worker_id)
             .map_err(|e| status_of(&e))?;
         self.shared
             .started_at
@@ -194,6 +211,8 @@ impl ParameterServer for ParameterServerService {
             shard_index: assignment.shard_index as u64,
             shard_count: assignment.shard_count as u64,
             plan_json: plan_to_json(&plan),
+            server_shards: self.shared.options.role.count as u32,
+            shard_addresses: self.shared.options.shard_addresses.clone(),
         }))
     }
 
@@ -212,6 +231,7 @@ impl ParameterServer for ParameterServerService {
                     .map_err(|e| status_of(&e))?;
                 if let PullOutcome::Ready { version, evaluate } = outcome {
                     let params = self.shared.encoded_params(&core);
+                    core.record_traffic(0, params.iter().map(|t| t.data.len() as u64).sum());
                     return Ok(Response::new(v1::PullResponse {
                         version,
                         params,
@@ -237,6 +257,8 @@ impl ParameterServer for ParameterServerService {
         request: Request<v1::PushRequest>,
     ) -> Result<Response<v1::PushResponse>, Status> {
         let req = request.into_inner();
+        let bytes: u64 = req.gradients.iter().map(|t| t.data.len() as u64).sum();
+        self.shared.core().record_traffic(bytes, 0);
         let gradient = match params_from_wire(req.gradients) {
             Ok(g) => g,
             Err(e) => {

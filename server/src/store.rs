@@ -1,7 +1,7 @@
 //! The parameter store: the model's weights, the optimizer's state for each of them,
 //! and the version (updates applied so far).
 
-use downpour_core::{ParamSet, ParameterLayout};
+use downpour_core::ParamSet;
 
 use crate::clip::clip_grad_norm;
 use crate::optim::{Optimizer, ParamState};
@@ -77,10 +77,9 @@ pub struct ParameterStore {
 }
 
 impl ParameterStore {
-    /// A store holding the layout's initial values for `seed`, at version 0.
+    /// A store holding `params` (the initial values of the tensors or pieces it owns), at version 0.
     #[must_use]
-    pub fn new(layout: &ParameterLayout, seed: u64, rule: UpdateRule) -> Self {
-        let params = layout.initialize(seed);
+    pub fn new(params: ParamSet, rule: UpdateRule) -> Self {
         let states = params
             .entries()
             .iter()

@@ -40,13 +40,13 @@ fn ready(outcome: PullOutcome) -> u64 {
 #[test]
 fn sync_waits_for_every_worker_then_applies_the_average() {
     let mut c = core(ConsistencyMode::Sync, 2, 3);
-    let (a, _) = c.register("a").unwrap();
+    let (a, _) = c.register("a", None).unwrap();
     assert_eq!(
         c.pull(a.worker_id, 0, false).unwrap(),
         PullOutcome::Wait,
         "training starts when all registered"
     );
-    let (b, _) = c.register("b").unwrap();
+    let (b, _) = c.register("b", None).unwrap();
     assert_eq!(ready(c.pull(a.worker_id, 0, false).unwrap()), 0);
     let before = c.params().clone();
 
@@ -69,7 +69,7 @@ fn sync_results_do_not_depend_on_arrival_order() {
     let run = |order: [usize; 3]| {
         let mut c = core(ConsistencyMode::Sync, 3, 4);
         let ids: Vec<u32> = (0..3)
-            .map(|i| c.register(&format!("w{i}")).unwrap().0.worker_id)
+            .map(|i| c.register(&format!("w{i}"), None).unwrap().0.worker_id)
             .collect();
         for step in 0..4u64 {
             for &k in &order {
@@ -98,8 +98,8 @@ fn sync_results_do_not_depend_on_arrival_order() {
 #[test]
 fn async_applies_each_gradient_and_records_staleness() {
     let mut c = core(ConsistencyMode::Async, 2, 5);
-    let a = c.register("a").unwrap().0.worker_id;
-    let b = c.register("b").unwrap().0.worker_id;
+    let a = c.register("a", None).unwrap().0.worker_id;
+    let b = c.register("b", None).unwrap().0.worker_id;
     assert_eq!(
         c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap().version,
         1
@@ -120,7 +120,7 @@ fn async_applies_each_gradient_and_records_staleness() {
 #[test]
 fn bad_pushes_are_refused_and_change_nothing() {
     let mut c = core(ConsistencyMode::Async, 1, 5);
-    let w = c.register("w").unwrap().0.worker_id;
+    let w = c.register("w", None).unwrap().0.worker_id;
     let before = c.params().clone();
 
     let mut unknown = gradient(&c, 1.0).into_entries();
@@ -197,7 +197,7 @@ fn bad_pushes_are_refused_and_change_nothing() {
 #[test]
 fn a_retried_push_is_applied_once() {
     let mut c = core(ConsistencyMode::Async, 1, 5);
-    let w = c.register("w").unwrap().0.worker_id;
+    let w = c.register("w", None).unwrap().0.worker_id;
     c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
     let after_first = c.params().clone();
     let again = c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
@@ -209,16 +209,16 @@ fn a_retried_push_is_applied_once() {
 #[test]
 fn the_job_refuses_more_workers_than_shards() {
     let mut c = core(ConsistencyMode::Sync, 2, 1);
-    c.register("a").unwrap();
-    c.register("b").unwrap();
-    assert_eq!(c.register("c").unwrap_err(), CoreError::JobFull(2));
+    c.register("a", None).unwrap();
+    c.register("b", None).unwrap();
+    assert_eq!(c.register("c", None).unwrap_err(), CoreError::JobFull(2));
 }
 
 #[test]
 fn a_departed_worker_no_longer_holds_the_barrier() {
     let mut c = core(ConsistencyMode::Sync, 2, 3);
-    let a = c.register("a").unwrap().0.worker_id;
-    let b = c.register("b").unwrap().0.worker_id;
+    let a = c.register("a", None).unwrap().0.worker_id;
+    let b = c.register("b", None).unwrap().0.worker_id;
     c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
     assert_eq!(c.version(), 0);
     c.leave(b).unwrap();
@@ -232,8 +232,8 @@ fn a_departed_worker_no_longer_holds_the_barrier() {
 #[test]
 fn the_end_of_training_is_evaluated_exactly_once() {
     let mut c = core(ConsistencyMode::Sync, 2, 2);
-    let a = c.register("a").unwrap().0.worker_id;
-    let b = c.register("b").unwrap().0.worker_id;
+    let a = c.register("a", None).unwrap().0.worker_id;
+    let b = c.register("b", None).unwrap().0.worker_id;
     let total = c.job().total_steps();
     assert_eq!(total, 4, "2 samples per shard, batch 1, 2 epochs");
     for step in 0..total {
@@ -284,8 +284,8 @@ fn the_end_of_training_is_evaluated_exactly_once() {
 fn the_lowest_active_worker_evaluates_once_per_epoch() {
     // XOR with batch 1 and 2 workers: 2 samples per shard, 2 steps per epoch.
     let mut c = core(ConsistencyMode::Sync, 2, 3);
-    let a = c.register("a").unwrap().0.worker_id;
-    let b = c.register("b").unwrap().0.worker_id;
+    let a = c.register("a", None).unwrap().0.worker_id;
+    let b = c.register("b", None).unwrap().0.worker_id;
     let mut asked = Vec::new();
     for step in 0..6u64 {
         for w in [b, a] {

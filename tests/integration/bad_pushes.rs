@@ -48,8 +48,8 @@ fn zeros(params: &ParamSet) -> Vec<v1::Tensor> {
 async fn every_bad_push_is_refused_with_the_right_status_and_changes_nothing() {
     let server = ServerProcess::start(JOB, &[]);
     let mut client = ServerClient::connect(&server.address).await.unwrap();
-    let (a, _) = client.register("a").await.unwrap();
-    let (b, _) = client.register("b").await.unwrap();
+    let a = client.register("a", None).await.unwrap().assignment;
+    let b = client.register("b", None).await.unwrap().assignment;
     let (v0, before) = client.parameters().await.unwrap();
     assert_eq!(v0, 0);
 
@@ -140,7 +140,7 @@ epochs = 1
 "#;
     let server = ServerProcess::start(job, &[]);
     let mut client = ServerClient::connect(&server.address).await.unwrap();
-    let (a, _) = client.register("big").await.unwrap();
+    let a = client.register("big", None).await.unwrap().assignment;
     let pulled = client.pull(a.worker_id, 0, false).await.unwrap();
     assert!(
         pulled.params.num_values() > 10_000_000,

@@ -10,7 +10,8 @@ fn every_example_job_validates() {
             let text = std::fs::read_to_string(&path).unwrap();
             let spec = downpour_server::JobSpec::from_toml(&text)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            spec.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            spec.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             checked += 1;
         }
     }

@@ -7,5 +7,6 @@ mod bad_pushes;
 mod cli_errors;
 mod examples;
 mod lifecycle;
+mod shards_and_staleness;
 mod support;
 mod training;

@@ -55,6 +55,19 @@ impl ClientError {
     }
 }
 
+/// What a server answers to a registration.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The worker's id and data shard.
+    pub assignment: Assignment,
+    /// The training plan.
+    pub plan: TrainingPlan,
+    /// Parameter-server shards in the job.
+    pub server_shards: usize,
+    /// From shard 0: where shards 1.. are.
+    pub shard_addresses: Vec<String>,
+}
+
 /// Parameters received from a pull.
 #[derive(Debug, Clone)]
 pub struct Pulled {
@@ -112,18 +125,21 @@ impl ServerClient {
         })
     }
 
-    /// Joins the job.
+    /// Joins the job: with shard 0 (`worker_id` `None`: it assigns the id), or with
+    /// another server shard under the id shard 0 assigned.
     ///
     /// # Errors
     /// [`ClientError`] when refused or malformed.
     pub async fn register(
         &mut self,
         name: &str,
-    ) -> Result<(Assignment, TrainingPlan), ClientError> {
+        worker_id: Option<u32>,
+    ) -> Result<Registration, ClientError> {
         let reply = self
             .inner
             .register(v1::RegisterRequest {
                 name: name.to_string(),
+                worker_id,
             })
             .await
             .map_err(rpc("register"))?
@@ -134,7 +150,12 @@ impl ServerClient {
             shard_index: usize::try_from(reply.shard_index).unwrap_or(usize::MAX),
             shard_count: usize::try_from(reply.shard_count).unwrap_or(usize::MAX),
         };
-        Ok((assignment, plan))
+        Ok(Registration {
+            assignment,
+            plan,
+            server_shards: (reply.server_shards as usize).max(1),
+            shard_addresses: reply.shard_addresses,
+        })
     }
 
     /// Waits until the server lets `worker` start `step` (or, with `final_pull`, until training is over).

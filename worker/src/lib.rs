@@ -2,11 +2,13 @@
 //!
 //! # Layout
 //! - [`model`]: models with forward and backward passes on ndarray.
-//! - [`client`]: typed calls to the parameter server.
+//! - [`client`]: typed calls to one parameter server.
+//! - [`sharded_server`]: one connection per server shard; parameters assembled from the parts.
 //! - [`trainer`]: the training loop: register, pull, compute, push, evaluate.
 
 pub mod client;
 pub mod model;
+pub mod sharded_server;
 pub mod trainer;
 
 pub use client::{ClientError, ServerClient};

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use downpour_core::data::DataError;
+use downpour_core::partition::ShardPlan;
 use downpour_core::sharding;
 use downpour_core::status::Evaluation;
 use downpour_core::{Dataset, ParamSet};
 
 use crate::client::{ClientError, ServerClient};
 use crate::model::{Model, ModelError};
+use crate::sharded_server::ShardedServer;
 
 /// Why a worker stopped before the job finished.
 #[derive(Debug, thiserror::Error)]
@@ -107,42 +109,79 @@ pub async fn run(
     options: &WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
-    let mut client =
+    let mut shard0 =
         connect_with_retry(&options.server, options.connect_timeout, &shutdown).await?;
-    let (assignment, plan) = client.register(&options.name).await?;
+    let registration = shard0.register(&options.name, None).await?;
+    let assignment = registration.assignment;
     let id = assignment.worker_id;
     tracing::info!(
         worker = id,
         shard = assignment.shard_index,
         of = assignment.shard_count,
+        server_shards = registration.server_shards,
         "registered"
     );
+    let plan = &registration.plan;
+    let (train_set, test_set) = plan.data.load_split(plan.seed)?;
+    let model = Model::new(&plan.model, &train_set.shape())?;
+    let shard_plan = ShardPlan::new(model.layout(), registration.server_shards);
+    let mut server =
+        ShardedServer::attach(shard0, &registration, shard_plan, &options.name).await?;
 
-    let heartbeat = spawn_heartbeat(
-        client.clone(),
-        id,
-        options.heartbeat_interval,
-        shutdown.child_token(),
-    );
-    let result = train(&mut client, options, &plan, assignment, &shutdown).await;
-    heartbeat.cancel();
+    let heartbeats: Vec<CancellationToken> = server
+        .clients()
+        .iter()
+        .map(|c| {
+            spawn_heartbeat(
+                c.clone(),
+                id,
+                options.heartbeat_interval,
+                shutdown.child_token(),
+            )
+        })
+        .collect();
+    let data = Data {
+        train: &train_set,
+        test: &test_set,
+    };
+    let result = train(
+        &mut server,
+        options,
+        plan,
+        assignment,
+        &model,
+        data,
+        &shutdown,
+    )
+    .await;
+    heartbeats.iter().for_each(CancellationToken::cancel);
     if result.is_err() {
-        // Best effort: tell the server not to wait for us.
-        let _ = client.leave(id).await;
+        // Best effort: tell the servers not to wait for us.
+        let _ = server.leave(id).await;
     }
     result
 }
 
+/// The worker's training and test sets.
+#[derive(Debug, Clone, Copy)]
+struct Data<'a> {
+    /// The whole training split (the worker trains on its shard of it).
+    train: &'a Dataset,
+    /// The test split.
+    test: &'a Dataset,
+}
+
 async fn train(
-    client: &mut ServerClient,
+    server: &mut ShardedServer,
     options: &WorkerOptions,
     plan: &downpour_core::TrainingPlan,
     assignment: downpour_core::Assignment,
+    model: &Model,
+    data: Data<'_>,
     shutdown: &CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
     let id = assignment.worker_id;
-    let (train, test) = plan.data.load_split(plan.seed)?;
-    let model = Model::new(&plan.model, &train.shape())?;
+    let (train, test) = (data.train, data.test);
     let (shard, shards) = (assignment.shard_index, assignment.shard_count);
     let steps_per_epoch = sharding::steps_per_epoch(train.len(), shards, plan.batch_size) as u64;
     let total_steps = steps_per_epoch * plan.epochs as u64;
@@ -158,40 +197,39 @@ async fn train(
         if step_in_epoch == 0 {
             order = sharding::epoch_order(train.len(), shard, shards, plan.seed, epoch);
         }
-        let pulled = tokio::select! {
-            pulled = client.pull(id, step, false) => pulled?,
+        let evaluate = tokio::select! {
+            pulled = server.pull(id, step, false) => pulled?,
             () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
         };
-        if pulled.evaluate {
-            let evaluation = evaluate(&model, &pulled.params, &test, id, pulled.version, false)?;
-            client.report_evaluation(&evaluation).await?;
+        if evaluate {
+            let evaluation =
+                evaluate_params(model, server.params(), test, id, server.version(), false)?;
+            server.report_evaluation(&evaluation).await?;
         }
         let positions = sharding::batch_positions(&order, step_in_epoch as usize, batch);
         let batch_data = train.select(positions);
-        let grads = gradient.get_or_insert_with(|| pulled.params.zeros_like());
-        let loss = model.loss_and_gradient(&pulled.params, &batch_data, grads)?;
+        let grads = gradient.get_or_insert_with(|| server.params().zeros_like());
+        let loss = model.loss_and_gradient(server.params(), &batch_data, grads)?;
         if !options.step_delay.is_zero() {
             tokio::time::sleep(options.step_delay).await;
         }
         let n = positions.len() as u64;
-        client
-            .push(id, step, pulled.version, f64::from(loss), n, grads)
-            .await?;
+        server.push(id, step, f64::from(loss), n, grads).await?;
         samples += n;
     }
 
-    let last = tokio::select! {
-        pulled = client.pull(id, total_steps, true) => pulled?,
+    let evaluate = tokio::select! {
+        pulled = server.pull(id, total_steps, true) => pulled?,
         () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
     };
-    let final_evaluation = if last.evaluate {
-        let evaluation = evaluate(&model, &last.params, &test, id, last.version, true)?;
-        client.report_evaluation(&evaluation).await?;
+    let final_evaluation = if evaluate {
+        let evaluation = evaluate_params(model, server.params(), test, id, server.version(), true)?;
+        server.report_evaluation(&evaluation).await?;
         Some(evaluation)
     } else {
         None
     };
-    client.leave(id).await?;
+    server.leave(id).await?;
     tracing::info!(worker = id, steps = total_steps, samples, "finished");
     Ok(WorkerSummary {
         worker_id: id,
@@ -201,7 +239,7 @@ async fn train(
     })
 }
 
-fn evaluate(
+fn evaluate_params(
     model: &Model,
     params: &ParamSet,
     test: &Dataset,

@@ -1,0 +1,161 @@
+//! The worker's view of the parameter server when the model is split over S shards:
+//! one connection per shard, pulls and pushes sent to all of them concurrently, and the
+//! full parameter set assembled from the parts.
+
+use futures_util::future::try_join_all;
+
+use downpour_core::ParamSet;
+use downpour_core::partition::ShardPlan;
+use downpour_core::status::Evaluation;
+
+use crate::client::{ClientError, Registration, ServerClient};
+
+/// Connections to every shard of one job.
+///
+/// Invariants: `clients[k]` talks to shard k; `versions[k]` is the version of the
+/// parameters last pulled from shard k; `params` holds the full model assembled from
+/// the last pull of every shard, in layout order.
+#[derive(Debug)]
+pub struct ShardedServer {
+    /// One client per shard; shard 0 is the one the worker registered with.
+    clients: Vec<ServerClient>,
+    /// How the model is split.
+    plan: ShardPlan,
+    /// The version last pulled from each shard.
+    versions: Vec<u64>,
+    /// The full parameters last pulled.
+    params: ParamSet,
+}
+
+impl ShardedServer {
+    /// Connects to the shards shard 0 named at registration and attaches the worker to
+    /// each under its id. With one shard this is just the connection it already has.
+    ///
+    /// # Errors
+    /// [`ClientError`] when a shard cannot be reached or refuses the worker.
+    pub async fn attach(
+        shard0: ServerClient,
+        registration: &Registration,
+        plan: ShardPlan,
+        name: &str,
+    ) -> Result<Self, ClientError> {
+        let mut clients = vec![shard0];
+        for address in &registration.shard_addresses {
+            let mut client = ServerClient::connect(address).await?;
+            client
+                .register(name, Some(registration.assignment.worker_id))
+                .await?;
+            clients.push(client);
+        }
+        let shards = clients.len();
+        Ok(Self {
+            params: plan.zeros(),
+            clients,
+            plan,
+            versions: vec![0; shards],
+        })
+    }
+
+    /// The client of shard 0 (evaluations and status go there).
+    #[must_use]
+    pub fn coordinator(&self) -> &ServerClient {
+        &self.clients[0]
+    }
+
+    /// Every client, shard 0 first (for heartbeats and leaving).
+    #[must_use]
+    pub fn clients(&self) -> &[ServerClient] {
+        &self.clients
+    }
+
+    /// The parameters last pulled.
+    #[must_use]
+    pub fn params(&self) -> &ParamSet {
+        &self.params
+    }
+
+    /// The version last pulled from shard 0 (the one evaluations are reported against).
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.versions[0]
+    }
+
+    /// Pulls every shard's part for `step` (each waits as its consistency rule says) and
+    /// assembles the full parameters. Returns whether shard 0 asks for an evaluation.
+    ///
+    /// # Errors
+    /// [`ClientError`] when a shard refuses.
+    pub async fn pull(
+        &mut self,
+        worker: u32,
+        step: u64,
+        final_pull: bool,
+    ) -> Result<bool, ClientError> {
+        let pulls = self.clients.iter().map(|c| {
+            let mut c = c.clone();
+            async move { c.pull(worker, step, final_pull).await }
+        });
+        let parts = try_join_all(pulls).await?;
+        let evaluate = parts[0].evaluate;
+        if parts.len() == 1 {
+            let part = parts.into_iter().next().expect("one part");
+            self.versions[0] = part.version;
+            self.params = part.params;
+        } else {
+            for (k, part) in parts.into_iter().enumerate() {
+                self.versions[k] = part.version;
+                self.plan.write_part(&mut self.params, k, &part.params);
+            }
+        }
+        Ok(evaluate)
+    }
+
+    /// Pushes each shard its part of `gradient`, computed from the parameters last pulled.
+    ///
+    /// # Errors
+    /// [`ClientError`] when a shard refuses.
+    pub async fn push(
+        &mut self,
+        worker: u32,
+        step: u64,
+        loss: f64,
+        samples: u64,
+        gradient: &ParamSet,
+    ) -> Result<(), ClientError> {
+        if self.clients.len() == 1 {
+            self.clients[0]
+                .push(worker, step, self.versions[0], loss, samples, gradient)
+                .await?;
+            return Ok(());
+        }
+        let pushes = self.clients.iter().enumerate().map(|(k, c)| {
+            let mut c = c.clone();
+            let part = self.plan.slice(gradient, k);
+            let base = self.versions[k];
+            async move { c.push(worker, step, base, loss, samples, &part).await }
+        });
+        try_join_all(pushes).await?;
+        Ok(())
+    }
+
+    /// Reports an evaluation to shard 0.
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused.
+    pub async fn report_evaluation(&mut self, evaluation: &Evaluation) -> Result<(), ClientError> {
+        self.clients[0].report_evaluation(evaluation).await
+    }
+
+    /// Leaves every shard.
+    ///
+    /// # Errors
+    /// The first [`ClientError`].
+    pub async fn leave(&mut self, worker: u32) -> Result<(), ClientError> {
+        let leaves = self.clients.iter().map(|c| {
+            let mut c = c.clone();
+            async move { c.leave(worker).await }
+        });
+        try_join_all(leaves).await?;
+        Ok(())
+    }
+}

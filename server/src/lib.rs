@@ -7,7 +7,8 @@
 //! - [`clip`]: global gradient-norm clipping.
 //! - [`store`]: the parameter store: weights, optimizer state, version, gradient checks.
 //! - [`barrier`]: the sync (BSP) barrier that averages one gradient per worker per step.
-//! - [`membership`]: registered workers and their counters.
+//! - [`membership`]: registered workers, their liveness and counters.
+//! - [`ownership`]: which worker computes which logical data shard.
 //! - [`training_metrics`]: losses per epoch and reported evaluations.
 //! - [`server_core`]: the server's logic, free of I/O, driven by calls.
 //! - [`service`]: the gRPC layer over the core, and [`service::serve`].
@@ -17,6 +18,7 @@ pub mod clip;
 pub mod job;
 pub mod membership;
 pub mod optim;
+pub mod ownership;
 pub mod schedule;
 pub mod server_core;
 pub mod service;

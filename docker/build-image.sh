@@ -96,9 +96,17 @@ assemble_rootfs() {
     write_etc
 }
 
+# Builds and tags the image, then removes the image the tag pointed at before, if it is now
+# untagged and unused, so repeated builds do not pile up dangling images.
 build_image() {
+    local previous current
+    previous=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
     log "docker build -t $image"
     docker build -t "$image" -f "$repo/docker/Dockerfile" "$context" >&2
+    current=$(docker image inspect --format '{{.Id}}' "$image")
+    if [[ -n $previous && $previous != "$current" ]]; then
+        docker image rm "$previous" >/dev/null 2>&1 || true
+    fi
     log "built $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{ printf "%.1f MB", $1 / 1e6 }'))"
 }
 

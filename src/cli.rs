@@ -33,6 +33,8 @@ pub enum Command {
     Server(ServerArgs),
     /// Run one worker against a server; it receives the job when it registers.
     Worker(WorkerArgs),
+    /// Exit 0 if a server answers a status request, non-zero otherwise (container health checks).
+    Health(HealthArgs),
 }
 
 /// `downpour train`.
@@ -152,6 +154,17 @@ pub struct WorkerArgs {
     /// Sleep this many milliseconds per step, to emulate a slow worker (tests and benchmarks).
     #[arg(long, default_value_t = 0)]
     pub step_delay_ms: u64,
+}
+
+/// `downpour health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The server's address, `host:port`.
+    #[arg(long, env = "DOWNPOUR_SERVER")]
+    pub server: String,
+    /// Seconds to wait for the connection and the answer together.
+    #[arg(long, default_value_t = 5)]
+    pub timeout: u64,
 }
 
 /// The job file and the flags that override its common fields.
@@ -390,6 +403,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("got cnn"), "{err}");
+    }
+
+    #[test]
+    fn health_takes_a_server_and_a_default_timeout() {
+        let Command::Health(h) = parse(&["health", "--server", "127.0.0.1:50051"]).command else {
+            panic!("not health")
+        };
+        assert_eq!(h.server, "127.0.0.1:50051");
+        assert_eq!(h.timeout, 5);
     }
 
     #[test]

@@ -1,14 +1,15 @@
-//! The `server` and `worker` subcommands: runtimes with capped threads, signals, shutdown.
+//! The `server`, `worker` and `health` subcommands: runtimes with capped threads, signals, shutdown.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use downpour_core::status::ServerStatus;
 use downpour_server::server_core::ShardRole;
 use downpour_server::{JobError, ServeError, ServeOptions};
-use downpour_worker::{WorkerError, WorkerOptions};
+use downpour_worker::{ClientError, ServerClient, WorkerError, WorkerOptions};
 
-use crate::cli::{ServerArgs, WorkerArgs};
+use crate::cli::{HealthArgs, ServerArgs, WorkerArgs};
 
 /// Why the server subcommand failed.
 #[derive(Debug, thiserror::Error)]
@@ -145,4 +146,83 @@ fn host_name() -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "worker".to_string())
+}
+
+/// Why the health probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// The server could not be reached, or refused the status request.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// No answer in time.
+    #[error("{server} did not answer a status request within {seconds} s")]
+    Timeout {
+        /// The server's address.
+        server: String,
+        /// The time allowed.
+        seconds: u64,
+    },
+}
+
+/// Asks the server for its status once: the probe behind container health checks.
+///
+/// # Errors
+/// [`HealthError`] when the server cannot be reached, refuses, or does not answer in time.
+pub fn health(args: &HealthArgs) -> Result<(), HealthError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime always builds");
+    runtime
+        .block_on(probe(&args.server, Duration::from_secs(args.timeout)))
+        .map(|_| ())
+}
+
+/// Connects to `server` and asks for its status, all within `timeout`.
+///
+/// # Errors
+/// [`HealthError`] when the server cannot be reached, refuses, or does not answer in time.
+pub async fn probe(server: &str, timeout: Duration) -> Result<ServerStatus, HealthError> {
+    let ask = async {
+        let mut client = ServerClient::connect(server).await?;
+        Ok(client.status().await?)
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| HealthError::Timeout {
+            server: server.to_string(),
+            seconds: timeout.as_secs(),
+        })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_running_server_is_healthy() {
+        let job = downpour_server::JobSpec::default().validate().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(downpour_server::serve(
+            job,
+            listener,
+            shutdown.clone(),
+            ServeOptions::default(),
+        ));
+        let status = probe(&address, Duration::from_secs(5)).await.unwrap();
+        assert!(!status.finished);
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_unhealthy() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let err = probe(&address, Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(err, HealthError::Client(_)), "{err}");
+    }
 }

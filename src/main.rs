@@ -39,6 +39,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Server(args) => downpour::commands::server(args)?,
         Command::Worker(args) => downpour::commands::worker(args)?,
+        Command::Health(args) => downpour::commands::health(args)?,
         Command::Train(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# End-to-end test of Downpour under Docker Compose: build the image, run the default job with
+# one server and three workers, check the final test accuracy, tear everything down and check
+# that nothing of the project is left.
+#
+#   tests/compose/e2e.sh
+#
+# Prints `SKIPPED: ...` and exits 0 when Docker is not usable here. Works with the Compose
+# plugin (`docker compose`) or the standalone `docker-compose`.
+#
+# Environment:
+#   E2E_TIMEOUT=300     seconds from `compose up` to the job's end before the test fails
+#   E2E_SKIP_BUILD=1    reuse the existing image instead of running docker/build-image.sh
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+project=downpour-e2e-$$
+workers=3
+min_accuracy=0.96
+timeout_s=${E2E_TIMEOUT:-300}
+image=${DOWNPOUR_IMAGE:-downpour:latest}
+compose_command=()
+
+log() { echo "compose e2e: $*" >&2; }
+
+fail() {
+    log "FAILED: $*"
+    exit 1
+}
+
+# --- Docker and Compose -------------------------------------------------------------------
+
+skip_unless_docker_is_usable() {
+    if ! command -v docker >/dev/null; then
+        echo "SKIPPED: docker is not available (no docker binary on PATH)"
+        exit 0
+    fi
+    local info
+    if ! info=$(docker info 2>&1); then
+        echo "SKIPPED: docker is not available (docker info failed: $(tail -n 1 <<<"$info"))"
+        exit 0
+    fi
+    if docker compose version >/dev/null 2>&1; then
+        compose_command=(docker compose)
+    elif command -v docker-compose >/dev/null; then
+        compose_command=(docker-compose)
+    else
+        echo "SKIPPED: docker is not available (neither \`docker compose\` nor \`docker-compose\` is installed)"
+        exit 0
+    fi
+}
+
+compose() {
+    WORKERS=$workers DOWNPOUR_IMAGE=$image \
+        "${compose_command[@]}" --project-name "$project" --file "$repo/compose.yaml" "$@"
+}
+
+# Containers of the project, by Compose's label; `service` narrows to one service.
+project_containers() {
+    local service=${1:-}
+    local filters=(--filter "label=com.docker.compose.project=$project")
+    if [[ -n $service ]]; then
+        filters+=(--filter "label=com.docker.compose.service=$service")
+    fi
+    docker ps --all --quiet "${filters[@]}"
+}
+
+container_state() {
+    docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$1"
+}
+
+# --- Steps ------------------------------------------------------------------------------------
+
+build_image() {
+    if [[ ${E2E_SKIP_BUILD:-} == 1 ]]; then
+        log "reusing $image"
+        docker image inspect "$image" >/dev/null || fail "no image $image to reuse"
+        return
+    fi
+    log "building $image"
+    DOWNPOUR_IMAGE=$image "$repo/docker/build-image.sh"
+}
+
+start_cluster() {
+    log "starting project $project: 1 server, $workers workers (${compose_command[*]})"
+    compose up --detach --scale "worker=$workers"
+}
+
+# Waits until the server container has exited (it exits once the job has finished and every
+# worker has left). Fails $timeout_s seconds after the start, or as soon as a worker fails.
+wait_for_job_end() {
+    local server status code deadline=$((started_at + timeout_s))
+    server=$(project_containers server)
+    [[ -n $server ]] || fail "no server container"
+    while true; do
+        read -r status code < <(container_state "$server")
+        if [[ $status == exited || $status == dead ]]; then
+            log "server exited with status $code after $((SECONDS - started_at)) s"
+            return
+        fi
+        fail_if_a_worker_failed
+        if ((SECONDS >= deadline)); then
+            show_logs
+            fail "the job did not finish within $timeout_s s"
+        fi
+        sleep 2
+    done
+}
+
+fail_if_a_worker_failed() {
+    local worker status code
+    for worker in $(project_containers worker); do
+        read -r status code < <(container_state "$worker")
+        if [[ $status == exited && $code != 0 ]]; then
+            show_logs
+            fail "worker $(container_name "$worker") exited with status $code"
+        fi
+    done
+}
+
+check_exit_statuses() {
+    local container status code count=0
+    for container in $(project_containers); do
+        read -r status code < <(container_state "$container")
+        if [[ $status != exited || $code != 0 ]]; then
+            show_logs
+            fail "$(container_name "$container") is $status with status $code, expected exited with 0"
+        fi
+        count=$((count + 1))
+    done
+    ((count == workers + 1)) || fail "expected $((workers + 1)) containers, found $count"
+    log "all $count containers exited with status 0"
+}
+
+# The server logs every evaluation; the final one carries `is_final=true`.
+check_final_accuracy() {
+    local server accuracy
+    server=$(project_containers server)
+    accuracy=$(docker logs "$server" 2>&1 |
+        sed 's/\x1b\[[0-9;]*m//g' |
+        grep ' evaluation ' | grep 'is_final=true' |
+        grep -o 'test_accuracy=[0-9.eE+-]*' | tail -n 1 | cut -d= -f2)
+    [[ -n $accuracy ]] || {
+        show_logs
+        fail "no final evaluation in the server's log"
+    }
+    if awk -v a="$accuracy" -v m="$min_accuracy" 'BEGIN { exit !(a >= m) }'; then
+        log "final test accuracy $accuracy (>= $min_accuracy)"
+    else
+        fail "final test accuracy $accuracy is below $min_accuracy"
+    fi
+}
+
+# Later steps slot in here: kill a worker mid-training, kill and restart the server,
+# check that training resumes from the checkpoint volume.
+
+# --- Diagnostics and teardown -------------------------------------------------------------
+
+container_name() {
+    docker inspect --format '{{.Name}}' "$1" | sed 's|^/||'
+}
+
+show_logs() {
+    local container
+    for container in $(project_containers); do
+        echo "----- last lines of $(container_name "$container") -----" >&2
+        docker logs --tail 20 "$container" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2 || true
+    done
+}
+
+# Anything of the project still present: containers, networks, volumes (by label or name).
+leftovers() {
+    {
+        docker ps --all --format '{{.Names}}' --filter "label=com.docker.compose.project=$project"
+        docker ps --all --format '{{.Names}}' | grep "^${project}[_-]" || true
+        docker network ls --format '{{.Name}}' --filter "label=com.docker.compose.project=$project"
+        docker network ls --format '{{.Name}}' | grep "^${project}_" || true
+        docker volume ls --format '{{.Name}}' --filter "label=com.docker.compose.project=$project"
+        docker volume ls --format '{{.Name}}' | grep "^${project}_" || true
+    } | sort -u
+}
+
+tear_down() {
+    log "tearing down $project"
+    compose down --volumes --remove-orphans --timeout 10 >/dev/null 2>&1 ||
+        log "compose down failed"
+    local left
+    left=$(leftovers)
+    if [[ -n $left ]]; then
+        log "left behind after compose down:"
+        echo "$left" >&2
+        return 1
+    fi
+    log "no container, network or volume of $project is left"
+}
+
+on_exit() {
+    local status=$?
+    trap - EXIT
+    tear_down || status=1
+    if ((status == 0)); then
+        echo "compose e2e: 1 passed, 0 failed"
+    else
+        echo "compose e2e: 0 passed, 1 failed"
+    fi
+    exit "$status"
+}
+
+main() {
+    skip_unless_docker_is_usable
+    trap on_exit EXIT
+    trap 'exit 130' INT TERM
+    build_image
+    started_at=$SECONDS
+    start_cluster
+    wait_for_job_end
+    check_exit_statuses
+    check_final_accuracy
+    log "done in $((SECONDS - started_at)) s after the build"
+}
+
+main "$@"

@@ -227,6 +227,18 @@ pub struct JobArgs {
     /// Evaluate every this many steps; 0 = every epoch (training.eval_every).
     #[arg(long)]
     pub eval_every: Option<u64>,
+    /// Start training once this many workers have registered (training.min_workers).
+    #[arg(long)]
+    pub min_workers: Option<usize>,
+    /// Seconds without a heartbeat before a worker is declared dead (fault_tolerance.heartbeat_timeout).
+    #[arg(long)]
+    pub heartbeat_timeout: Option<f64>,
+    /// Write a checkpoint every this many updates (fault_tolerance.checkpoint_every_steps).
+    #[arg(long)]
+    pub checkpoint_every_steps: Option<u64>,
+    /// Write a checkpoint every this many seconds (fault_tolerance.checkpoint_every_seconds).
+    #[arg(long)]
+    pub checkpoint_every_seconds: Option<f64>,
 }
 
 impl JobArgs {
@@ -261,6 +273,19 @@ impl JobArgs {
         }
         if let Some(e) = self.eval_every {
             t.eval_every = e;
+        }
+        if self.min_workers.is_some() {
+            t.min_workers = self.min_workers;
+        }
+        let f = &mut spec.fault_tolerance;
+        if let Some(h) = self.heartbeat_timeout {
+            f.heartbeat_timeout = h;
+        }
+        if self.checkpoint_every_steps.is_some() {
+            f.checkpoint_every_steps = self.checkpoint_every_steps;
+        }
+        if self.checkpoint_every_seconds.is_some() {
+            f.checkpoint_every_seconds = self.checkpoint_every_seconds;
         }
         let c = &mut spec.consistency;
         if let Some(m) = self.mode {

@@ -330,6 +330,8 @@ async fn watch(
 ) -> Result<ServerStatus, LaunchError> {
     let mut client: Option<ServerClient> = None;
     let mut last_status: Option<ServerStatus> = None;
+    let mut reported = vec![false; workers.len()];
+    let mut failures = Vec::new();
     loop {
         if client.is_none() {
             client = ServerClient::connect(address).await.ok();
@@ -346,9 +348,20 @@ async fn watch(
             }
         }
         let mut running = 0;
-        for w in workers.iter_mut() {
+        for (k, w) in workers.iter_mut().enumerate() {
             match w.try_wait().map_err(io("watching the workers"))? {
-                Some(status) if !status.success() => return Err(failed(w, status.to_string())),
+                Some(status) if !status.success() => {
+                    if !reported[k] {
+                        // A dead worker does not stop the job: the server hands its data
+                        // to the others once it misses its heartbeat timeout.
+                        reported[k] = true;
+                        progress.println(&format!(
+                            "warning: {} failed ({status}); the job goes on without it",
+                            w.name
+                        ));
+                        failures.push(failed(w, status.to_string()));
+                    }
+                }
                 Some(_) => {}
                 None => running += 1,
             }
@@ -361,10 +374,9 @@ async fn watch(
             };
             progress.update(&status);
             if !status.finished {
-                return Err(failed(
-                    &servers[0],
-                    "workers exited before the job finished".into(),
-                ));
+                return Err(failures.pop().unwrap_or_else(|| {
+                    failed(&servers[0], "workers exited before the job finished".into())
+                }));
             }
             return Ok(status);
         }

@@ -90,6 +90,18 @@ impl Progress {
         }
     }
 
+    /// Prints a line above the bar (always, even when quiet: warnings matter).
+    pub fn println(&self, line: &str) {
+        if self.verbose {
+            self.bar.println(line);
+        } else {
+            #[allow(clippy::print_stderr, reason = "the launcher owns the terminal")]
+            {
+                eprintln!("{line}");
+            }
+        }
+    }
+
     /// Removes the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();

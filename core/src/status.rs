@@ -91,6 +91,16 @@ pub enum WorkerState {
     Finished,
     /// Left the job.
     Left,
+    /// Missed its heartbeat timeout and was removed from the job (it may come back).
+    Dead,
+}
+
+impl WorkerState {
+    /// Whether the worker is still part of the job (active or finished).
+    #[must_use]
+    pub fn is_member(self) -> bool {
+        matches!(self, Self::Active | Self::Finished)
+    }
 }
 
 /// Counters of one worker.
@@ -102,8 +112,8 @@ pub struct WorkerStatus {
     pub name: String,
     /// Where it stands.
     pub state: WorkerState,
-    /// Its data shard.
-    pub shard_index: usize,
+    /// The logical data shards it computes now.
+    pub data_shards: Vec<u32>,
     /// Pulls served.
     pub pulls: u64,
     /// Gradients accepted.

@@ -21,9 +21,10 @@ pub enum Offer {
 pub struct SyncBarrier {
     /// The step being collected; equals the store's version in sync mode.
     step: u64,
-    /// Gradients for `step` by worker id. A `BTreeMap` so that the sum runs in
-    /// worker-id order whatever the arrival order: sync runs are bit-identical.
-    pending: BTreeMap<u32, ParamSet>,
+    /// Gradients for `step` by worker id (`None`: the worker had no data this step).
+    /// A `BTreeMap` so that the sum runs in worker-id order whatever the arrival order:
+    /// sync runs are bit-identical.
+    pending: BTreeMap<u32, Option<ParamSet>>,
 }
 
 impl SyncBarrier {
@@ -51,8 +52,9 @@ impl SyncBarrier {
         self.pending.is_empty()
     }
 
-    /// Holds `worker`'s gradient for the current step.
-    pub fn offer(&mut self, worker: u32, gradient: ParamSet) -> Offer {
+    /// Holds `worker`'s gradient for the current step; `None` when it had no data to
+    /// compute on (it still counts as arrived, and is left out of the average).
+    pub fn offer(&mut self, worker: u32, gradient: Option<ParamSet>) -> Offer {
         if self.pending.contains_key(&worker) {
             return Offer::Duplicate;
         }
@@ -61,12 +63,15 @@ impl SyncBarrier {
     }
 
     /// Releases the mean of the held gradients (summed in worker-id order, then divided
-    /// by their count) and moves on to the next step. `None` when nothing is held.
+    /// by their count) and moves on to the next step. `None` when no gradient was held
+    /// (the step still advances).
     pub fn release(&mut self) -> Option<ParamSet> {
-        let count = self.pending.len();
-        let mut gradients = std::mem::take(&mut self.pending).into_values();
+        let mut gradients = std::mem::take(&mut self.pending).into_values().flatten();
+        self.step += 1;
         let mut sum = gradients.next()?;
+        let mut count = 1usize;
         for g in gradients {
+            count += 1;
             for (acc, t) in sum.tensors_mut().zip(g.entries()) {
                 for (a, v) in acc.data_mut().iter_mut().zip(t.tensor.data()) {
                     *a += v;
@@ -78,7 +83,6 @@ impl SyncBarrier {
             sum.tensors_mut()
                 .for_each(|t| t.data_mut().iter_mut().for_each(|v| *v /= n));
         }
-        self.step += 1;
         Some(sum)
     }
 }
@@ -98,14 +102,22 @@ mod tests {
     #[test]
     fn release_averages_and_advances() {
         let mut b = SyncBarrier::default();
-        assert_eq!(b.offer(1, grad(&[1.0, 2.0])), Offer::Accepted);
-        assert_eq!(b.offer(0, grad(&[3.0, 6.0])), Offer::Accepted);
-        assert_eq!(b.offer(0, grad(&[100.0, 100.0])), Offer::Duplicate);
+        assert_eq!(b.offer(1, Some(grad(&[1.0, 2.0]))), Offer::Accepted);
+        assert_eq!(b.offer(0, Some(grad(&[3.0, 6.0]))), Offer::Accepted);
+        assert_eq!(b.offer(0, Some(grad(&[100.0, 100.0]))), Offer::Duplicate);
         let mean = b.release().unwrap();
         assert_eq!(mean.get("w").unwrap().data(), &[2.0, 4.0]);
         assert_eq!(b.step(), 1);
         assert!(b.is_empty());
         assert!(b.release().is_none());
+        assert_eq!(b.step(), 2, "an empty step still advances");
+        b.offer(3, None);
+        b.offer(4, Some(grad(&[5.0, 5.0])));
+        assert_eq!(
+            b.release().unwrap().get("w").unwrap().data(),
+            &[5.0, 5.0],
+            "a worker without data is left out"
+        );
     }
 
     #[test]
@@ -114,11 +126,11 @@ mod tests {
         let values = [[1.0e8f32], [1.0], [-1.0e8], [0.5]];
         let mut forward = SyncBarrier::default();
         for (i, v) in values.iter().enumerate() {
-            forward.offer(i as u32, grad(v));
+            forward.offer(i as u32, Some(grad(v)));
         }
         let mut backward = SyncBarrier::default();
         for (i, v) in values.iter().enumerate().rev() {
-            backward.offer(i as u32, grad(v));
+            backward.offer(i as u32, Some(grad(v)));
         }
         let a = forward.release().unwrap();
         let b = backward.release().unwrap();

@@ -181,9 +181,14 @@ pub struct TrainingSpec {
     /// Seed of the initial weights, the split, the shuffles and synthetic data.
     #[serde(default)]
     pub seed: u64,
-    /// Workers the job is cut into shards for; training starts once this many have registered.
+    /// Workers the job is planned for: the training set is cut into this many data
+    /// shards. Workers may join later (they take over data shards) and may die (their
+    /// shards are handed to the others).
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// Training starts once this many workers have registered (default: `workers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_workers: Option<usize>,
     /// Evaluate on the test split every this many steps; 0 means once per epoch.
     #[serde(default)]
     pub eval_every: u64,
@@ -209,6 +214,7 @@ impl Default for TrainingSpec {
             epochs: default_epochs(),
             seed: 0,
             workers: default_workers(),
+            min_workers: None,
             eval_every: 0,
             clip_grad_norm: None,
         }
@@ -225,6 +231,82 @@ fn default_optimizer() -> OptimizerConfig {
     })
     .expect("adam takes an lr");
     adam
+}
+
+/// The job file's `[fault_tolerance]` section: liveness and checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultToleranceSpec {
+    /// A worker not heard from for this many seconds is declared dead: it leaves the
+    /// sync barrier and its data shards go to the others.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout: f64,
+    /// Write a checkpoint every this many versions (updates), when a checkpoint directory is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every_steps: Option<u64>,
+    /// Write a checkpoint every this many seconds, when a checkpoint directory is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every_seconds: Option<f64>,
+    /// Checkpoints kept in the directory (older ones are deleted).
+    #[serde(default = "default_keep_checkpoints")]
+    pub keep_checkpoints: usize,
+}
+
+fn default_heartbeat_timeout() -> f64 {
+    10.0
+}
+fn default_keep_checkpoints() -> usize {
+    3
+}
+
+impl Default for FaultToleranceSpec {
+    fn default() -> Self {
+        Self {
+            heartbeat_timeout: default_heartbeat_timeout(),
+            checkpoint_every_steps: None,
+            checkpoint_every_seconds: None,
+            keep_checkpoints: default_keep_checkpoints(),
+        }
+    }
+}
+
+impl FaultToleranceSpec {
+    /// Checks the values.
+    ///
+    /// # Errors
+    /// [`JobError::Invalid`] naming the field and value.
+    pub fn validate(&self) -> Result<(), JobError> {
+        if !(self.heartbeat_timeout.is_finite() && self.heartbeat_timeout > 0.0) {
+            return Err(invalid(
+                "fault_tolerance.heartbeat_timeout",
+                format!(
+                    "must be a positive number of seconds, got {}",
+                    self.heartbeat_timeout
+                ),
+            ));
+        }
+        if self.checkpoint_every_steps == Some(0) {
+            return Err(invalid(
+                "fault_tolerance.checkpoint_every_steps",
+                "must be at least 1, got 0".into(),
+            ));
+        }
+        if let Some(t) = self.checkpoint_every_seconds
+            && !(t.is_finite() && t > 0.0)
+        {
+            return Err(invalid(
+                "fault_tolerance.checkpoint_every_seconds",
+                format!("must be a positive number of seconds, got {t}"),
+            ));
+        }
+        if self.keep_checkpoints == 0 {
+            return Err(invalid(
+                "fault_tolerance.keep_checkpoints",
+                "must be at least 1, got 0".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A job as written: the parsed job file with CLI overrides applied, not yet validated.
@@ -253,6 +335,9 @@ pub struct JobSpec {
     /// Sync, SSP or async, and the staleness policy.
     #[serde(default)]
     pub consistency: ConsistencySpec,
+    /// Heartbeats and checkpoints.
+    #[serde(default)]
+    pub fault_tolerance: FaultToleranceSpec,
 }
 
 impl Default for JobSpec {
@@ -264,6 +349,7 @@ impl Default for JobSpec {
             optimizer: default_optimizer(),
             schedule: ScheduleConfig::default(),
             consistency: ConsistencySpec::default(),
+            fault_tolerance: FaultToleranceSpec::default(),
         }
     }
 }
@@ -316,6 +402,18 @@ impl JobSpec {
             ));
         }
         self.consistency.validate()?;
+        self.fault_tolerance.validate()?;
+        if let Some(m) = t.min_workers
+            && !(1..=t.workers).contains(&m)
+        {
+            return Err(invalid(
+                "training.min_workers",
+                format!(
+                    "must be between 1 and training.workers ({}), got {m}",
+                    t.workers
+                ),
+            ));
+        }
         self.model.validate()?;
         self.data.validate()?;
         let optimizer = self.optimizer.build()?;
@@ -391,10 +489,19 @@ impl Job {
         self.spec.consistency.mode
     }
 
-    /// Workers the job is sharded for.
+    /// Workers the job is planned for: the number of logical data shards.
     #[must_use]
     pub fn workers(&self) -> usize {
         self.spec.training.workers
+    }
+
+    /// Workers that must register before training starts.
+    #[must_use]
+    pub fn min_workers(&self) -> usize {
+        self.spec
+            .training
+            .min_workers
+            .unwrap_or(self.spec.training.workers)
     }
 
     /// What each worker is told at registration.

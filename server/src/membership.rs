@@ -11,8 +11,6 @@ use downpour_core::status::{StalenessStats, WorkerState, WorkerStatus};
 pub struct WorkerRecord {
     /// The label it registered with.
     pub name: String,
-    /// Its data shard.
-    pub shard_index: usize,
     /// Active, finished or left.
     pub state: WorkerState,
     /// Pulls served.
@@ -27,6 +25,8 @@ pub struct WorkerRecord {
     pub next_step: u64,
     /// Loss of its last accepted gradient.
     pub last_loss: Option<f64>,
+    /// When the server last heard from it (time since the server started).
+    pub last_seen: std::time::Duration,
     /// Staleness of its gradients, in versions.
     pub staleness: StalenessStats,
     /// Staleness of its gradients, in steps.
@@ -47,40 +47,40 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Adds a worker on `shard_index`; returns its id.
-    pub fn register(&mut self, name: String, shard_index: usize) -> u32 {
+    /// Adds a worker that will start at `start_step`; returns its id.
+    pub fn register(&mut self, name: String, start_step: u64) -> u32 {
         let id = self.next_id;
-        self.insert(id, name, shard_index);
+        self.insert(id, name, start_step);
         id
     }
 
     /// Adds a worker under an id another shard assigned. Returns false (and changes
     /// nothing) when that id is already here.
-    pub fn attach(&mut self, id: u32, name: String, shard_index: usize) -> bool {
+    pub fn attach(&mut self, id: u32, name: String, start_step: u64) -> bool {
         if self.workers.contains_key(&id) {
             return false;
         }
-        self.insert(id, name, shard_index);
+        self.insert(id, name, start_step);
         true
     }
 
-    fn insert(&mut self, id: u32, name: String, shard_index: usize) {
+    fn insert(&mut self, id: u32, name: String, start_step: u64) {
         self.next_id = self.next_id.max(id + 1);
         self.workers.insert(
             id,
             WorkerRecord {
                 name,
-                shard_index,
                 state: WorkerState::Active,
                 pulls: 0,
                 pushes: 0,
                 rejected_pushes: 0,
                 samples: 0,
-                next_step: 0,
+                next_step: start_step,
                 last_loss: None,
                 staleness: StalenessStats::default(),
                 step_staleness: StalenessStats::default(),
                 dropped: 0,
+                last_seen: std::time::Duration::ZERO,
             },
         );
     }
@@ -126,6 +126,13 @@ impl Membership {
             .min()
     }
 
+    /// Ids of the members (active or finished), in order.
+    pub fn member_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.iter()
+            .filter(|(_, r)| r.state.is_member())
+            .map(|(id, _)| id)
+    }
+
     /// Ids of the workers still training, in order.
     pub fn active_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.iter()
@@ -133,15 +140,15 @@ impl Membership {
             .map(|(id, _)| id)
     }
 
-    /// Counters for the status report, in id order.
+    /// Counters for the status report, in id order; `data_shards(id)` gives what each computes.
     #[must_use]
-    pub fn statuses(&self) -> Vec<WorkerStatus> {
+    pub fn statuses(&self, data_shards: impl Fn(u32) -> Vec<u32>) -> Vec<WorkerStatus> {
         self.iter()
             .map(|(id, r)| WorkerStatus {
                 id,
                 name: r.name.clone(),
                 state: r.state,
-                shard_index: r.shard_index,
+                data_shards: data_shards(id),
                 pulls: r.pulls,
                 pushes: r.pushes,
                 rejected_pushes: r.rejected_pushes,

@@ -126,7 +126,10 @@ mod tests {
     fn the_first_workers_get_one_shard_each_in_id_order() {
         let mut o = DataOwnership::new(3);
         o.rebalance(&set(&[0, 1, 2]));
-        assert_eq!((o.shards_of(0), o.shards_of(1), o.shards_of(2)), (vec![0], vec![1], vec![2]));
+        assert_eq!(
+            (o.shards_of(0), o.shards_of(1), o.shards_of(2)),
+            (vec![0], vec![1], vec![2])
+        );
     }
 
     #[test]
@@ -137,7 +140,10 @@ mod tests {
         assert_eq!(moved, vec![1]);
         assert_eq!(o.shards_of(0), vec![0, 1]);
         assert_eq!(o.shards_of(2), vec![2]);
-        assert!((0..3).all(|k| o.owner(k).is_some()), "every shard still has an owner");
+        assert!(
+            (0..3).all(|k| o.owner(k).is_some()),
+            "every shard still has an owner"
+        );
     }
 
     #[test]

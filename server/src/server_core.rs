@@ -9,6 +9,7 @@ use downpour_core::{Assignment, ParamSet, TrainingPlan};
 use crate::barrier::{Offer, SyncBarrier};
 use crate::job::{ConsistencyMode, Job, StalenessPolicy};
 use crate::membership::{Membership, WorkerRecord};
+use crate::ownership::DataOwnership;
 use crate::store::{GradientError, ParameterStore, UpdateRule};
 use crate::training_metrics::TrainingMetrics;
 
@@ -21,9 +22,6 @@ pub enum CoreError {
     /// The worker left the job.
     #[error("worker {0} has left the job")]
     DepartedWorker(u32),
-    /// Every shard of the job is taken.
-    #[error("the job is full: all {0} workers have registered")]
-    JobFull(usize),
     /// The gradient does not fit the model.
     #[error(transparent)]
     Gradient(#[from] GradientError),
@@ -85,7 +83,7 @@ impl ShardRole {
 }
 
 /// The answer to a pull.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PullOutcome {
     /// The worker may proceed with the parameters of `version`.
     Ready {
@@ -93,9 +91,24 @@ pub enum PullOutcome {
         version: u64,
         /// Whether this worker should evaluate these parameters.
         evaluate: bool,
+        /// The logical data shards whose next batch the worker computes this step (shard 0
+        /// decides; other server shards send none). Empty: push an empty gradient.
+        data_shards: Vec<u32>,
     },
     /// Not yet: wait for the state to change and ask again.
     Wait,
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The worker's id and the job's data sharding.
+    pub assignment: Assignment,
+    /// What to train.
+    pub plan: TrainingPlan,
+    /// The step the worker computes next (0 at the start; later for a worker that joins
+    /// late or comes back).
+    pub start_step: u64,
 }
 
 /// The answer to an accepted push.
@@ -129,6 +142,12 @@ pub struct ServerCore {
     store: ParameterStore,
     /// Registered workers.
     membership: Membership,
+    /// Who computes which logical data shard (decided on shard 0 only).
+    ownership: DataOwnership,
+    /// Set once `min_workers` workers have registered; training runs from then on.
+    started: bool,
+    /// How long a worker may stay silent before it is declared dead.
+    heartbeat_timeout: std::time::Duration,
     /// Sync mode's barrier (unused in async mode).
     barrier: SyncBarrier,
     /// Losses and evaluations.
@@ -182,17 +201,22 @@ impl ServerCore {
         };
         Self {
             next_eval_at: job.eval_interval(),
-            job,
             role,
             traffic,
             store,
             membership: Membership::default(),
+            ownership: DataOwnership::new(job.workers()),
+            started: false,
+            heartbeat_timeout: std::time::Duration::from_secs_f64(
+                job.spec.fault_tolerance.heartbeat_timeout,
+            ),
             barrier: SyncBarrier::default(),
             metrics: TrainingMetrics::default(),
             gradients_applied: 0,
             final_evaluator: None,
             staleness: StalenessStats::default(),
             step_staleness: StalenessStats::default(),
+            job,
         }
     }
 
@@ -232,42 +256,55 @@ impl ServerCore {
         self.store.version()
     }
 
-    /// Adds a worker; returns its assignment and the training plan.
+    /// Adds a worker, or takes back one that registered before.
     ///
-    /// Shard 0 assigns the id (`worker_id` is `None`); the other shards take the id shard
-    /// 0 assigned (`Some`), and registering the same id again is a no-op (a retry).
+    /// On shard 0, `worker_id` `None` registers a new worker (it gets an id and, through
+    /// the data ownership, a share of the data); `Some(id)` of a known worker is that
+    /// worker coming back: after a lost reply or a server restart it resumes where the
+    /// server's record says, and after being declared dead it joins again. The other
+    /// server shards take the id shard 0 assigned.
     ///
     /// # Errors
-    /// [`CoreError::JobFull`] once every data shard is taken; [`CoreError::Role`] for an
-    /// id sent to shard 0 or missing for another shard.
+    /// [`CoreError::UnknownWorker`] for an id shard 0 never assigned (register afresh);
+    /// [`CoreError::Role`] for a missing id on another shard.
     pub fn register(
         &mut self,
         name: &str,
         worker_id: Option<u32>,
-    ) -> Result<(Assignment, TrainingPlan), CoreError> {
-        let shards = self.job.workers();
-        let worker_id = match (self.role.coordinates(), worker_id) {
+    ) -> Result<Registered, CoreError> {
+        let id = match (self.role.coordinates(), worker_id) {
             (true, None) => {
-                if self.membership.registered() >= shards {
-                    return Err(CoreError::JobFull(shards));
-                }
-                let shard_index = self.membership.registered();
-                self.membership.register(name.to_string(), shard_index)
+                let start = self.join_step();
+                self.membership.register(name.to_string(), start)
             }
-            (false, Some(id)) => {
-                if self.membership.get(id).is_none() {
-                    if self.membership.registered() >= shards {
-                        return Err(CoreError::JobFull(shards));
-                    }
-                    self.membership
-                        .attach(id, name.to_string(), self.membership.registered());
+            (true, Some(id)) => {
+                let record = self
+                    .membership
+                    .get(id)
+                    .ok_or(CoreError::UnknownWorker(id))?;
+                if !record.state.is_member() {
+                    let start = self.join_step();
+                    let r = self.record_mut(id);
+                    r.state = WorkerState::Active;
+                    r.next_step = start;
                 }
                 id
             }
-            (true, Some(id)) => {
-                return Err(CoreError::Role(format!(
-                    "shard 0 assigns worker ids; register without one (got {id})"
-                )));
+            (false, Some(id)) => {
+                match self.membership.get(id).map(|r| r.state) {
+                    None => {
+                        let start = self.join_step();
+                        self.membership.attach(id, name.to_string(), start);
+                    }
+                    Some(state) if !state.is_member() => {
+                        let start = self.join_step();
+                        let r = self.record_mut(id);
+                        r.state = WorkerState::Active;
+                        r.next_step = start;
+                    }
+                    Some(_) => {}
+                }
+                id
             }
             (false, None) => {
                 return Err(CoreError::Role(format!(
@@ -276,32 +313,109 @@ impl ServerCore {
                 )));
             }
         };
-        let shard_index = self.membership.get(worker_id).map_or(0, |r| r.shard_index);
-        let assignment = Assignment {
-            worker_id,
-            shard_index,
-            shard_count: shards,
-        };
-        Ok((assignment, self.job.plan()))
+        if self.membership.member_ids().count() >= self.job.min_workers() {
+            self.started = true;
+        }
+        self.rebalance();
+        let start_step = self.membership.get(id).map_or(0, |r| r.next_step);
+        let shards = self.ownership.shards_of(id);
+        Ok(Registered {
+            assignment: Assignment {
+                worker_id: id,
+                shard_index: shards.first().map_or(0, |&k| k as usize),
+                shard_count: self.job.workers(),
+            },
+            plan: self.job.plan(),
+            start_step,
+        })
     }
 
-    /// Whether every expected worker has registered, so training may begin.
+    /// The step a worker joining now starts at: in sync mode the step after the one being
+    /// collected (so it never holds up a step already under way), otherwise the slowest
+    /// active worker's next step; 0 before training starts.
+    fn join_step(&self) -> u64 {
+        if !self.started {
+            return 0;
+        }
+        let step = match self.job.mode() {
+            ConsistencyMode::Sync => self.version() + u64::from(!self.barrier.is_empty()),
+            ConsistencyMode::Async | ConsistencyMode::Ssp => {
+                self.membership.slowest_active_step().unwrap_or(0)
+            }
+        };
+        step.min(self.job.total_steps())
+    }
+
+    /// Hands the data shards to the active workers (shard 0 only).
+    fn rebalance(&mut self) {
+        if !self.role.coordinates() {
+            return;
+        }
+        let active = self.membership.active_ids().collect();
+        let moved = self.ownership.rebalance(&active);
+        if !moved.is_empty() {
+            tracing::info!(?moved, "data shards reassigned");
+        }
+    }
+
+    /// Whether training has started: `min_workers` workers registered at some point.
     #[must_use]
     pub fn started(&self) -> bool {
-        self.membership.registered() >= self.job.workers()
+        self.started
     }
 
-    /// Whether every worker has pushed its last step (or left) and every gradient is applied.
+    /// Whether every worker has pushed its last step (or left, or died) and every gradient is applied.
     #[must_use]
     pub fn training_done(&self) -> bool {
-        self.started() && self.membership.active_ids().next().is_none() && self.barrier.is_empty()
+        self.started && self.membership.active_ids().next().is_none() && self.barrier.is_empty()
     }
 
-    /// Whether training is done and the final parameters have been evaluated.
+    /// Whether training is done and the final parameters have been evaluated (shard 0),
+    /// or training is done (other shards).
     #[must_use]
     pub fn finished(&self) -> bool {
         self.training_done()
             && (!self.role.coordinates() || self.metrics.final_evaluation().is_some())
+    }
+
+    /// Records that `worker` was heard from at `now` (time since the server started).
+    pub fn touch(&mut self, worker: u32, now: std::time::Duration) {
+        if let Some(r) = self.membership.get_mut(worker) {
+            r.last_seen = r.last_seen.max(now);
+        }
+    }
+
+    /// Declares dead every active worker not heard from within the heartbeat timeout
+    /// before `now`: it leaves the sync barrier and its data shards go to the others.
+    /// Returns the ids declared dead.
+    pub fn expire(&mut self, now: std::time::Duration) -> Vec<u32> {
+        let timeout = self.heartbeat_timeout;
+        let dead: Vec<u32> = self
+            .membership
+            .iter()
+            .filter(|(_, r)| {
+                r.state == WorkerState::Active && now.saturating_sub(r.last_seen) > timeout
+            })
+            .map(|(id, _)| id)
+            .collect();
+        for &id in &dead {
+            self.record_mut(id).state = WorkerState::Dead;
+            tracing::warn!(
+                worker = id,
+                timeout_s = timeout.as_secs_f64(),
+                "worker missed its heartbeat timeout: declared dead"
+            );
+        }
+        if !dead.is_empty() {
+            if self.final_evaluator.is_some_and(|w| dead.contains(&w))
+                && self.metrics.final_evaluation().is_none()
+            {
+                self.final_evaluator = None;
+            }
+            self.rebalance();
+            self.complete_barrier();
+        }
+        dead
     }
 
     /// Decides whether `worker` may start `step` now (or, with `final_pull`, whether the job's
@@ -328,6 +442,7 @@ impl ServerCore {
                 PullOutcome::Ready {
                     version: self.version(),
                     evaluate,
+                    data_shards: Vec::new(),
                 }
             } else {
                 PullOutcome::Wait
@@ -347,6 +462,7 @@ impl ServerCore {
                 PullOutcome::Ready {
                     version: self.version(),
                     evaluate: self.claim_periodic_evaluation(worker),
+                    data_shards: self.ownership.shards_of(worker),
                 }
             } else {
                 PullOutcome::Wait
@@ -427,7 +543,12 @@ impl ServerCore {
                 current: version,
             });
         }
-        let gradient = self.store.conform(gradient)?;
+        // An empty push: the worker had no data shard this step; it only keeps pace.
+        let gradient = if gradient.is_empty() && samples == 0 {
+            None
+        } else {
+            Some(self.store.conform(gradient)?)
+        };
         let staleness = version - base_version;
         let mut dropped = false;
         match self.job.mode() {
@@ -443,20 +564,23 @@ impl ServerCore {
             }
             ConsistencyMode::Async | ConsistencyMode::Ssp => {
                 let c = &self.job.spec.consistency;
-                match c.policy {
-                    StalenessPolicy::Accept => {
-                        self.store.apply(gradient, 1.0);
-                    }
-                    StalenessPolicy::Damp => {
-                        self.store.apply(gradient, 1.0 / (1.0 + staleness as f32));
-                    }
-                    StalenessPolicy::Drop => {
-                        if staleness > c.max_staleness.unwrap_or(u64::MAX) {
-                            dropped = true;
-                        } else {
+                match (gradient, c.policy) {
+                    (None, _) => {}
+                    (Some(gradient), policy) => match policy {
+                        StalenessPolicy::Accept => {
                             self.store.apply(gradient, 1.0);
                         }
-                    }
+                        StalenessPolicy::Damp => {
+                            self.store.apply(gradient, 1.0 / (1.0 + staleness as f32));
+                        }
+                        StalenessPolicy::Drop => {
+                            if staleness > c.max_staleness.unwrap_or(u64::MAX) {
+                                dropped = true;
+                            } else {
+                                self.store.apply(gradient, 1.0);
+                            }
+                        }
+                    },
                 }
                 self.gradients_applied += 1;
             }
@@ -522,6 +646,7 @@ impl ServerCore {
         if self.final_evaluator == Some(worker) && self.metrics.final_evaluation().is_none() {
             self.final_evaluator = None;
         }
+        self.rebalance();
         self.complete_barrier();
         Ok(())
     }
@@ -536,11 +661,7 @@ impl ServerCore {
     /// Whether every worker that registered has left.
     #[must_use]
     pub fn all_left(&self) -> bool {
-        self.started()
-            && self
-                .membership
-                .iter()
-                .all(|(_, r)| r.state == WorkerState::Left)
+        self.started() && self.membership.iter().all(|(_, r)| !r.state.is_member())
     }
 
     /// Everything the server reports; `elapsed_seconds` is supplied by the caller's clock.
@@ -559,7 +680,7 @@ impl ServerCore {
             finished: self.finished(),
             elapsed_seconds,
             samples_trained,
-            workers: self.membership.statuses(),
+            workers: self.membership.statuses(|id| self.ownership.shards_of(id)),
             epochs: self.metrics.epochs(self.versions_per_epoch()),
             evaluations: self.metrics.evaluations().to_vec(),
             final_evaluation: self.metrics.final_evaluation().cloned(),
@@ -598,15 +719,20 @@ impl ServerCore {
         let owed = self
             .membership
             .iter()
-            .any(|(_, r)| r.state != WorkerState::Left && r.next_step <= step);
+            .any(|(_, r)| r.state.is_member() && r.next_step <= step);
         if owed {
             return;
         }
         let count = self.barrier.len() as u64;
-        if let Some(mean) = self.barrier.release() {
-            self.store.apply(mean, 1.0);
-            self.gradients_applied += count;
+        match self.barrier.release() {
+            Some(mean) => {
+                self.store.apply(mean, 1.0);
+            }
+            None => {
+                self.store.skip();
+            }
         }
+        self.gradients_applied += count;
     }
 
     /// The lowest active worker evaluates when the job's progress reaches the next evaluation point.
@@ -632,7 +758,7 @@ impl ServerCore {
             .membership
             .get(worker)
             .ok_or(CoreError::UnknownWorker(worker))?;
-        if record.state == WorkerState::Left {
+        if !record.state.is_member() {
             return Err(CoreError::DepartedWorker(worker));
         }
         Ok(record)

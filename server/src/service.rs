@@ -1,7 +1,7 @@
 //! The gRPC layer: decode, call [`ServerCore`] under its lock, wait when told to, encode.
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -66,6 +66,8 @@ struct Shared {
     shutdown: CancellationToken,
     /// See [`ServeOptions`].
     options: ServeOptions,
+    /// When the service started; liveness times are measured from it.
+    epoch: Instant,
 }
 
 impl Shared {
@@ -77,6 +79,11 @@ impl Shared {
 
     fn notify(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Time since the server started: the core's clock for liveness.
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
     fn elapsed(&self) -> f64 {
@@ -131,8 +138,38 @@ impl ParameterServerService {
                 started_at: Mutex::new(None),
                 shutdown,
                 options,
+                epoch: Instant::now(),
             }),
         }
+    }
+
+    /// Checks worker liveness a few times per heartbeat timeout until shutdown: a worker
+    /// silent for longer than the timeout is declared dead, and waiting pulls are woken.
+    pub fn spawn_liveness_check(&self) {
+        let shared = Arc::clone(&self.shared);
+        let timeout =
+            Duration::from_secs_f64(shared.core().job().spec.fault_tolerance.heartbeat_timeout);
+        let period = (timeout / 4).max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = shared.shutdown.cancelled() => break,
+                }
+                let dead = {
+                    let mut core = shared.core();
+                    let dead = core.expire(shared.now());
+                    if !dead.is_empty() {
+                        shared.maybe_exit(&core);
+                    }
+                    dead
+                };
+                if !dead.is_empty() {
+                    shared.notify();
+                }
+            }
+        });
     }
 
     /// The tonic server for this service, with the message limits set.
@@ -156,6 +193,7 @@ pub async fn serve(
     options: ServeOptions,
 ) -> Result<(), ServeError> {
     let service = ParameterServerService::new(job, shutdown.clone(), options);
+    service.spawn_liveness_check();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
@@ -174,7 +212,6 @@ fn status_of(err: &CoreError) -> Status {
         CoreError::DepartedWorker(_)
         | CoreError::OutOfOrder { .. }
         | CoreError::BeyondLastStep { .. } => Status::failed_precondition(msg),
-        CoreError::JobFull(_) => Status::resource_exhausted(msg),
         CoreError::Gradient(_) | CoreError::FutureVersion { .. } | CoreError::Role(_) => {
             Status::invalid_argument(msg)
         }
@@ -189,11 +226,15 @@ impl ParameterServer for ParameterServerService {
     ) -> Result<Response<v1::RegisterResponse>, Status> {
         let req = request.into_inner();
         let name = req.name;
-        let (assignment, plan) = self
-            .shared
-            .core()
-            .register(&name, req.worker_id)
-            .map_err(|e| status_of(&e))?;
+        let registered = {
+            let mut core = self.shared.core();
+            let registered = core
+                .register(&name, req.worker_id)
+                .map_err(|e| status_of(&e))?;
+            core.touch(registered.assignment.worker_id, self.shared.now());
+            registered
+        };
+        let assignment = registered.assignment;
         self.shared
             .started_at
             .lock()
@@ -210,7 +251,8 @@ impl ParameterServer for ParameterServerService {
             worker_id: assignment.worker_id,
             shard_index: assignment.shard_index as u64,
             shard_count: assignment.shard_count as u64,
-            plan_json: plan_to_json(&plan),
+            plan_json: plan_to_json(&registered.plan),
+            start_step: registered.start_step,
             server_shards: self.shared.options.role.count as u32,
             shard_addresses: self.shared.options.shard_addresses.clone(),
         }))
@@ -229,13 +271,20 @@ impl ParameterServer for ParameterServerService {
                 let outcome = core
                     .pull(req.worker_id, req.step, req.r#final)
                     .map_err(|e| status_of(&e))?;
-                if let PullOutcome::Ready { version, evaluate } = outcome {
+                core.touch(req.worker_id, self.shared.now());
+                if let PullOutcome::Ready {
+                    version,
+                    evaluate,
+                    data_shards,
+                } = outcome
+                {
                     let params = self.shared.encoded_params(&core);
                     core.record_traffic(0, params.iter().map(|t| t.data.len() as u64).sum());
                     return Ok(Response::new(v1::PullResponse {
                         version,
                         params,
                         evaluate,
+                        data_shards,
                     }));
                 }
             }
@@ -268,6 +317,7 @@ impl ParameterServer for ParameterServerService {
         };
         let outcome = {
             let mut core = self.shared.core();
+            core.touch(req.worker_id, self.shared.now());
             core.push(req.worker_id, req.step, req.base_version, req.loss, req.samples, gradient)
                 .map_err(|e| {
                     tracing::warn!(worker = req.worker_id, step = req.step, error = %e, "push rejected");
@@ -286,11 +336,11 @@ impl ParameterServer for ParameterServerService {
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let worker = request.into_inner().worker_id;
-        let version = self
-            .shared
-            .core()
-            .heartbeat(worker)
-            .map_err(|e| status_of(&e))?;
+        let version = {
+            let mut core = self.shared.core();
+            core.touch(worker, self.shared.now());
+            core.heartbeat(worker).map_err(|e| status_of(&e))?
+        };
         Ok(Response::new(v1::HeartbeatResponse { version }))
     }
 
@@ -342,6 +392,7 @@ impl ParameterServer for ParameterServerService {
             version: core.version(),
             params,
             evaluate: false,
+            data_shards: Vec::new(),
         }))
     }
 

@@ -191,6 +191,12 @@ impl ParameterStore {
         self.version
     }
 
+    /// Counts a step in which no gradient was applied (every worker of a sync step had no data).
+    pub fn skip(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
     fn names(&self) -> String {
         self.params
             .entries()

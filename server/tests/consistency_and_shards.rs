@@ -1,7 +1,7 @@
 //! SSP's bound, the staleness policies, and sharded servers, driven by plain calls.
 
-use downpour_core::partition::ShardPlan;
 use downpour_core::ParamSet;
+use downpour_core::partition::ShardPlan;
 use downpour_server::JobSpec;
 use downpour_server::job::{ConsistencyMode, StalenessPolicy};
 use downpour_server::optim::OptimizerConfig;
@@ -42,7 +42,12 @@ fn grad(c: &ServerCore, v: f32) -> ParamSet {
 fn drive(c: &mut ServerCore, slow_every: u64) -> u64 {
     let n = c.job().workers();
     let ids: Vec<u32> = (0..n)
-        .map(|i| c.register(&format!("w{i}"), None).unwrap().0.worker_id)
+        .map(|i| {
+            c.register(&format!("w{i}"), None)
+                .unwrap()
+                .assignment
+                .worker_id
+        })
         .collect();
     let total = c.job().total_steps();
     let mut next = vec![0u64; n];
@@ -145,8 +150,8 @@ fn bias0(c: &ServerCore) -> f32 {
 #[test]
 fn the_drop_policy_discards_gradients_staler_than_its_limit() {
     let mut c = sgd_job(StalenessPolicy::Drop, Some(1));
-    let a = c.register("a", None).unwrap().0.worker_id;
-    let b = c.register("b", None).unwrap().0.worker_id;
+    let a = c.register("a", None).unwrap().assignment.worker_id;
+    let b = c.register("b", None).unwrap().assignment.worker_id;
     for step in 0..3 {
         let v = c.version();
         c.push(a, step, v, 0.1, 4, grad(&c, 1.0)).unwrap();
@@ -168,8 +173,8 @@ fn the_drop_policy_discards_gradients_staler_than_its_limit() {
 #[test]
 fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
     let mut c = sgd_job(StalenessPolicy::Damp, None);
-    let a = c.register("a", None).unwrap().0.worker_id;
-    let b = c.register("b", None).unwrap().0.worker_id;
+    let a = c.register("a", None).unwrap().assignment.worker_id;
+    let b = c.register("b", None).unwrap().assignment.worker_id;
     let start = bias0(&c);
     c.push(a, 0, 0, 0.1, 4, grad(&c, 1.0)).unwrap();
     let fresh_step = start - bias0(&c);
@@ -211,7 +216,7 @@ fn sharded_sync_run(shards: usize) -> ParamSet {
             cores[0]
                 .register(&format!("w{i}"), None)
                 .unwrap()
-                .0
+                .assignment
                 .worker_id
         })
         .collect();
@@ -272,13 +277,12 @@ fn only_shard_zero_assigns_ids_and_evaluates() {
             .contains("send the worker id")
     );
     let mut zero = ServerCore::with_role(job, ShardRole { index: 0, count: 2 });
-    assert!(
-        zero.register("w", Some(3))
-            .unwrap_err()
-            .to_string()
-            .contains("shard 0 assigns worker ids")
+    assert_eq!(
+        zero.register("w", Some(3)).unwrap_err().to_string(),
+        "unknown worker id 3",
+        "shard 0 only takes back ids it assigned"
     );
-    let id = zero.register("w", None).unwrap().0.worker_id;
+    let id = zero.register("w", None).unwrap().assignment.worker_id;
     other.register("w", Some(id)).unwrap();
     other.register("w", Some(id)).unwrap(); // a retry is harmless
     assert_eq!(other.status(0.0).workers.len(), 1);

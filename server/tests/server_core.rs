@@ -40,13 +40,13 @@ fn ready(outcome: PullOutcome) -> u64 {
 #[test]
 fn sync_waits_for_every_worker_then_applies_the_average() {
     let mut c = core(ConsistencyMode::Sync, 2, 3);
-    let (a, _) = c.register("a", None).unwrap();
+    let a = c.register("a", None).unwrap().assignment;
     assert_eq!(
         c.pull(a.worker_id, 0, false).unwrap(),
         PullOutcome::Wait,
         "training starts when all registered"
     );
-    let (b, _) = c.register("b", None).unwrap();
+    let b = c.register("b", None).unwrap().assignment;
     assert_eq!(ready(c.pull(a.worker_id, 0, false).unwrap()), 0);
     let before = c.params().clone();
 
@@ -69,7 +69,12 @@ fn sync_results_do_not_depend_on_arrival_order() {
     let run = |order: [usize; 3]| {
         let mut c = core(ConsistencyMode::Sync, 3, 4);
         let ids: Vec<u32> = (0..3)
-            .map(|i| c.register(&format!("w{i}"), None).unwrap().0.worker_id)
+            .map(|i| {
+                c.register(&format!("w{i}"), None)
+                    .unwrap()
+                    .assignment
+                    .worker_id
+            })
             .collect();
         for step in 0..4u64 {
             for &k in &order {
@@ -98,8 +103,8 @@ fn sync_results_do_not_depend_on_arrival_order() {
 #[test]
 fn async_applies_each_gradient_and_records_staleness() {
     let mut c = core(ConsistencyMode::Async, 2, 5);
-    let a = c.register("a", None).unwrap().0.worker_id;
-    let b = c.register("b", None).unwrap().0.worker_id;
+    let a = c.register("a", None).unwrap().assignment.worker_id;
+    let b = c.register("b", None).unwrap().assignment.worker_id;
     assert_eq!(
         c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap().version,
         1
@@ -120,7 +125,7 @@ fn async_applies_each_gradient_and_records_staleness() {
 #[test]
 fn bad_pushes_are_refused_and_change_nothing() {
     let mut c = core(ConsistencyMode::Async, 1, 5);
-    let w = c.register("w", None).unwrap().0.worker_id;
+    let w = c.register("w", None).unwrap().assignment.worker_id;
     let before = c.params().clone();
 
     let mut unknown = gradient(&c, 1.0).into_entries();
@@ -197,7 +202,7 @@ fn bad_pushes_are_refused_and_change_nothing() {
 #[test]
 fn a_retried_push_is_applied_once() {
     let mut c = core(ConsistencyMode::Async, 1, 5);
-    let w = c.register("w", None).unwrap().0.worker_id;
+    let w = c.register("w", None).unwrap().assignment.worker_id;
     c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
     let after_first = c.params().clone();
     let again = c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
@@ -207,18 +212,116 @@ fn a_retried_push_is_applied_once() {
 }
 
 #[test]
-fn the_job_refuses_more_workers_than_shards() {
-    let mut c = core(ConsistencyMode::Sync, 2, 1);
-    c.register("a", None).unwrap();
-    c.register("b", None).unwrap();
-    assert_eq!(c.register("c", None).unwrap_err(), CoreError::JobFull(2));
+fn an_extra_worker_idles_until_a_data_shard_frees() {
+    let mut c = core(ConsistencyMode::Sync, 2, 3);
+    let a = c.register("a", None).unwrap().assignment.worker_id;
+    let b = c.register("b", None).unwrap().assignment.worker_id;
+    let extra = c.register("c", None).unwrap().assignment.worker_id;
+    let shards = |c: &mut ServerCore, w: u32| match c.pull(w, 0, false).unwrap() {
+        PullOutcome::Ready { data_shards, .. } => data_shards,
+        PullOutcome::Wait => panic!("ready"),
+    };
+    assert_eq!(
+        (shards(&mut c, a), shards(&mut c, b), shards(&mut c, extra)),
+        (vec![0], vec![1], vec![])
+    );
+    // The idle worker keeps pace with empty pushes; the step completes with all three.
+    c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
+    c.push(b, 0, 0, 0.1, 1, gradient(&c, 3.0)).unwrap();
+    assert_eq!(c.version(), 0, "the idle worker is part of the step");
+    c.push(extra, 0, 0, 0.0, 0, ParamSet::default()).unwrap();
+    assert_eq!(c.version(), 1);
+    c.leave(b).unwrap();
+    assert_eq!(
+        shards(&mut c, extra),
+        vec![1],
+        "the freed shard goes to the idle worker"
+    );
+}
+
+#[test]
+fn a_silent_worker_is_declared_dead_and_the_step_completes_without_it() {
+    use std::time::Duration;
+    let mut c = core(ConsistencyMode::Sync, 2, 3);
+    let a = c.register("a", None).unwrap().assignment.worker_id;
+    let b = c.register("b", None).unwrap().assignment.worker_id;
+    c.touch(a, Duration::from_secs(1));
+    c.touch(b, Duration::from_secs(1));
+    c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
+    assert!(
+        c.expire(Duration::from_secs(5)).is_empty(),
+        "within the 10 s default timeout"
+    );
+    c.touch(a, Duration::from_secs(11));
+    assert_eq!(c.expire(Duration::from_secs(12)), vec![b]);
+    assert_eq!(
+        c.version(),
+        1,
+        "the step completed with the worker that pushed"
+    );
+    let status = c.status(0.0);
+    assert_eq!(status.workers[1].state, WorkerState::Dead);
+    assert_eq!(
+        status.workers[0].data_shards,
+        vec![0, 1],
+        "the dead worker's data shard moved"
+    );
+    assert_eq!(
+        c.push(b, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap_err(),
+        CoreError::DepartedWorker(b)
+    );
+    // It comes back: it rejoins under its id at the next step.
+    let back = c.register("b", Some(b)).unwrap();
+    assert_eq!((back.assignment.worker_id, back.start_step), (b, 1));
+    assert_eq!(c.status(0.0).workers[1].data_shards, vec![1]);
+}
+
+#[test]
+fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
+    let mut spec_core = {
+        let mut spec = JobSpec::default();
+        spec.model.hidden = vec![4];
+        spec.data = DataSpec::builtin(DatasetKind::Xor);
+        spec.training.batch_size = BatchSize::Samples(1);
+        spec.training.epochs = 4;
+        spec.training.workers = 2;
+        spec.training.min_workers = Some(1);
+        ServerCore::new(spec.validate().unwrap())
+    };
+    let c = &mut spec_core;
+    let a = c.register("a", None).unwrap().assignment.worker_id;
+    assert!(c.started(), "min_workers = 1");
+    c.push(a, 0, 0, 0.1, 2, gradient(c, 1.0)).unwrap();
+    assert_eq!(c.version(), 1, "alone, the first worker drives the steps");
+    let joined = c.register("late", None).unwrap();
+    assert_eq!(joined.start_step, 1);
+    let late = joined.assignment.worker_id;
+    c.push(a, 1, 1, 0.1, 1, gradient(c, 1.0)).unwrap();
+    assert_eq!(c.version(), 1, "the step waits for the newcomer");
+    c.push(late, 1, 1, 0.1, 1, gradient(c, 1.0)).unwrap();
+    assert_eq!(c.version(), 2);
+    assert_eq!(c.status(0.0).workers[1].pushes, 1);
+}
+
+#[test]
+fn a_worker_coming_back_resumes_where_the_server_says() {
+    let mut c = core(ConsistencyMode::Async, 1, 5);
+    let w = c.register("w", None).unwrap().assignment.worker_id;
+    c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
+    c.push(w, 1, 1, 0.1, 1, gradient(&c, 1.0)).unwrap();
+    let back = c.register("w", Some(w)).unwrap();
+    assert_eq!(back.start_step, 2);
+    assert_eq!(
+        c.register("x", Some(77)).unwrap_err(),
+        CoreError::UnknownWorker(77)
+    );
 }
 
 #[test]
 fn a_departed_worker_no_longer_holds_the_barrier() {
     let mut c = core(ConsistencyMode::Sync, 2, 3);
-    let a = c.register("a", None).unwrap().0.worker_id;
-    let b = c.register("b", None).unwrap().0.worker_id;
+    let a = c.register("a", None).unwrap().assignment.worker_id;
+    let b = c.register("b", None).unwrap().assignment.worker_id;
     c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
     assert_eq!(c.version(), 0);
     c.leave(b).unwrap();
@@ -232,8 +335,8 @@ fn a_departed_worker_no_longer_holds_the_barrier() {
 #[test]
 fn the_end_of_training_is_evaluated_exactly_once() {
     let mut c = core(ConsistencyMode::Sync, 2, 2);
-    let a = c.register("a", None).unwrap().0.worker_id;
-    let b = c.register("b", None).unwrap().0.worker_id;
+    let a = c.register("a", None).unwrap().assignment.worker_id;
+    let b = c.register("b", None).unwrap().assignment.worker_id;
     let total = c.job().total_steps();
     assert_eq!(total, 4, "2 samples per shard, batch 1, 2 epochs");
     for step in 0..total {
@@ -251,14 +354,16 @@ fn the_end_of_training_is_evaluated_exactly_once() {
         c.pull(b, total, true).unwrap(),
         PullOutcome::Ready {
             version: 4,
-            evaluate: true
+            evaluate: true,
+            data_shards: vec![]
         }
     );
     assert_eq!(
         c.pull(a, total, true).unwrap(),
         PullOutcome::Ready {
             version: 4,
-            evaluate: false
+            evaluate: false,
+            data_shards: vec![]
         }
     );
     assert!(!c.finished());
@@ -284,14 +389,15 @@ fn the_end_of_training_is_evaluated_exactly_once() {
 fn the_lowest_active_worker_evaluates_once_per_epoch() {
     // XOR with batch 1 and 2 workers: 2 samples per shard, 2 steps per epoch.
     let mut c = core(ConsistencyMode::Sync, 2, 3);
-    let a = c.register("a", None).unwrap().0.worker_id;
-    let b = c.register("b", None).unwrap().0.worker_id;
+    let a = c.register("a", None).unwrap().assignment.worker_id;
+    let b = c.register("b", None).unwrap().assignment.worker_id;
     let mut asked = Vec::new();
     for step in 0..6u64 {
         for w in [b, a] {
             if let PullOutcome::Ready {
                 evaluate: true,
                 version,
+                ..
             } = c.pull(w, step, false).unwrap()
             {
                 asked.push((w, version));

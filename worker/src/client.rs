@@ -45,6 +45,29 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether re-connecting and re-registering may cure it: the server is unreachable or
+    /// restarting, or it no longer knows this worker as it expects (declared dead, restarted
+    /// from a checkpoint, or started afresh).
+    #[must_use]
+    pub fn is_recoverable(&self) -> bool {
+        use tonic::Code;
+        match self {
+            Self::Connect { .. } => true,
+            Self::Rpc { status, .. } => matches!(
+                status.code(),
+                Code::Unavailable
+                    | Code::Unknown
+                    | Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::Aborted
+                    | Code::Internal
+                    | Code::FailedPrecondition
+                    | Code::NotFound
+            ),
+            Self::Address { .. } | Self::Wire(_) => false,
+        }
+    }
+
     /// The gRPC status code, for a refused call.
     #[must_use]
     pub fn code(&self) -> Option<tonic::Code> {
@@ -66,6 +89,8 @@ pub struct Registration {
     pub server_shards: usize,
     /// From shard 0: where shards 1.. are.
     pub shard_addresses: Vec<String>,
+    /// The step to compute next.
+    pub start_step: u64,
 }
 
 /// Parameters received from a pull.
@@ -77,6 +102,8 @@ pub struct Pulled {
     pub params: ParamSet,
     /// Whether this worker should evaluate them and report.
     pub evaluate: bool,
+    /// The logical data shards to compute this step (from shard 0).
+    pub data_shards: Vec<u32>,
 }
 
 /// A connection to one parameter server. Cheap to clone (clones share the channel).
@@ -155,6 +182,7 @@ impl ServerClient {
             plan,
             server_shards: (reply.server_shards as usize).max(1),
             shard_addresses: reply.shard_addresses,
+            start_step: reply.start_step,
         })
     }
 
@@ -182,6 +210,7 @@ impl ServerClient {
             version: reply.version,
             params: params_from_wire(reply.params)?,
             evaluate: reply.evaluate,
+            data_shards: reply.data_shards,
         })
     }
 

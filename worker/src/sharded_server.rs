@@ -81,7 +81,8 @@ impl ShardedServer {
     }
 
     /// Pulls every shard's part for `step` (each waits as its consistency rule says) and
-    /// assembles the full parameters. Returns whether shard 0 asks for an evaluation.
+    /// assembles the full parameters. Returns whether shard 0 asks for an evaluation, and
+    /// the logical data shards to compute this step.
     ///
     /// # Errors
     /// [`ClientError`] when a shard refuses.
@@ -90,13 +91,14 @@ impl ShardedServer {
         worker: u32,
         step: u64,
         final_pull: bool,
-    ) -> Result<bool, ClientError> {
+    ) -> Result<(bool, Vec<u32>), ClientError> {
         let pulls = self.clients.iter().map(|c| {
             let mut c = c.clone();
             async move { c.pull(worker, step, final_pull).await }
         });
-        let parts = try_join_all(pulls).await?;
+        let mut parts = try_join_all(pulls).await?;
         let evaluate = parts[0].evaluate;
+        let data_shards = std::mem::take(&mut parts[0].data_shards);
         if parts.len() == 1 {
             let part = parts.into_iter().next().expect("one part");
             self.versions[0] = part.version;
@@ -107,10 +109,12 @@ impl ShardedServer {
                 self.plan.write_part(&mut self.params, k, &part.params);
             }
         }
-        Ok(evaluate)
+        Ok((evaluate, data_shards))
     }
 
     /// Pushes each shard its part of `gradient`, computed from the parameters last pulled.
+    /// An empty `gradient` with `samples == 0` tells every shard the worker had no data
+    /// this step.
     ///
     /// # Errors
     /// [`ClientError`] when a shard refuses.
@@ -122,10 +126,14 @@ impl ShardedServer {
         samples: u64,
         gradient: &ParamSet,
     ) -> Result<(), ClientError> {
-        if self.clients.len() == 1 {
-            self.clients[0]
-                .push(worker, step, self.versions[0], loss, samples, gradient)
-                .await?;
+        // One shard, or nothing to split: every shard gets the gradient as it is.
+        if self.clients.len() == 1 || gradient.is_empty() {
+            let pushes = self.clients.iter().enumerate().map(|(k, c)| {
+                let mut c = c.clone();
+                let base = self.versions[k];
+                async move { c.push(worker, step, base, loss, samples, gradient).await }
+            });
+            try_join_all(pushes).await?;
             return Ok(());
         }
         let pushes = self.clients.iter().enumerate().map(|(k, c)| {

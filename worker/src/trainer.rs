@@ -1,17 +1,24 @@
 //! The worker's training loop: register, then for each step pull, compute the gradient
-//! of the next mini-batch of its shard, push; evaluate when the server asks.
+//! of the next mini-batch of the data shards it owns, push; evaluate when asked.
+//!
+//! A worker survives the server going away: on a recoverable error it reconnects with
+//! exponential backoff and jitter, registers again under its id, and resumes at the step
+//! the server says (so a push whose reply was lost is never applied twice: the server
+//! either has it, and says to go on, or has not, and the worker computes it again).
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use downpour_core::data::DataError;
 use downpour_core::partition::ShardPlan;
 use downpour_core::sharding;
 use downpour_core::status::Evaluation;
-use downpour_core::{Dataset, ParamSet};
+use downpour_core::{Dataset, ParamSet, TrainingPlan};
 
-use crate::client::{ClientError, ServerClient};
+use crate::client::{ClientError, Registration, ServerClient};
 use crate::model::{Model, ModelError};
 use crate::sharded_server::ShardedServer;
 
@@ -27,6 +34,14 @@ pub enum WorkerError {
     /// The model could not be built or run on the data.
     #[error("model: {0}")]
     Model(#[from] ModelError),
+    /// The server stayed unreachable for longer than the reconnect timeout.
+    #[error("gave up after {seconds:.0} s without reaching the server: {last}")]
+    GaveUp {
+        /// How long it tried.
+        seconds: f64,
+        /// The last error.
+        last: ClientError,
+    },
     /// Shutdown was requested.
     #[error("cancelled")]
     Cancelled,
@@ -39,7 +54,7 @@ pub struct WorkerOptions {
     pub server: String,
     /// A label for logs and status.
     pub name: String,
-    /// How long to keep trying to reach the server at start-up.
+    /// How long to keep trying to reach the server, at start-up and after losing it.
     pub connect_timeout: Duration,
     /// Interval between heartbeats.
     pub heartbeat_interval: Duration,
@@ -64,179 +79,338 @@ impl WorkerOptions {
 /// What a worker did.
 #[derive(Debug, Clone)]
 pub struct WorkerSummary {
-    /// Its id.
+    /// Its id (the last one, if it had to register afresh).
     pub worker_id: u32,
     /// Steps pushed.
     pub steps: u64,
     /// Samples trained on.
     pub samples: u64,
+    /// Times it lost the server and came back.
+    pub recoveries: u64,
     /// The final evaluation, if this worker was the one asked to make it.
     pub final_evaluation: Option<Evaluation>,
 }
 
-/// Connects to the server, retrying with backoff until `timeout` has passed.
+/// The next delay of an exponential backoff with full jitter: uniform in `[base/2, base]`,
+/// where `base` doubles each attempt up to `cap`.
+fn backoff(attempt: u32, cap: Duration) -> Duration {
+    let base = Duration::from_millis(50)
+        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+        .min(cap);
+    base.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+}
+
+/// Connects to the server, retrying with backoff and jitter until `timeout` has passed.
 ///
 /// # Errors
-/// The last [`ClientError`] when the server stays unreachable, or [`WorkerError::Cancelled`].
+/// [`WorkerError::GaveUp`] when the server stays unreachable, or [`WorkerError::Cancelled`].
 pub async fn connect_with_retry(
     address: &str,
     timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Result<ServerClient, WorkerError> {
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(50);
-    loop {
+    let started = Instant::now();
+    for attempt in 0u32.. {
         match ServerClient::connect(address).await {
             Ok(client) => return Ok(client),
             Err(e @ ClientError::Address { .. }) => return Err(e.into()),
-            Err(e) if Instant::now() + delay > deadline => return Err(e.into()),
+            Err(e) if started.elapsed() > timeout => {
+                return Err(WorkerError::GaveUp {
+                    seconds: started.elapsed().as_secs_f64(),
+                    last: e,
+                });
+            }
             Err(e) => tracing::debug!(error = %e, "server not reachable yet; retrying"),
         }
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
             () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
         }
-        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+    unreachable!("the loop returns")
+}
+
+/// Connects and registers: afresh (`worker_id` `None`), or as the worker it was. A server
+/// that does not know the id (it started afresh) gets a fresh registration.
+async fn register(
+    options: &WorkerOptions,
+    worker_id: Option<u32>,
+    shutdown: &CancellationToken,
+) -> Result<(ServerClient, Registration), WorkerError> {
+    let started = Instant::now();
+    for attempt in 0u32.. {
+        let left = options.connect_timeout.saturating_sub(started.elapsed());
+        let mut client = connect_with_retry(&options.server, left, shutdown).await?;
+        let result = match client.register(&options.name, worker_id).await {
+            Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+                client.register(&options.name, None).await
+            }
+            other => other,
+        };
+        match result {
+            Ok(registration) => return Ok((client, registration)),
+            Err(e) if e.is_recoverable() && started.elapsed() < options.connect_timeout => {
+                tracing::debug!(error = %e, "registration failed; retrying");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff(attempt, Duration::from_secs(2))) => {}
+            () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// What a worker trains on, loaded once.
+#[derive(Debug)]
+struct Workload {
+    /// The job's training part.
+    plan: TrainingPlan,
+    /// The whole training split (the worker computes on the data shards it owns).
+    train: Dataset,
+    /// The test split.
+    test: Dataset,
+    /// The model.
+    model: Model,
+    /// Logical data shards of the job.
+    data_shards: usize,
+    /// Steps per epoch (the same for every worker).
+    steps_per_epoch: u64,
+    /// Steps in the whole job.
+    total_steps: u64,
+    /// Samples per logical shard per step.
+    batch: usize,
+}
+
+impl Workload {
+    fn load(registration: &Registration) -> Result<Self, WorkerError> {
+        let plan = registration.plan.clone();
+        let (train, test) = plan.data.load_split(plan.seed)?;
+        let model = Model::new(&plan.model, &train.shape())?;
+        let data_shards = registration.assignment.shard_count.max(1);
+        let steps_per_epoch =
+            sharding::steps_per_epoch(train.len(), data_shards, plan.batch_size) as u64;
+        let batch = plan
+            .batch_size
+            .resolve(sharding::largest_shard(train.len(), data_shards));
+        Ok(Self {
+            total_steps: steps_per_epoch * plan.epochs as u64,
+            plan,
+            train,
+            test,
+            model,
+            data_shards,
+            steps_per_epoch,
+            batch,
+        })
+    }
+
+    /// The training-set positions of `step`'s batch of each of `shards`.
+    fn batch_positions(
+        &self,
+        orders: &mut HashMap<(u64, u32), Vec<usize>>,
+        step: u64,
+        shards: &[u32],
+    ) -> Vec<usize> {
+        let (epoch, in_epoch) = (step / self.steps_per_epoch, step % self.steps_per_epoch);
+        orders.retain(|(e, _), _| *e == epoch);
+        let mut positions = Vec::new();
+        for &k in shards {
+            let order = orders.entry((epoch, k)).or_insert_with(|| {
+                sharding::epoch_order(
+                    self.train.len(),
+                    k as usize,
+                    self.data_shards,
+                    self.plan.seed,
+                    epoch,
+                )
+            });
+            positions.extend_from_slice(sharding::batch_positions(
+                order,
+                in_epoch as usize,
+                self.batch,
+            ));
+        }
+        positions
     }
 }
 
-/// Runs one worker to the end of the job.
+/// Runs one worker to the end of the job, coming back after losing the server.
 ///
 /// # Errors
-/// [`WorkerError`] when the server refuses a call, the data or model fail, or on shutdown
-/// (the worker then leaves the job before returning).
+/// [`WorkerError`] when the server refuses a call for good, stays unreachable longer than
+/// the connect timeout, the data or model fail, or on shutdown (the worker then leaves the
+/// job before returning).
 pub async fn run(
     options: &WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
-    let mut shard0 =
-        connect_with_retry(&options.server, options.connect_timeout, &shutdown).await?;
-    let registration = shard0.register(&options.name, None).await?;
-    let assignment = registration.assignment;
-    let id = assignment.worker_id;
+    let (shard0, registration) = register(options, None, &shutdown).await?;
+    let work = Workload::load(&registration)?;
+    let mut id = registration.assignment.worker_id;
     tracing::info!(
         worker = id,
-        shard = assignment.shard_index,
-        of = assignment.shard_count,
+        data_shards = work.data_shards,
         server_shards = registration.server_shards,
+        start_step = registration.start_step,
         "registered"
     );
-    let plan = &registration.plan;
-    let (train_set, test_set) = plan.data.load_split(plan.seed)?;
-    let model = Model::new(&plan.model, &train_set.shape())?;
-    let shard_plan = ShardPlan::new(model.layout(), registration.server_shards);
+    let split = ShardPlan::new(work.model.layout(), registration.server_shards);
     let mut server =
-        ShardedServer::attach(shard0, &registration, shard_plan, &options.name).await?;
+        ShardedServer::attach(shard0, &registration, split.clone(), &options.name).await?;
+    let (heartbeat_to, heartbeat_from) = watch::channel((id, server.clients().to_vec()));
+    let heartbeat = shutdown.child_token();
+    spawn_heartbeat(
+        heartbeat_from,
+        options.heartbeat_interval,
+        heartbeat.clone(),
+    );
 
-    let heartbeats: Vec<CancellationToken> = server
-        .clients()
-        .iter()
-        .map(|c| {
-            spawn_heartbeat(
-                c.clone(),
-                id,
-                options.heartbeat_interval,
-                shutdown.child_token(),
-            )
-        })
-        .collect();
-    let data = Data {
-        train: &train_set,
-        test: &test_set,
-    };
-    let result = train(
-        &mut server,
-        options,
-        plan,
-        assignment,
-        &model,
-        data,
-        &shutdown,
-    )
-    .await;
-    heartbeats.iter().for_each(CancellationToken::cancel);
-    if result.is_err() {
-        // Best effort: tell the servers not to wait for us.
-        let _ = server.leave(id).await;
-    }
-    result
-}
-
-/// The worker's training and test sets.
-#[derive(Debug, Clone, Copy)]
-struct Data<'a> {
-    /// The whole training split (the worker trains on its shard of it).
-    train: &'a Dataset,
-    /// The test split.
-    test: &'a Dataset,
-}
-
-async fn train(
-    server: &mut ShardedServer,
-    options: &WorkerOptions,
-    plan: &downpour_core::TrainingPlan,
-    assignment: downpour_core::Assignment,
-    model: &Model,
-    data: Data<'_>,
-    shutdown: &CancellationToken,
-) -> Result<WorkerSummary, WorkerError> {
-    let id = assignment.worker_id;
-    let (train, test) = (data.train, data.test);
-    let (shard, shards) = (assignment.shard_index, assignment.shard_count);
-    let steps_per_epoch = sharding::steps_per_epoch(train.len(), shards, plan.batch_size) as u64;
-    let total_steps = steps_per_epoch * plan.epochs as u64;
-    let batch = plan
-        .batch_size
-        .resolve(sharding::largest_shard(train.len(), shards));
-    let mut gradient: Option<ParamSet> = None;
-    let mut order = Vec::new();
-    let mut samples = 0u64;
-
-    for step in 0..total_steps {
-        let (epoch, step_in_epoch) = (step / steps_per_epoch, step % steps_per_epoch);
-        if step_in_epoch == 0 {
-            order = sharding::epoch_order(train.len(), shard, shards, plan.seed, epoch);
+    let mut step = registration.start_step;
+    let mut progress = Progress::default();
+    let result = loop {
+        match train_from(
+            &mut server,
+            &work,
+            options,
+            id,
+            step,
+            &mut progress,
+            &shutdown,
+        )
+        .await
+        {
+            Err(WorkerError::Client(e)) if e.is_recoverable() => {
+                tracing::warn!(worker = id, step, error = %e, "lost the server; reconnecting");
+                let (shard0, registration) = match register(options, Some(id), &shutdown).await {
+                    Ok(r) => r,
+                    Err(e) => break Err(e),
+                };
+                id = registration.assignment.worker_id;
+                step = registration.start_step;
+                server = match ShardedServer::attach(
+                    shard0,
+                    &registration,
+                    split.clone(),
+                    &options.name,
+                )
+                .await
+                {
+                    Ok(s) => s,
+                    Err(e) => break Err(e.into()),
+                };
+                let _ = heartbeat_to.send((id, server.clients().to_vec()));
+                progress.recoveries += 1;
+                tracing::info!(worker = id, step, "back in the job");
+            }
+            other => break other,
         }
-        let evaluate = tokio::select! {
+    };
+    heartbeat.cancel();
+    match result {
+        Ok(final_evaluation) => {
+            tracing::info!(
+                worker = id,
+                steps = progress.steps,
+                samples = progress.samples,
+                "finished"
+            );
+            Ok(WorkerSummary {
+                worker_id: id,
+                steps: progress.steps,
+                samples: progress.samples,
+                recoveries: progress.recoveries,
+                final_evaluation,
+            })
+        }
+        Err(e) => {
+            // Best effort: tell the servers not to wait for us.
+            let _ = server.leave(id).await;
+            Err(e)
+        }
+    }
+}
+
+/// Counters that survive reconnections.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Steps pushed.
+    steps: u64,
+    /// Samples pushed.
+    samples: u64,
+    /// Reconnections.
+    recoveries: u64,
+}
+
+/// Trains from `step` to the end of the job, then takes part in the final evaluation and leaves.
+async fn train_from(
+    server: &mut ShardedServer,
+    work: &Workload,
+    options: &WorkerOptions,
+    id: u32,
+    mut step: u64,
+    progress: &mut Progress,
+    shutdown: &CancellationToken,
+) -> Result<Option<Evaluation>, WorkerError> {
+    let mut gradient: Option<ParamSet> = None;
+    let empty = ParamSet::default();
+    let mut orders = HashMap::new();
+    while step < work.total_steps {
+        let (evaluate, shards) = tokio::select! {
             pulled = server.pull(id, step, false) => pulled?,
             () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
         };
         if evaluate {
-            let evaluation =
-                evaluate_params(model, server.params(), test, id, server.version(), false)?;
+            let evaluation = evaluate_params(
+                &work.model,
+                server.params(),
+                &work.test,
+                id,
+                server.version(),
+                false,
+            )?;
             server.report_evaluation(&evaluation).await?;
         }
-        let positions = sharding::batch_positions(&order, step_in_epoch as usize, batch);
-        let batch_data = train.select(positions);
-        let grads = gradient.get_or_insert_with(|| server.params().zeros_like());
-        let loss = model.loss_and_gradient(server.params(), &batch_data, grads)?;
-        if !options.step_delay.is_zero() {
-            tokio::time::sleep(options.step_delay).await;
+        let positions = work.batch_positions(&mut orders, step, &shards);
+        if positions.is_empty() {
+            server.push(id, step, 0.0, 0, &empty).await?;
+        } else {
+            let batch = work.train.select(&positions);
+            let grads = gradient.get_or_insert_with(|| server.params().zeros_like());
+            let loss = work
+                .model
+                .loss_and_gradient(server.params(), &batch, grads)?;
+            if !options.step_delay.is_zero() {
+                tokio::time::sleep(options.step_delay).await;
+            }
+            let n = positions.len() as u64;
+            server.push(id, step, f64::from(loss), n, grads).await?;
+            progress.samples += n;
         }
-        let n = positions.len() as u64;
-        server.push(id, step, f64::from(loss), n, grads).await?;
-        samples += n;
+        progress.steps += 1;
+        step += 1;
     }
-
-    let evaluate = tokio::select! {
-        pulled = server.pull(id, total_steps, true) => pulled?,
+    let (evaluate, _) = tokio::select! {
+        pulled = server.pull(id, work.total_steps, true) => pulled?,
         () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
     };
     let final_evaluation = if evaluate {
-        let evaluation = evaluate_params(model, server.params(), test, id, server.version(), true)?;
+        let evaluation = evaluate_params(
+            &work.model,
+            server.params(),
+            &work.test,
+            id,
+            server.version(),
+            true,
+        )?;
         server.report_evaluation(&evaluation).await?;
         Some(evaluation)
     } else {
         None
     };
     server.leave(id).await?;
-    tracing::info!(worker = id, steps = total_steps, samples, "finished");
-    Ok(WorkerSummary {
-        worker_id: id,
-        steps: total_steps,
-        samples,
-        final_evaluation,
-    })
+    Ok(final_evaluation)
 }
 
 fn evaluate_params(
@@ -259,27 +433,27 @@ fn evaluate_params(
     })
 }
 
-/// Sends heartbeats every `interval` until `stop` is cancelled; failures are logged, not fatal.
+/// Sends heartbeats to every shard the worker is attached to, every `interval`, until
+/// `stop` is cancelled; follows reconnections through `clients`. Failures are logged, not fatal.
 fn spawn_heartbeat(
-    mut client: ServerClient,
-    worker: u32,
+    clients: watch::Receiver<(u32, Vec<ServerClient>)>,
     interval: Duration,
     stop: CancellationToken,
-) -> CancellationToken {
-    let token = stop.clone();
+) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticker.tick() => {
-                    if let Err(e) = client.heartbeat(worker).await {
-                        tracing::debug!(error = %e, "heartbeat failed");
-                    }
-                }
+                _ = ticker.tick() => {}
                 () = stop.cancelled() => break,
+            }
+            let (id, targets) = clients.borrow().clone();
+            for mut client in targets {
+                if let Err(e) = client.heartbeat(id).await {
+                    tracing::debug!(error = %e, "heartbeat failed");
+                }
             }
         }
     });
-    token
 }

@@ -6,7 +6,8 @@
 mod bad_pushes;
 mod cli_errors;
 mod examples;
-mod lifecycle;
+mod fault_tolerance;
+pub mod lifecycle;
 mod shards_and_staleness;
 mod support;
 mod training;

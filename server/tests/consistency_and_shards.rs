@@ -1,7 +1,7 @@
 //! SSP's bound, the staleness policies, and sharded servers, driven by plain calls.
 
-use downpour_core::partition::ShardPlan;
 use downpour_core::ParamSet;
+use downpour_core::partition::ShardPlan;
 use downpour_server::JobSpec;
 use downpour_server::job::{ConsistencyMode, StalenessPolicy};
 use downpour_server::optim::OptimizerConfig;

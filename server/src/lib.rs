@@ -7,12 +7,14 @@
 //! - [`clip`]: global gradient-norm clipping.
 //! - [`store`]: the parameter store: weights, optimizer state, version, gradient checks.
 //! - [`barrier`]: the sync (BSP) barrier that averages one gradient per worker per step.
+//! - [`checkpoint`]: checkpoint files: atomic writes, checksums, retention, resuming from the newest valid one.
 //! - [`membership`]: registered workers and their counters.
 //! - [`training_metrics`]: losses per epoch and reported evaluations.
 //! - [`server_core`]: the server's logic, free of I/O, driven by calls.
 //! - [`service`]: the gRPC layer over the core, and [`service::serve`].
 
 pub mod barrier;
+pub mod checkpoint;
 pub mod clip;
 pub mod job;
 pub mod membership;

@@ -7,6 +7,7 @@
 //! - [`clip`]: global gradient-norm clipping.
 //! - [`store`]: the parameter store: weights, optimizer state, version, gradient checks.
 //! - [`barrier`]: the sync (BSP) barrier that averages one gradient per worker per step.
+//! - [`checkpoint`]: checkpoint files: atomic writes, checksums, retention, resuming from the newest valid one.
 //! - [`membership`]: registered workers, their liveness and counters.
 //! - [`ownership`]: which worker computes which logical data shard.
 //! - [`training_metrics`]: losses per epoch and reported evaluations.
@@ -14,6 +15,7 @@
 //! - [`service`]: the gRPC layer over the core, and [`service::serve`].
 
 pub mod barrier;
+pub mod checkpoint;
 pub mod clip;
 pub mod job;
 pub mod membership;

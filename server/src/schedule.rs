@@ -131,6 +131,9 @@ impl ScheduleConfig {
 
     /// The learning rate of the next optimizer step, when `step` steps have been taken,
     /// for the base rate `base_lr` (computed in f64, as PyTorch's schedulers do in Python).
+    ///
+    /// Meant for a validated config; should one be built by hand with `step_size = 0` or
+    /// `t_max = 0`, they act as 1 and 0 (the floor at once) rather than divide by zero.
     #[must_use]
     pub fn lr_at(&self, base_lr: f32, step: u64) -> f32 {
         let base = f64::from(base_lr);
@@ -141,7 +144,7 @@ impl ScheduleConfig {
         let lr = match self.decay {
             Decay::Constant => base,
             Decay::Step { step_size, gamma } => {
-                base * f64::from(gamma).powf((k / step_size) as f64)
+                base * f64::from(gamma).powf((k / step_size.max(1)) as f64)
             }
             Decay::Exponential { gamma } => base * f64::from(gamma).powf(k as f64),
             Decay::Cosine { t_max, eta_min } => {
@@ -427,6 +430,26 @@ mod tests {
         // PyTorch's CosineAnnealingLR would climb back up here.
         assert_eq!(config.lr_at(1.0, 6), 0.25);
         assert_eq!(config.lr_at(1.0, 1_000_000), 0.25);
+    }
+
+    #[test]
+    fn unvalidated_zero_periods_do_not_divide_by_zero() {
+        let step = ScheduleConfig {
+            warmup_steps: 0,
+            decay: Decay::Step {
+                step_size: 0,
+                gamma: 0.5,
+            },
+        };
+        assert_eq!(step.lr_at(1.0, 2), 0.25);
+        let cosine = ScheduleConfig {
+            warmup_steps: 0,
+            decay: Decay::Cosine {
+                t_max: 0,
+                eta_min: 0.5,
+            },
+        };
+        assert_eq!(cosine.lr_at(1.0, 0), 0.5);
     }
 
     #[test]

@@ -181,7 +181,10 @@ impl AdamStepScalars {
         *exp_avg_sq = average_of_squares(*exp_avg_sq, g, self.beta2, self.one_minus_beta2);
         let second_moment = match max_exp_avg_sq {
             Some(max) => {
-                *max = max.max(*exp_avg_sq);
+                // torch.maximum: a NaN wins, where f32::max would drop it.
+                if *exp_avg_sq > *max || exp_avg_sq.is_nan() {
+                    *max = *exp_avg_sq;
+                }
                 *max
             }
             None => *exp_avg_sq,
@@ -391,5 +394,8 @@ mod tests {
         // v: 0.5 * 16 = 8, then 0.5 * 8 = 4; the maximum stays 8.
         assert_eq!(state.exp_avg_sq, [4.0]);
         assert_eq!(state.max_exp_avg_sq, Some(vec![8.0]));
+        // A NaN gradient poisons the maximum, as torch.maximum does.
+        adam.step(0.1, &mut param, &[f32::NAN], &mut state);
+        assert!(state.max_exp_avg_sq.unwrap()[0].is_nan());
     }
 }

@@ -50,7 +50,8 @@ pub enum OptimizerError {
     },
     /// `name` is not one of [`OPTIMIZER_NAMES`].
     #[error(
-        "optimizer.name: unknown optimizer \"{name}\", expected one of sgd, adagrad, adadelta, rmsprop, adam, adamw"
+        "optimizer.name: unknown optimizer \"{name}\", expected one of {}",
+        OPTIMIZER_NAMES.join(", ")
     )]
     UnknownName {
         /// The name that was asked for.

@@ -4,18 +4,20 @@
 //! Every update rule here is memory-bound: a step streams the parameter, the gradient and
 //! the state through the CPU once. Two floors are measured for a rule that moves B bytes
 //! per parameter (reads plus writes; Adam: p, g, m, v read and p, m, v written, 28 B):
-//! - `memcpy_{B}B`: a `memcpy` of B / 2 bytes per parameter, which reads and writes B bytes.
+//! - `{rule}_memcpy_{B}B`: a `memcpy` of B / 2 bytes per parameter, which reads and writes B bytes.
 //!   Its ordinary stores also read each destination line first (read for ownership), which
 //!   an update rule, writing lines it has just read, does not pay: a rule can beat it.
-//! - `stream_{B}B`: the rule's own access pattern with one addition per array (read the
+//! - `{rule}_stream_{B}B`: the rule's own access pattern with one addition per array (read the
 //!   gradient, read and write the parameter and each state buffer, in one pass): what the
 //!   memory system allows for that pattern with next to no arithmetic.
 //!
-//! The rate in parameters per second is reported for all, and the ratios at the end.
+//! Both are measured right before the rule, to see the same load. The rate in parameters
+//! per second is reported for all, and the ratios at the end.
 //!
 //! Run: `cargo bench -p downpour-server --bench optimizers` (single-threaded; results
 //! are recorded in docs/benchmarks.md). Criterion's own report gives each benchmark's
-//! throughput; the closing table uses the median per-step time over criterion's samples.
+//! throughput; the closing table uses the fastest per-step time over criterion's samples
+//! (warm-up included), for the rules and the floors alike.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -101,11 +103,10 @@ impl StepTimes {
         elapsed
     }
 
-    /// The median time per step of benchmark `id`, if it ran.
-    fn median(&self, id: &str) -> Option<f64> {
-        let mut times = self.0.get(id)?.clone();
-        times.sort_by(f64::total_cmp);
-        Some(times[times.len() / 2])
+    /// The fastest time per step over criterion's samples of benchmark `id`, if it ran:
+    /// on a machine shared with other work, the least disturbed measurement.
+    fn fastest(&self, id: &str) -> Option<f64> {
+        self.0.get(id)?.iter().copied().min_by(f64::total_cmp)
     }
 }
 
@@ -114,17 +115,18 @@ fn gradient(n: usize) -> Vec<f32> {
     (0..n).map(|i| ((i % 97) as f32 - 48.5) * 1e-3).collect()
 }
 
+/// The `memcpy` floor of `case`, measured just before the case itself.
 fn bench_memcpy(
     group: &mut BenchmarkGroup<'_, WallTime>,
     times: &mut StepTimes,
     size: &str,
     n: usize,
-    bytes_per_param: usize,
+    case: &Case,
 ) {
-    let label = format!("memcpy_{bytes_per_param}B");
-    let source = vec![1_u8; n * bytes_per_param / 2];
+    let label = format!("{}_memcpy_{}B", case.label, case.bytes_per_param);
+    let source = vec![1_u8; n * case.bytes_per_param / 2];
     let mut target = vec![0_u8; source.len()];
-    let id = format!("{size}/{label}");
+    let id = format!("{size}/{}/memcpy", case.label);
     group.bench_function(&label, |b| {
         b.iter_custom(|iters| {
             times.time(&id, iters, || {
@@ -171,19 +173,20 @@ fn stream_add(grad: &[f32], arrays: &mut [Vec<f32>]) {
     }
 }
 
+/// The access-pattern floor of `case`, measured just before the case itself.
 fn bench_stream(
     group: &mut BenchmarkGroup<'_, WallTime>,
     times: &mut StepTimes,
     size: &str,
     n: usize,
-    bytes_per_param: usize,
+    case: &Case,
 ) {
-    let label = format!("stream_{bytes_per_param}B");
+    let label = format!("{}_stream_{}B", case.label, case.bytes_per_param);
     // 4 bytes of gradient read, 8 bytes read and written per array.
-    let arrays_count = (bytes_per_param - 4) / 8;
+    let arrays_count = (case.bytes_per_param - 4) / 8;
     let grad = gradient(n);
     let mut arrays = vec![vec![0.5_f32; n]; arrays_count];
-    let id = format!("{size}/{label}");
+    let id = format!("{size}/{}/stream", case.label);
     group.bench_function(&label, |b| {
         b.iter_custom(|iters| {
             times.time(&id, iters, || {
@@ -221,7 +224,7 @@ fn bench_step(
 #[allow(clippy::print_stdout, reason = "a benchmark binary reports on stdout")]
 fn print_floor_table(times: &StepTimes) {
     // A floor's rate and the rule's fraction of it, as two table cells.
-    let floor_cells = |id: String, rate: f64, n: usize| match times.median(&id) {
+    let floor_cells = |id: String, rate: f64, n: usize| match times.fastest(&id) {
         Some(floor_step) => {
             let floor = n as f64 / floor_step;
             format!("{:.0} M | {:.2}", floor / 1e6, rate / floor)
@@ -235,7 +238,7 @@ fn print_floor_table(times: &StepTimes) {
     println!("|---|---|--:|--:|--:|--:|--:|--:|");
     for (size, n) in SIZES {
         for case in &CASES {
-            let Some(step) = times.median(&format!("{size}/{}", case.label)) else {
+            let Some(step) = times.fastest(&format!("{size}/{}", case.label)) else {
                 continue;
             };
             let rate = n as f64 / step;
@@ -244,32 +247,28 @@ fn print_floor_table(times: &StepTimes) {
                 "| {size} | {} | {bytes} | {:.0} M | {} | {} |",
                 case.label,
                 rate / 1e6,
-                floor_cells(format!("{size}/memcpy_{bytes}B"), rate, n),
-                floor_cells(format!("{size}/stream_{bytes}B"), rate, n),
+                floor_cells(format!("{size}/{}/memcpy", case.label), rate, n),
+                floor_cells(format!("{size}/{}/stream", case.label), rate, n),
             );
         }
     }
 }
 
 fn main() {
-    // Short runs: the machine has 2 cores shared with other work.
+    // Short runs: the machine has 2 cores shared with other work. Each rule's floors are
+    // measured right before it, so that all three see the same load.
     let mut criterion = Criterion::default()
         .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
         .configure_from_args();
     let mut times = StepTimes::default();
-    let mut floors: Vec<usize> = CASES.iter().map(|c| c.bytes_per_param).collect();
-    floors.sort_unstable();
-    floors.dedup();
     for (size, n) in SIZES {
         let mut group = criterion.benchmark_group(format!("optimizer_step_{size}"));
         group.throughput(Throughput::Elements(n as u64));
-        for &bytes in &floors {
-            bench_memcpy(&mut group, &mut times, size, n, bytes);
-            bench_stream(&mut group, &mut times, size, n, bytes);
-        }
         for case in &CASES {
+            bench_memcpy(&mut group, &mut times, size, n, case);
+            bench_stream(&mut group, &mut times, size, n, case);
             bench_step(&mut group, &mut times, size, n, case);
         }
         group.finish();

@@ -211,10 +211,10 @@ pub struct JobArgs {
     pub lr: Option<f32>,
     /// Momentum, for sgd and rmsprop (optimizer.momentum).
     #[arg(long)]
-    pub momentum: Option<f32>,
+    pub momentum: Option<f64>,
     /// Weight decay (optimizer.weight_decay).
     #[arg(long)]
-    pub weight_decay: Option<f32>,
+    pub weight_decay: Option<f64>,
     /// Samples per gradient, or `full` for the whole shard (training.batch_size).
     #[arg(long, value_parser = parse_batch)]
     pub batch_size: Option<BatchSize>,

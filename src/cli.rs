@@ -81,6 +81,12 @@ pub struct ServerArgs {
     /// Parameter-server shards in the job.
     #[arg(long, default_value_t = 1, env = "DOWNPOUR_SERVERS")]
     pub servers: usize,
+    /// Write checkpoints to this directory, and resume from the newest valid one in it.
+    #[arg(long, env = "DOWNPOUR_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Resume from this checkpoint file instead of the newest in the directory.
+    #[arg(long)]
+    pub resume_from: Option<PathBuf>,
     /// Shard 0 only: the addresses of shards 1.. as workers reach them, comma-separated.
     #[arg(long, value_delimiter = ',', env = "DOWNPOUR_SHARD_ADDRESSES")]
     pub shard_addresses: Vec<String>,

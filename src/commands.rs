@@ -29,6 +29,9 @@ pub enum ServerCommandError {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The checkpoints could not be used.
+    #[error(transparent)]
+    Resume(#[from] downpour_server::resume::ResumeError),
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
@@ -62,6 +65,19 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
     let spec = args.job.to_spec()?;
     args.check_shards(&spec)?;
     let job = spec.validate()?;
+    let role = ShardRole {
+        index: args.shard,
+        count: args.servers,
+    };
+    let params = job.layout.num_values();
+    let (workers, mode) = (job.workers(), job.mode().name());
+    // Resume (or refuse a checkpoint of another job) before listening.
+    let started = downpour_server::resume::start(
+        job,
+        role.clone(),
+        args.checkpoint_dir.as_deref(),
+        args.resume_from.as_deref(),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(2)
@@ -86,9 +102,9 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
             })?;
         tracing::info!(
             %address,
-            params = job.layout.num_values(),
-            workers = job.workers(),
-            mode = job.mode().name(),
+            params,
+            workers,
+            mode,
             shard = args.shard,
             servers = args.servers,
             "listening"
@@ -104,14 +120,12 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone());
         let options = ServeOptions {
-            role: ShardRole {
-                index: args.shard,
-                count: args.servers,
-            },
+            role,
             shard_addresses: args.shard_addresses.clone(),
             exit_when_done: args.exit_when_done,
+            checkpointing: started.checkpointing,
         };
-        downpour_server::serve(job, listener, shutdown, options).await?;
+        downpour_server::serve(started.core, listener, shutdown, options).await?;
         Ok(())
     })
 }

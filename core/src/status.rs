@@ -154,6 +154,21 @@ pub struct ShardStatus {
     pub bytes_sent: u64,
 }
 
+/// What a server shard did with checkpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointStatus {
+    /// The checkpoint the server resumed from, if it did.
+    pub resumed_from: Option<String>,
+    /// The version it resumed at.
+    pub resumed_version: Option<u64>,
+    /// Checkpoints written since the server started.
+    pub written: u64,
+    /// The last checkpoint written.
+    pub last: Option<String>,
+    /// The version of the last checkpoint written.
+    pub last_version: Option<u64>,
+}
+
 /// Training loss and test metrics of one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
@@ -176,6 +191,9 @@ pub struct ServerStatus {
     pub consistency: String,
     /// The shard that answered, and its traffic.
     pub shard: ShardStatus,
+    /// Checkpoints resumed from and written.
+    #[serde(default)]
+    pub checkpoint: CheckpointStatus,
     /// Updates applied so far.
     pub version: u64,
     /// Steps per epoch, per worker.

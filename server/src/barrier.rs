@@ -28,6 +28,15 @@ pub struct SyncBarrier {
 }
 
 impl SyncBarrier {
+    /// An empty barrier collecting `step` (a server resumed at that version).
+    #[must_use]
+    pub fn at_step(step: u64) -> Self {
+        Self {
+            step,
+            pending: BTreeMap::new(),
+        }
+    }
+
     /// The step being collected.
     #[must_use]
     pub fn step(&self) -> u64 {

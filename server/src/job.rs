@@ -369,6 +369,15 @@ impl JobSpec {
         toml::to_string(self).expect("a job spec always serialises")
     }
 
+    /// The job as checkpoints identify it: everything but `[fault_tolerance]` (a server
+    /// may come back with another heartbeat timeout or checkpoint cadence).
+    #[must_use]
+    pub fn identity_toml(&self) -> String {
+        let mut identity = self.clone();
+        identity.fault_tolerance = FaultToleranceSpec::default();
+        identity.to_toml()
+    }
+
     /// Validates every section, loads the dataset to learn its shape, and derives the plan.
     ///
     /// # Errors

@@ -12,7 +12,8 @@
 //! - [`ownership`]: which worker computes which logical data shard.
 //! - [`training_metrics`]: losses per epoch and reported evaluations.
 //! - [`server_core`]: the server's logic, free of I/O, driven by calls.
-//! - [`service`]: the gRPC layer over the core, and [`service::serve`].
+//! - [`resume`]: starting a shard afresh or from its newest valid checkpoint.
+//! - [`service`]: the gRPC layer over the core, periodic and shutdown checkpoints, and [`service::serve`].
 
 pub mod barrier;
 pub mod checkpoint;
@@ -21,6 +22,7 @@ pub mod job;
 pub mod membership;
 pub mod optim;
 pub mod ownership;
+pub mod resume;
 pub mod schedule;
 pub mod server_core;
 pub mod service;

@@ -7,7 +7,7 @@ use downpour_core::status::{StalenessStats, WorkerState, WorkerStatus};
 /// One registered worker.
 ///
 /// Invariant: `next_step` counts the pushes accepted from it (its steps are 0, 1, 2, …).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WorkerRecord {
     /// The label it registered with.
     pub name: String,
@@ -38,7 +38,7 @@ pub struct WorkerRecord {
 /// The registered workers, by id.
 ///
 /// Invariant: ids are handed out in increasing order from 0 and never reused.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Membership {
     /// Every worker that ever registered, by id (ordered, for deterministic iteration).
     workers: BTreeMap<u32, WorkerRecord>,
@@ -100,6 +100,24 @@ impl Membership {
     /// The record of `id`, mutable.
     pub fn get_mut(&mut self, id: u32) -> Option<&mut WorkerRecord> {
         self.workers.get_mut(&id)
+    }
+
+    /// Prepares the records restored from a checkpoint for a server that has just
+    /// started: every member is considered heard from at `now` (it gets a full heartbeat
+    /// timeout to reconnect), and in sync mode every member redoes the step being
+    /// collected at `version` (its gradient for that step, if any, was not in the checkpoint).
+    pub fn restored(&mut self, now: std::time::Duration, sync_version: Option<u64>) {
+        for r in self.workers.values_mut() {
+            r.last_seen = now;
+            if let Some(v) = sync_version
+                && r.state.is_member()
+            {
+                r.next_step = r.next_step.min(v);
+                if r.state == WorkerState::Finished && r.next_step < v {
+                    r.state = WorkerState::Active;
+                }
+            }
+        }
     }
 
     /// All records in id order.

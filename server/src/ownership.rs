@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 /// The owner of each logical data shard.
 ///
 /// Invariant: every owner is a member of the active set last passed to [`Self::rebalance`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DataOwnership {
     /// `owners[k]` computes logical shard k; `None` while no worker is active.
     owners: Vec<Option<u32>>,

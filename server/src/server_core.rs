@@ -3,12 +3,16 @@
 //! these methods under one lock, waits when told to, and encodes.
 
 use downpour_core::partition::ShardPlan;
-use downpour_core::status::{Evaluation, ServerStatus, ShardStatus, StalenessStats, WorkerState};
+use downpour_core::status::{
+    CheckpointStatus, Evaluation, ServerStatus, ShardStatus, StalenessStats, WorkerState,
+};
 use downpour_core::{Assignment, ParamSet, TrainingPlan};
 
 use crate::barrier::{Offer, SyncBarrier};
+use crate::checkpoint::{Snapshot, TensorState};
 use crate::job::{ConsistencyMode, Job, StalenessPolicy};
 use crate::membership::{Membership, WorkerRecord};
+use crate::optim::ParamState;
 use crate::ownership::DataOwnership;
 use crate::store::{GradientError, ParameterStore, UpdateRule};
 use crate::training_metrics::TrainingMetrics;
@@ -48,6 +52,9 @@ pub enum CoreError {
     /// A registration that does not fit this shard's role.
     #[error("{0}")]
     Role(String),
+    /// A checkpoint that does not fit the model or the optimizer.
+    #[error("cannot resume from the checkpoint: {0}")]
+    Resume(String),
     /// A gradient computed from a version the server has not reached.
     #[error("base version {base} is ahead of the server's version {current}")]
     FutureVersion {
@@ -162,6 +169,22 @@ pub struct ServerCore {
     staleness: StalenessStats,
     /// Staleness over all workers, in steps.
     step_staleness: StalenessStats,
+    /// Checkpoints resumed from and written (kept up to date by the service).
+    checkpoint: CheckpointStatus,
+}
+
+/// The part of [`ServerCore`] a checkpoint keeps besides weights and optimizer state.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct CoreState {
+    membership: Membership,
+    ownership: DataOwnership,
+    started: bool,
+    gradients_applied: u64,
+    next_eval_at: u64,
+    metrics: TrainingMetrics,
+    staleness: StalenessStats,
+    step_staleness: StalenessStats,
+    traffic: ShardStatus,
 }
 
 impl ServerCore {
@@ -216,8 +239,118 @@ impl ServerCore {
             final_evaluator: None,
             staleness: StalenessStats::default(),
             step_staleness: StalenessStats::default(),
+            checkpoint: CheckpointStatus::default(),
             job,
         }
+    }
+
+    /// Whether a checkpoint taken now is consistent: no sync step is half collected.
+    #[must_use]
+    pub fn at_step_boundary(&self) -> bool {
+        self.barrier.is_empty()
+    }
+
+    /// Everything needed to resume this shard: weights, optimizer state, version, and
+    /// membership, progress and metrics.
+    #[must_use]
+    pub fn snapshot(&self, job_fingerprint: String, job_toml: String) -> Snapshot {
+        let state = CoreState {
+            membership: self.membership.clone(),
+            ownership: self.ownership.clone(),
+            started: self.started,
+            gradients_applied: self.gradients_applied,
+            next_eval_at: self.next_eval_at,
+            metrics: self.metrics.clone(),
+            staleness: self.staleness.clone(),
+            step_staleness: self.step_staleness.clone(),
+            traffic: self.traffic.clone(),
+        };
+        Snapshot {
+            job_fingerprint,
+            job_toml,
+            shard_index: self.role.index,
+            shard_count: self.role.count,
+            version: self.version(),
+            params: self.params().clone(),
+            optimizer_state: self
+                .store
+                .states()
+                .iter()
+                .map(|s| TensorState {
+                    step: s.step(),
+                    buffers: s
+                        .buffers()
+                        .into_iter()
+                        .map(|(n, b)| (n.to_string(), b.to_vec()))
+                        .collect(),
+                })
+                .collect(),
+            core_state: serde_json::to_value(&state).expect("core state serialises"),
+        }
+    }
+
+    /// A shard resumed from `snapshot` (already checked to belong to this job and shard).
+    /// `now` is the server's clock: every known worker gets a full heartbeat timeout to
+    /// come back. In sync mode a step that was half collected is collected again.
+    ///
+    /// # Errors
+    /// [`CoreError::Resume`] when the snapshot's tensors or state do not fit the model.
+    pub fn resume(
+        job: Job,
+        role: ShardRole,
+        snapshot: Snapshot,
+        now: std::time::Duration,
+    ) -> Result<Self, CoreError> {
+        let mut core = Self::with_role(job, role);
+        let bad = |what: String| CoreError::Resume(what);
+        let expected: Vec<(&str, &[usize])> = core
+            .params()
+            .entries()
+            .iter()
+            .map(|e| (e.name.as_str(), e.tensor.shape()))
+            .collect();
+        let found: Vec<(&str, &[usize])> = snapshot
+            .params
+            .entries()
+            .iter()
+            .map(|e| (e.name.as_str(), e.tensor.shape()))
+            .collect();
+        if expected != found {
+            return Err(bad(format!(
+                "the checkpoint holds tensors {found:?}, the model has {expected:?}"
+            )));
+        }
+        let optimizer = core.store.rule().optimizer.clone();
+        let states = snapshot
+            .params
+            .entries()
+            .iter()
+            .zip(&snapshot.optimizer_state)
+            .map(|(p, s)| ParamState::from_buffers(&optimizer, p.tensor.len(), s.step, &s.buffers))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        let state: CoreState =
+            serde_json::from_value(snapshot.core_state).map_err(|e| bad(e.to_string()))?;
+        let rule = core.store.rule().clone();
+        core.store = ParameterStore::resumed(snapshot.params, states, rule, snapshot.version);
+        core.membership = state.membership;
+        let sync = (core.job.mode() == ConsistencyMode::Sync).then_some(snapshot.version);
+        core.membership.restored(now, sync);
+        core.ownership = state.ownership;
+        core.started = state.started;
+        core.gradients_applied = state.gradients_applied;
+        core.next_eval_at = state.next_eval_at;
+        core.metrics = state.metrics;
+        core.staleness = state.staleness;
+        core.step_staleness = state.step_staleness;
+        core.traffic = state.traffic;
+        core.barrier = SyncBarrier::at_step(snapshot.version);
+        Ok(core)
+    }
+
+    /// Checkpoints resumed from and written, for the service to keep up to date.
+    pub fn checkpoint_status_mut(&mut self) -> &mut CheckpointStatus {
+        &mut self.checkpoint
     }
 
     /// Which shard this is.
@@ -672,6 +805,7 @@ impl ServerCore {
             job: serde_json::to_value(&self.job.spec).expect("a job spec always serialises"),
             consistency: self.job.mode().name().to_string(),
             shard: self.traffic.clone(),
+            checkpoint: self.checkpoint.clone(),
             version: self.version(),
             steps_per_epoch: self.job.steps_per_epoch,
             total_steps: self.job.total_steps(),

@@ -15,7 +15,7 @@ use downpour_proto::limits::{
 use downpour_proto::v1;
 use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 
-use crate::job::Job;
+use crate::checkpoint::CheckpointStore;
 use crate::server_core::{CoreError, PullOutcome, ServerCore, ShardRole};
 
 /// Why the server stopped abnormally.
@@ -26,8 +26,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// How the server runs: its shard, and what it does at the job's end.
-#[derive(Debug, Clone)]
+/// How the server runs: its shard, checkpoints, and what it does at the job's end.
+#[derive(Debug)]
 pub struct ServeOptions {
     /// Which shard of the model this server holds.
     pub role: ShardRole,
@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub shard_addresses: Vec<String>,
     /// Stop serving once the job has finished and every worker has left.
     pub exit_when_done: bool,
+    /// Where and how often to write checkpoints, if at all.
+    pub checkpointing: Option<Checkpointing>,
 }
 
 impl Default for ServeOptions {
@@ -43,8 +45,33 @@ impl Default for ServeOptions {
             role: ShardRole::single(),
             shard_addresses: Vec::new(),
             exit_when_done: false,
+            checkpointing: None,
         }
     }
+}
+
+/// Where and how often a server shard writes checkpoints.
+#[derive(Debug)]
+pub struct Checkpointing {
+    /// The checkpoint directory.
+    pub store: CheckpointStore,
+    /// Identifies the job and shard; written into every checkpoint.
+    pub fingerprint: String,
+    /// The job, written into every checkpoint.
+    pub job_toml: String,
+    /// Write when this many versions have passed since the last checkpoint.
+    pub every_steps: Option<u64>,
+    /// Write when this much time has passed since the last checkpoint.
+    pub every: Option<Duration>,
+}
+
+/// When the last checkpoint was taken.
+#[derive(Debug)]
+struct LastCheckpoint {
+    /// Its version.
+    version: u64,
+    /// When it was taken.
+    at: Instant,
 }
 
 /// State shared by every request handler.
@@ -68,6 +95,10 @@ struct Shared {
     options: ServeOptions,
     /// When the service started; liveness times are measured from it.
     epoch: Instant,
+    /// The last checkpoint taken (or the server's start).
+    last_checkpoint: Mutex<LastCheckpoint>,
+    /// Held while a checkpoint is being written: one at a time.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -91,6 +122,72 @@ impl Shared {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+
+    /// Writes a checkpoint if one is due (or `force`), at a step boundary, off the
+    /// runtime's threads; at most one is written at a time.
+    async fn checkpoint(shared: &Arc<Self>, force: bool) {
+        let Some(cp) = &shared.options.checkpointing else {
+            return;
+        };
+        let Ok(_writing) = shared.writing.try_lock() else {
+            if !force {
+                return;
+            }
+            // A forced (shutdown) checkpoint waits for the one in progress.
+            let _ = shared.writing.lock().await;
+            return Box::pin(Self::checkpoint(shared, force)).await;
+        };
+        let snapshot = {
+            let core = shared.core();
+            let last = shared
+                .last_checkpoint
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = cp
+                .every_steps
+                .is_some_and(|n| core.version() >= last.version + n)
+                || cp.every.is_some_and(|t| last.at.elapsed() >= t);
+            let changed = core.version() != last.version || core.finished();
+            // Periodic checkpoints wait for a step boundary (nothing half collected) and
+            // for progress; the shutdown checkpoint is taken as things are.
+            if !force && (!due || !changed || !core.at_step_boundary()) {
+                return;
+            }
+            core.snapshot(cp.fingerprint.clone(), cp.job_toml.clone())
+        };
+        let version = snapshot.version;
+        let writer = Arc::clone(shared);
+        let result = tokio::task::spawn_blocking(move || {
+            let cp = writer
+                .options
+                .checkpointing
+                .as_ref()
+                .expect("checked above");
+            cp.store.save(&snapshot)
+        })
+        .await;
+        match result {
+            Ok(Ok(path)) => {
+                tracing::info!(path = %path.display(), version, "checkpoint written");
+                *shared
+                    .last_checkpoint
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = LastCheckpoint {
+                    version,
+                    at: Instant::now(),
+                };
+                let mut core = shared.core();
+                let status = core.checkpoint_status_mut();
+                status.written += 1;
+                status.last = Some(path.display().to_string());
+                status.last_version = Some(version);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, version, "checkpoint failed; the previous one stays")
+            }
+            Err(e) => tracing::error!(error = %e, version, "checkpoint writer panicked"),
+        }
     }
 
     /// Stops the server once the job is over, when asked to.
@@ -126,19 +223,25 @@ pub struct ParameterServerService {
 }
 
 impl ParameterServerService {
-    /// A service running `job`; it stops serving when `shutdown` is cancelled.
+    /// A service running `core`; it stops serving when `shutdown` is cancelled.
     #[must_use]
-    pub fn new(job: Job, shutdown: CancellationToken, options: ServeOptions) -> Self {
+    pub fn new(core: ServerCore, shutdown: CancellationToken, options: ServeOptions) -> Self {
         let (changed, _) = watch::channel(0);
+        let version = core.version();
         Self {
             shared: Arc::new(Shared {
-                core: Mutex::new(ServerCore::with_role(job, options.role.clone())),
+                core: Mutex::new(core),
                 encoded: Mutex::new(None),
                 changed,
                 started_at: Mutex::new(None),
                 shutdown,
                 options,
                 epoch: Instant::now(),
+                last_checkpoint: Mutex::new(LastCheckpoint {
+                    version,
+                    at: Instant::now(),
+                }),
+                writing: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -168,6 +271,7 @@ impl ParameterServerService {
                 if !dead.is_empty() {
                     shared.notify();
                 }
+                Shared::checkpoint(&shared, false).await;
             }
         });
     }
@@ -187,13 +291,14 @@ impl ParameterServerService {
 /// # Errors
 /// [`ServeError::Transport`] when the transport fails.
 pub async fn serve(
-    job: Job,
+    core: ServerCore,
     listener: TcpListener,
     shutdown: CancellationToken,
     options: ServeOptions,
 ) -> Result<(), ServeError> {
-    let service = ParameterServerService::new(job, shutdown.clone(), options);
+    let service = ParameterServerService::new(core, shutdown.clone(), options);
     service.spawn_liveness_check();
+    let shared = Arc::clone(&service.shared);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
@@ -202,6 +307,10 @@ pub async fn serve(
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await?;
+    // A clean shutdown: write a last checkpoint.
+    if shared.options.checkpointing.is_some() {
+        Shared::checkpoint(&shared, true).await;
+    }
     Ok(())
 }
 
@@ -212,6 +321,7 @@ fn status_of(err: &CoreError) -> Status {
         CoreError::DepartedWorker(_)
         | CoreError::OutOfOrder { .. }
         | CoreError::BeyondLastStep { .. } => Status::failed_precondition(msg),
+        CoreError::Resume(_) => Status::internal(msg),
         CoreError::Gradient(_) | CoreError::FutureVersion { .. } | CoreError::Role(_) => {
             Status::invalid_argument(msg)
         }
@@ -325,6 +435,10 @@ impl ParameterServer for ParameterServerService {
                 })?
         };
         self.shared.notify();
+        if self.shared.options.checkpointing.is_some() {
+            let shared = Arc::clone(&self.shared);
+            tokio::spawn(async move { Shared::checkpoint(&shared, false).await });
+        }
         Ok(Response::new(v1::PushResponse {
             version: outcome.version,
             staleness: outcome.staleness,

@@ -93,6 +93,33 @@ impl ParameterStore {
         }
     }
 
+    /// A store resumed from a checkpoint: its weights, one optimizer state per tensor, and
+    /// the version they had.
+    ///
+    /// # Panics
+    /// When `states` does not have one entry per tensor (the checkpoint loader checks it).
+    #[must_use]
+    pub fn resumed(
+        params: ParamSet,
+        states: Vec<ParamState>,
+        rule: UpdateRule,
+        version: u64,
+    ) -> Self {
+        assert_eq!(params.len(), states.len(), "one optimizer state per tensor");
+        Self {
+            params,
+            states,
+            rule,
+            version,
+        }
+    }
+
+    /// The update rule (for rebuilding optimizer state from a checkpoint).
+    #[must_use]
+    pub fn rule(&self) -> &UpdateRule {
+        &self.rule
+    }
+
     /// Updates applied so far.
     #[must_use]
     pub fn version(&self) -> u64 {

@@ -5,7 +5,7 @@ use downpour_core::status::{EpochMetrics, Evaluation};
 /// Loss sums per epoch and every evaluation.
 ///
 /// Invariant: `loss_sums[e]` and `samples[e]` cover the gradients of worker steps in epoch `e`.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct TrainingMetrics {
     /// Sum of `loss × samples` per epoch.
     loss_sums: Vec<f64>,

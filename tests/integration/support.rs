@@ -88,12 +88,17 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts a server for the job in `job_toml` (plus extra flags).
     pub fn start(job_toml: &str, extra: &[&str]) -> Self {
+        Self::start_at(job_toml, extra, "127.0.0.1:0")
+    }
+
+    /// Starts a server listening on `listen`.
+    pub fn start_at(job_toml: &str, extra: &[&str], listen: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let job = dir.path().join("job.toml");
         std::fs::write(&job, job_toml).expect("job written");
         let addr_file = dir.path().join("server.addr");
         let child = downpour()
-            .args(["server", "--listen", "127.0.0.1:0", "--job"])
+            .args(["server", "--listen", listen, "--job"])
             .arg(&job)
             .arg("--port-file")
             .arg(&addr_file)

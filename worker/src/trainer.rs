@@ -282,7 +282,7 @@ pub async fn run(
         .await
         {
             Err(WorkerError::Client(e)) if e.is_recoverable() => {
-                tracing::warn!(worker = id, step, error = %e, "lost the server; reconnecting");
+                tracing::warn!(worker = id, error = %e, "lost the server; reconnecting");
                 let (shard0, registration) = match register(options, Some(id), &shutdown).await {
                     Ok(r) => r,
                     Err(e) => break Err(e),

@@ -234,7 +234,7 @@ pub struct JobArgs {
     #[arg(long)]
     pub eval_every: Option<u64>,
     /// Start training once this many workers have registered (training.min_workers).
-    #[arg(long)]
+    #[arg(long, env = "DOWNPOUR_MIN_WORKERS")]
     pub min_workers: Option<usize>,
     /// Seconds without a heartbeat before a worker is declared dead (fault_tolerance.heartbeat_timeout).
     #[arg(long)]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of Downpour under Docker Compose: build the image, run the default job with
-# one server and three workers, check the final test accuracy, tear everything down and check
-# that nothing of the project is left.
+# one server and three workers, `docker kill` one worker mid-training, later `docker kill` the
+# server and start it again, then check that the job finishes with the expected test accuracy,
+# that the server resumed from its checkpoint, and that nothing of the project is left.
 #
 #   tests/compose/e2e.sh
 #
@@ -51,7 +52,7 @@ skip_unless_docker_is_usable() {
 }
 
 compose() {
-    WORKERS=$workers DOWNPOUR_IMAGE=$image \
+    WORKERS=$workers DOWNPOUR_IMAGE=$image EPOCHS=${E2E_EPOCHS:-400} HEARTBEAT_TIMEOUT=3 CHECKPOINT_EVERY=100 \
         "${compose_command[@]}" --project-name "$project" --file "$repo/compose.yaml" "$@"
 }
 
@@ -110,6 +111,7 @@ wait_for_job_end() {
 fail_if_a_worker_failed() {
     local worker status code
     for worker in $(project_containers worker); do
+        [[ $worker == "$killed_worker"* ]] && continue
         read -r status code < <(container_state "$worker")
         if [[ $status == exited && $code != 0 ]]; then
             show_logs
@@ -122,6 +124,11 @@ check_exit_statuses() {
     local container status code count=0
     for container in $(project_containers); do
         read -r status code < <(container_state "$container")
+        if [[ $container == "$killed_worker"* && $status == exited ]]; then
+            log "$(container_name "$container") (killed on purpose) exited with status $code"
+            count=$((count + 1))
+            continue
+        fi
         if [[ $status != exited || $code != 0 ]]; then
             show_logs
             fail "$(container_name "$container") is $status with status $code, expected exited with 0"
@@ -151,8 +158,59 @@ check_final_accuracy() {
     fi
 }
 
-# Later steps slot in here: kill a worker mid-training, kill and restart the server,
-# check that training resumes from the checkpoint volume.
+# The server's log without colour codes.
+server_log() {
+    docker logs "$(project_containers server)" 2>&1 | sed 's/\x1b\[[0-9;]*m//g'
+}
+
+# Waits until the server's log has at least $1 lines matching $2.
+wait_for_log() {
+    local count=$1 pattern=$2 deadline=$((SECONDS + timeout_s))
+    until (($(server_log | grep -c -- "$pattern" || true) >= count)); do
+        ((SECONDS < deadline)) || {
+            show_logs
+            fail "timed out waiting for $count x '$pattern' in the server's log"
+        }
+        sleep 1
+    done
+}
+
+killed_worker=none
+
+# Kills one worker once training is under way; the others must finish without it.
+kill_a_worker() {
+    wait_for_log 1 'checkpoint written'
+    killed_worker=$(project_containers worker | head -n 1)
+    log "docker kill $(container_name "$killed_worker") mid-training"
+    docker kill "$killed_worker" >/dev/null
+    wait_for_log 1 'declared dead'
+    log "the server declared it dead; training goes on"
+}
+
+# Kills the server after a few more checkpoints, starts it again, and checks that it
+# resumed from the checkpoint volume.
+restart_the_server() {
+    local server
+    server=$(project_containers server)
+    wait_for_log 3 'checkpoint written'
+    log "docker kill the server, then docker start it"
+    docker kill "$server" >/dev/null
+    docker start "$server" >/dev/null
+    wait_for_log 1 'resumed from checkpoint'
+    log "the server $(server_log | grep -o 'resumed from checkpoint path=[^ ]* version=[0-9]*' | tail -n 1)"
+}
+
+check_workers_came_back() {
+    local worker back=0
+    for worker in $(project_containers worker); do
+        [[ $worker == "$killed_worker"* ]] && continue
+        if docker logs "$worker" 2>&1 | grep -q 'back in the job'; then
+            back=$((back + 1))
+        fi
+    done
+    ((back == workers - 1)) || fail "$back of $((workers - 1)) surviving workers reconnected after the restart"
+    log "all $back surviving workers reconnected to the restarted server"
+}
 
 # --- Diagnostics and teardown -------------------------------------------------------------
 
@@ -213,8 +271,11 @@ main() {
     build_image
     started_at=$SECONDS
     start_cluster
+    kill_a_worker
+    restart_the_server
     wait_for_job_end
     check_exit_statuses
+    check_workers_came_back
     check_final_accuracy
     log "done in $((SECONDS - started_at)) s after the build"
 }

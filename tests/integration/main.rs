@@ -9,6 +9,7 @@ mod cli_errors;
 mod examples;
 mod fault_tolerance;
 pub mod lifecycle;
+mod optimizers;
 mod shards_and_staleness;
 mod support;
 mod training;

@@ -427,7 +427,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("expected sync or async, got eventual"),
+            err.contains("expected one of sync, ssp, async, got eventual"),
             "{err}"
         );
         let err = Cli::try_parse_from(["downpour", "train", "--model", "cnn"])

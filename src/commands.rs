@@ -220,7 +220,7 @@ mod tests {
         let address = listener.local_addr().unwrap().to_string();
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(downpour_server::serve(
-            job,
+            downpour_server::server_core::ServerCore::new(job),
             listener,
             shutdown.clone(),
             ServeOptions::default(),

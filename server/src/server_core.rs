@@ -210,7 +210,7 @@ impl ServerCore {
         let rule = UpdateRule {
             optimizer: job.optimizer.clone(),
             base_lr: job.spec.optimizer.lr(),
-            schedule: job.spec.schedule.clone(),
+            schedule: job.spec.schedule,
             clip_grad_norm: job.spec.training.clip_grad_norm,
         };
         let full = job.layout.initialize(job.spec.training.seed);

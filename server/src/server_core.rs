@@ -628,10 +628,8 @@ impl ServerCore {
     ) -> Result<PushOutcome, CoreError> {
         self.traffic.pushes += 1;
         let result = self.accept_push(worker, step, base_version, loss, samples, gradient);
-        if result.is_err()
-            && let Some(r) = self.membership.get_mut(worker)
-        {
-            r.rejected_pushes += 1;
+        if result.is_err() {
+            self.note_rejected(worker);
         }
         result
     }

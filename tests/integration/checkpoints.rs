@@ -6,19 +6,10 @@ use std::time::{Duration, Instant};
 
 use downpour_worker::ServerClient;
 
-use crate::support::{ServerProcess, downpour};
+use crate::support::{ServerProcess, downpour, start_worker};
 
 const JOB: &str =
     "[training]\nworkers = 2\nepochs = 120\n[fault_tolerance]\ncheckpoint_every_steps = 40\n";
-
-fn start_worker(address: &str, name: &str) -> std::process::Child {
-    downpour()
-        .args(["worker", "--server", address, "--name", name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
 
 async fn wait_for_version(client: &mut ServerClient, version: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -9,7 +9,7 @@ use downpour_proto::v1;
 use downpour_worker::ServerClient;
 
 use crate::lifecycle::{processes_with, signal, wait_with_timeout};
-use crate::support::{ServerProcess, bits, downpour, train, wait_for_line};
+use crate::support::{ServerProcess, bits, downpour, start_worker, train, wait_for_line};
 
 #[test]
 fn a_worker_killed_mid_epoch_in_sync_mode_costs_at_most_one_point() {
@@ -95,15 +95,6 @@ async fn wait_finished(client: &mut ServerClient, timeout: Duration) -> ServerSt
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn start_worker(address: &str, name: &str) -> std::process::Child {
-    downpour()
-        .args(["worker", "--server", address, "--name", name])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 #[tokio::test]

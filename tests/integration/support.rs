@@ -123,6 +123,16 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Starts `downpour worker` against `address`, its output discarded.
+pub fn start_worker(address: &str, name: &str) -> Child {
+    downpour()
+        .args(["worker", "--server", address, "--name", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker starts")
+}
+
 /// Waits until `path` holds a complete line and returns it.
 pub fn wait_for_line(path: &Path, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;

@@ -35,6 +35,19 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Exit 0 if a server answers a status request, non-zero otherwise (container health checks).
     Health(HealthArgs),
+    /// Save a running server's current parameters as safetensors (all shards, assembled).
+    Export(ExportArgs),
+}
+
+/// `downpour export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Every server shard's address, shard 0 first, comma-separated (one for a single server).
+    #[arg(long, value_delimiter = ',', required = true, env = "DOWNPOUR_SERVER")]
+    pub server: Vec<String>,
+    /// The safetensors file to write.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
 }
 
 /// `downpour train`.

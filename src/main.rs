@@ -44,6 +44,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Server(args) => downpour::commands::server(args)?,
         Command::Worker(args) => downpour::commands::worker(args)?,
         Command::Health(args) => downpour::commands::health(args)?,
+        Command::Export(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let version = runtime.block_on(downpour::weights::export_from_servers(
+                &args.server,
+                &args.out,
+            ))?;
+            print_line(&format!("wrote {} (version {version})", args.out.display()));
+        }
         Command::Train(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -57,6 +67,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "the binary owns the output")]
+fn print_line(line: &str) {
+    println!("{line}");
 }
 
 #[allow(clippy::print_stdout, reason = "the binary owns the output")]

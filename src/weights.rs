@@ -72,6 +72,68 @@ pub fn write_safetensors(
     })
 }
 
+/// Why the parameters of a running server could not be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// A shard could not be reached or refused.
+    #[error(transparent)]
+    Client(#[from] downpour_worker::ClientError),
+    /// The job a shard reports does not validate here (e.g. its data file is elsewhere).
+    #[error("the server's job: {0}")]
+    Job(String),
+    /// The shards given do not match the job's shard count.
+    #[error("shard 0 reports {expected} server shard(s), {given} address(es) were given")]
+    ShardCount {
+        /// Shards in the job.
+        expected: usize,
+        /// Addresses given.
+        given: usize,
+    },
+    /// The file could not be written.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+}
+
+/// Pulls the current parameters from every shard (`addresses`, shard 0 first), assembles
+/// them in layout order and writes them to `out` as safetensors. Returns the version.
+///
+/// # Errors
+/// [`ExportError`] when a shard cannot be reached, the shards do not match the job, or the
+/// file cannot be written.
+pub async fn export_from_servers(addresses: &[String], out: &Path) -> Result<u64, ExportError> {
+    let mut shard0 = downpour_worker::ServerClient::connect(&addresses[0]).await?;
+    let status = shard0.status().await?;
+    if status.shard.count != addresses.len() {
+        return Err(ExportError::ShardCount {
+            expected: status.shard.count,
+            given: addresses.len(),
+        });
+    }
+    let spec: downpour_server::JobSpec =
+        serde_json::from_value(status.job.clone()).map_err(|e| ExportError::Job(e.to_string()))?;
+    let job = spec
+        .validate()
+        .map_err(|e| ExportError::Job(e.to_string()))?;
+    let plan = downpour_core::partition::ShardPlan::new(&job.layout, addresses.len());
+    let mut params = plan.zeros();
+    let mut version = 0;
+    for (k, address) in addresses.iter().enumerate() {
+        let mut client = downpour_worker::ServerClient::connect(address).await?;
+        let (v, part) = client.parameters().await?;
+        if k == 0 {
+            version = v;
+        }
+        plan.write_part(&mut params, k, &part);
+    }
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("downpour_version".to_string(), version.to_string()),
+        ("job".to_string(), status.job.to_string()),
+    ]);
+    write_safetensors(out, &params, metadata)?;
+    Ok(version)
+}
+
 /// Reads f32 tensors from a safetensors file, in the file's order of names (sorted).
 ///
 /// # Errors

@@ -164,3 +164,52 @@ fn a_checkpoint_of_another_job_is_refused_with_a_clear_message() {
     );
     assert!(stderr.contains(dir), "the message names the file: {stderr}");
 }
+
+#[tokio::test]
+async fn a_running_servers_weights_export_as_safetensors() {
+    let job = "[training]\nworkers = 1\nepochs = 2\n";
+    let server = ServerProcess::start(job, &[]);
+    let mut w = start_worker(&server.address, "w");
+    assert!(w.wait().unwrap().success());
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("model.safetensors");
+    let run = downpour()
+        .args(["export", "--server", &server.address, "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let mut client = ServerClient::connect(&server.address).await.unwrap();
+    let (version, live) = client.parameters().await.unwrap();
+    assert!(String::from_utf8_lossy(&run.stdout).contains(&format!("version {version}")));
+    let names = live
+        .entries()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect::<Vec<_>>();
+    let exported = downpour::weights::read_safetensors(&out)
+        .unwrap()
+        .reordered(names.iter().map(String::as_str))
+        .expect("the same tensors");
+    assert_eq!(crate::support::bits(&exported), crate::support::bits(&live));
+    // Pointing it at the wrong number of shards is refused with the reason.
+    let bad = downpour()
+        .args([
+            "export",
+            "--server",
+            &format!("{0},{0}", server.address),
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("shard 0 reports 1 server shard(s), 2 address(es) were given")
+    );
+}

@@ -497,7 +497,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "grads[2]: expected layers.1.weight of shape [10, 64], \
+            "grads[2]: expected layers.1.weight of shape [10, 128], \
              got layers.1.weight of shape [64, 10]"
         );
     }

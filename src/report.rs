@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use downpour_core::status::{EpochMetrics, Evaluation, ServerStatus, StalenessStats, WorkerStatus};
+use downpour_core::timing::TimingReport;
 
 /// The final numbers of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +99,9 @@ pub struct RunReport {
     /// The final numbers.
     #[serde(rename = "final")]
     pub final_metrics: FinalMetrics,
+    /// Where the time went: per-worker phases, the server's work, the job's clock.
+    #[serde(default)]
+    pub timing: TimingReport,
 }
 
 impl RunReport {
@@ -134,6 +138,7 @@ impl RunReport {
                 },
                 version: status.version,
             },
+            timing: status.timing.clone(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use downpour_core::status::{Evaluation, ServerStatus};
+use downpour_core::timing::PhaseTimes;
 use downpour_core::{NamedTensor, ParamSet, Tensor, TrainingPlan};
 
 use crate::v1;
@@ -211,6 +212,40 @@ impl From<&Evaluation> for v1::EvaluationReport {
     }
 }
 
+impl From<&PhaseTimes> for v1::PhaseTimes {
+    fn from(p: &PhaseTimes) -> Self {
+        Self {
+            steps: p.steps,
+            wait: p.wait,
+            pull: p.pull,
+            decode: p.decode,
+            evaluate: p.evaluate,
+            compute: p.compute,
+            encode: p.encode,
+            push: p.push,
+            apply: p.apply,
+            total: p.total,
+        }
+    }
+}
+
+impl From<v1::PhaseTimes> for PhaseTimes {
+    fn from(p: v1::PhaseTimes) -> Self {
+        Self {
+            steps: p.steps,
+            wait: p.wait,
+            pull: p.pull,
+            decode: p.decode,
+            evaluate: p.evaluate,
+            compute: p.compute,
+            encode: p.encode,
+            push: p.push,
+            apply: p.apply,
+            total: p.total,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +290,18 @@ mod tests {
         );
         let huge = NamedTensor::try_from(wire("w", vec![u64::MAX, 4], vec![])).unwrap_err();
         assert!(matches!(huge, WireError::TooLarge { .. }));
+    }
+
+    #[test]
+    fn phase_times_round_trip() {
+        let p = PhaseTimes {
+            steps: 3,
+            wait: 0.5,
+            compute: 1.25,
+            total: 2.0,
+            ..PhaseTimes::default()
+        };
+        assert_eq!(PhaseTimes::from(v1::PhaseTimes::from(&p)), p);
     }
 
     #[test]

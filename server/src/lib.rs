@@ -11,6 +11,7 @@
 //! - [`training_metrics`]: losses per epoch and reported evaluations.
 //! - [`server_core`]: the server's logic, free of I/O, driven by calls.
 //! - [`service`]: the gRPC layer over the core, and [`service::serve`].
+//! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
 
 pub mod barrier;
 pub mod clip;
@@ -21,6 +22,7 @@ pub mod schedule;
 pub mod server_core;
 pub mod service;
 pub mod store;
+pub mod timing;
 pub mod training_metrics;
 
 pub use job::{Job, JobError, JobSpec};

@@ -420,6 +420,8 @@ impl ServerCore {
             evaluations: self.metrics.evaluations().to_vec(),
             final_evaluation: self.metrics.final_evaluation().cloned(),
             staleness: self.staleness.clone(),
+            // Filled in by the gRPC layer, which owns the clocks.
+            timing: downpour_core::timing::TimingReport::default(),
         }
     }
 

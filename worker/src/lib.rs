@@ -3,10 +3,14 @@
 //! # Layout
 //! - [`model`]: models with forward and backward passes on ndarray.
 //! - [`client`]: typed calls to the parameter server.
+//! - [`phases`]: a worker's running per-phase time totals, sent with each push.
 //! - [`trainer`]: the training loop: register, pull, compute, push, evaluate.
+//! - [`local_trainer`]: the same model and optimizer step in one process, no server (a baseline).
 
 pub mod client;
+pub mod local_trainer;
 pub mod model;
+pub mod phases;
 pub mod trainer;
 
 pub use client::{ClientError, ServerClient};

@@ -10,8 +10,9 @@ use downpour_core::sharding;
 use downpour_core::status::Evaluation;
 use downpour_core::{Dataset, ParamSet};
 
-use crate::client::{ClientError, ServerClient};
+use crate::client::{ClientError, Push, ServerClient};
 use crate::model::{Model, ModelError};
+use crate::phases::PhaseClock;
 
 /// Why a worker stopped before the job finished.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,9 @@ pub struct WorkerOptions {
     pub heartbeat_interval: Duration,
     /// Extra time spent per step, to emulate a slow worker (tests and benchmarks only).
     pub step_delay: Duration,
+    /// Simulated compute (benchmarks only): block for this long per step instead of
+    /// computing the gradient, and push a zero gradient of the right shape.
+    pub simulate_compute: Option<Duration>,
 }
 
 impl WorkerOptions {
@@ -55,6 +59,7 @@ impl WorkerOptions {
             connect_timeout: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(1),
             step_delay: Duration::ZERO,
+            simulate_compute: None,
         }
     }
 }
@@ -152,31 +157,54 @@ async fn train(
     let mut gradient: Option<ParamSet> = None;
     let mut order = Vec::new();
     let mut samples = 0u64;
+    let mut clock = PhaseClock::default();
 
     for step in 0..total_steps {
+        let step_started = Instant::now();
         let (epoch, step_in_epoch) = (step / steps_per_epoch, step % steps_per_epoch);
         if step_in_epoch == 0 {
             order = sharding::epoch_order(train.len(), shard, shards, plan.seed, epoch);
         }
-        let pulled = tokio::select! {
-            pulled = client.pull(id, step, false) => pulled?,
+        let (pulled, pull_timing) = tokio::select! {
+            pulled = client.pull_timed(id, step, false) => pulled?,
             () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
         };
+        clock.pulled(&pull_timing);
         if pulled.evaluate {
+            let evaluating = Instant::now();
             let evaluation = evaluate(&model, &pulled.params, &test, id, pulled.version, false)?;
             client.report_evaluation(&evaluation).await?;
+            clock.evaluated(evaluating.elapsed());
         }
         let positions = sharding::batch_positions(&order, step_in_epoch as usize, batch);
         let batch_data = train.select(positions);
         let grads = gradient.get_or_insert_with(|| pulled.params.zeros_like());
-        let loss = model.loss_and_gradient(&pulled.params, &batch_data, grads)?;
+        let computing = Instant::now();
+        let loss = match options.simulate_compute {
+            // Blocks the thread, as real compute would; the gradient stays zero.
+            Some(pause) => {
+                std::thread::sleep(pause);
+                0.0
+            }
+            None => model.loss_and_gradient(&pulled.params, &batch_data, grads)?,
+        };
         if !options.step_delay.is_zero() {
             tokio::time::sleep(options.step_delay).await;
         }
+        clock.computed(computing.elapsed());
         let n = positions.len() as u64;
-        client
-            .push(id, step, pulled.version, f64::from(loss), n, grads)
+        let push = Push {
+            worker: id,
+            step,
+            base_version: pulled.version,
+            loss: f64::from(loss),
+            samples: n,
+        };
+        let receipt = client
+            .push_timed(&push, grads, Some(clock.totals()))
             .await?;
+        clock.pushed(&receipt);
+        clock.step_done(step_started.elapsed());
         samples += n;
     }
 

@@ -224,6 +224,8 @@ impl ParameterServer for ParameterServerService {
                     .pull(req.worker_id, req.step, req.r#final)
                     .map_err(|e| status_of(&e))?;
                 if let PullOutcome::Ready { version, evaluate } = outcome {
+                    // Encoding below is transfer work, not waiting.
+                    let waited_seconds = arrived.elapsed().as_secs_f64();
                     if req.step == 0 && !req.r#final {
                         let now = self.shared.elapsed();
                         let workers = core.job().workers();
@@ -236,7 +238,7 @@ impl ParameterServer for ParameterServerService {
                         version,
                         params,
                         evaluate,
-                        waited_seconds: arrived.elapsed().as_secs_f64(),
+                        waited_seconds,
                     }));
                 }
             }

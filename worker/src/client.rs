@@ -8,13 +8,15 @@ use downpour_core::status::{Evaluation, ServerStatus};
 use downpour_core::timing::PhaseTimes;
 use downpour_core::{Assignment, ParamSet, TrainingPlan};
 use downpour_proto::convert::{params_from_wire, params_to_wire, plan_from_json, status_from_wire};
-use downpour_proto::limits::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
+use downpour_proto::limits::{
+    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+};
 use downpour_proto::v1::parameter_server_client::ParameterServerClient;
 use downpour_proto::{WireError, v1};
 
-/// Largest HTTP/2 frame this client accepts: it sets none, so h2's default of 16 KiB
-/// applies, and pulled parameters arrive in frames of this size.
-pub const CLIENT_MAX_FRAME_BYTES: u32 = 16 * 1024;
+/// Largest HTTP/2 frame this client accepts, so pulled parameters arrive in frames this
+/// large (h2's default is 16 KiB): the server's limit, [`MAX_FRAME_BYTES`].
+pub const CLIENT_MAX_FRAME_BYTES: u32 = MAX_FRAME_BYTES;
 
 /// A call to the server that failed.
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +143,8 @@ impl ServerClient {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
-            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES));
+            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+            .max_frame_size(Some(CLIENT_MAX_FRAME_BYTES));
         let channel = endpoint
             .connect()
             .await

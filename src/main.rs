@@ -11,6 +11,7 @@ use downpour::launch::LaunchError;
 use downpour::progress::describe;
 
 fn main() -> ExitCode {
+    downpour::allocator::keep_large_buffers_on_the_heap();
     let cli = Cli::parse();
     let default_level = if matches!(cli.command, Command::Train(_)) {
         "warn"

@@ -33,6 +33,9 @@ pub enum Command {
     Server(ServerArgs),
     /// Run one worker against a server; it receives the job when it registers.
     Worker(WorkerArgs),
+    /// The speedup lab: run a job for several worker counts and modes, with repeats, and
+    /// report throughput, speedup, time to a target, the phase breakdown and a prediction.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `downpour train`.
@@ -50,6 +53,10 @@ pub struct TrainArgs {
     /// Slow worker K down by MS milliseconds per step, as `K:MS` (tests and benchmarks).
     #[arg(long, value_name = "K:MS")]
     pub slow_worker: Vec<String>,
+    /// Simulated compute (benchmarks): every worker sleeps MS milliseconds per step instead
+    /// of computing its gradient, and pushes zeros.
+    #[arg(long, value_name = "MS")]
+    pub simulate_compute_ms: Option<u64>,
     /// Print no progress bar, only the summary.
     #[arg(long)]
     pub quiet: bool,
@@ -87,6 +94,10 @@ pub struct WorkerArgs {
     /// Sleep this many milliseconds per step, to emulate a slow worker (tests and benchmarks).
     #[arg(long, default_value_t = 0)]
     pub step_delay_ms: u64,
+    /// Simulated compute (benchmarks): block MS milliseconds per step instead of computing
+    /// the gradient, and push zeros.
+    #[arg(long, value_name = "MS")]
+    pub simulate_compute_ms: Option<u64>,
 }
 
 /// The job file and the flags that override its common fields.
@@ -148,7 +159,7 @@ impl JobArgs {
     /// # Errors
     /// [`JobError`] for an unreadable or malformed file, or a flag that does not apply.
     pub fn to_spec(&self) -> Result<JobSpec, JobError> {
-        let mut spec = match &self.job {
+        let spec = match &self.job {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| JobError::Parse(format!("cannot read {}: {e}", path.display())))?;
@@ -159,6 +170,14 @@ impl JobArgs {
             }
             None => JobSpec::default(),
         };
+        self.apply_to(spec)
+    }
+
+    /// Applies the flags (not `--job`) to `spec`: a job file's, the default job, or a preset.
+    ///
+    /// # Errors
+    /// [`JobError`] for a flag that does not apply.
+    pub fn apply_to(&self, mut spec: JobSpec) -> Result<JobSpec, JobError> {
         let t = &mut spec.training;
         if let Some(n) = self.workers {
             t.workers = n;
@@ -208,7 +227,7 @@ impl JobArgs {
     }
 }
 
-fn parse_mode(s: &str) -> Result<ConsistencyMode, String> {
+pub(crate) fn parse_mode(s: &str) -> Result<ConsistencyMode, String> {
     match s {
         "sync" => Ok(ConsistencyMode::Sync),
         "async" => Ok(ConsistencyMode::Async),

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`allocator`]: allocator settings for every process (large buffers stay on the heap).
+//! - [`bench`]: `bench`: the speedup lab: sweeps, statistics, a cost model, microbenchmarks, plots.
 //! - [`cli`]: the command line and the job flags shared by every subcommand.
 //! - [`commands`]: `server` and `worker`: runtimes with capped threads, signals, shutdown.
 //! - [`launch`]: `train`: one server and N worker processes on loopback, watched to the end.
@@ -11,6 +12,7 @@
 //! - [`weights`]: trained weights as safetensors.
 
 pub mod allocator;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod launch;

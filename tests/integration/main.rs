@@ -4,6 +4,7 @@
 //! one capability.
 
 mod bad_pushes;
+mod bench;
 mod cli_errors;
 mod lifecycle;
 mod support;

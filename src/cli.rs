@@ -37,6 +37,9 @@ pub enum Command {
     Health(HealthArgs),
     /// Save a running server's current parameters as safetensors (all shards, assembled).
     Export(ExportArgs),
+    /// The speedup lab: run a job for several worker counts and modes, with repeats, and
+    /// report throughput, speedup, time to a target, the phase breakdown and a prediction.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `downpour export`.
@@ -68,6 +71,10 @@ pub struct TrainArgs {
     /// Slow worker K down by MS milliseconds per step, as `K:MS` (tests and benchmarks).
     #[arg(long, value_name = "K:MS")]
     pub slow_worker: Vec<String>,
+    /// Simulated compute (benchmarks): every worker sleeps MS milliseconds per step instead
+    /// of computing its gradient, and pushes zeros.
+    #[arg(long, value_name = "MS")]
+    pub simulate_compute_ms: Option<u64>,
     /// Print no progress bar, only the summary.
     #[arg(long)]
     pub quiet: bool,
@@ -173,6 +180,10 @@ pub struct WorkerArgs {
     /// Sleep this many milliseconds per step, to emulate a slow worker (tests and benchmarks).
     #[arg(long, default_value_t = 0)]
     pub step_delay_ms: u64,
+    /// Simulated compute (benchmarks): block MS milliseconds per step instead of computing
+    /// the gradient, and push zeros.
+    #[arg(long, value_name = "MS")]
+    pub simulate_compute_ms: Option<u64>,
 }
 
 /// `downpour health`.
@@ -266,7 +277,7 @@ impl JobArgs {
     /// # Errors
     /// [`JobError`] for an unreadable or malformed file, or a flag that does not apply.
     pub fn to_spec(&self) -> Result<JobSpec, JobError> {
-        let mut spec = match &self.job {
+        let spec = match &self.job {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| JobError::Parse(format!("cannot read {}: {e}", path.display())))?;
@@ -277,6 +288,14 @@ impl JobArgs {
             }
             None => JobSpec::default(),
         };
+        self.apply_to(spec)
+    }
+
+    /// Applies the flags (not `--job`) to `spec`: a job file's, the default job, or a preset.
+    ///
+    /// # Errors
+    /// [`JobError`] for a flag that does not apply.
+    pub fn apply_to(&self, mut spec: JobSpec) -> Result<JobSpec, JobError> {
         let t = &mut spec.training;
         if let Some(n) = self.workers {
             t.workers = n;
@@ -349,7 +368,7 @@ impl JobArgs {
     }
 }
 
-fn parse_mode(s: &str) -> Result<ConsistencyMode, String> {
+pub(crate) fn parse_mode(s: &str) -> Result<ConsistencyMode, String> {
     parse_named(s, "sync, ssp, async")
 }
 

@@ -162,6 +162,9 @@ pub async fn train(
             if let Some(ms) = delays.get(&k) {
                 wargs.extend(["--step-delay-ms".into(), ms.to_string()]);
             }
+            if let Some(ms) = args.simulate_compute_ms {
+                wargs.extend(["--simulate-compute-ms".into(), ms.to_string()]);
+            }
             let name = format!("worker-{k}");
             let log = run_dir.join(format!("{name}.log"));
             children.push(
@@ -295,7 +298,7 @@ async fn start_server(
 }
 
 /// Waits for the server to write its address, failing if it exits first.
-async fn wait_for_address(
+pub(crate) async fn wait_for_address(
     server: &mut ChildProcess,
     port_file: &Path,
     interrupt: &CancellationToken,

@@ -1,6 +1,8 @@
 //! The `downpour` command: the local launcher and the subcommands that run a server or a worker.
 //!
 //! # Layout
+//! - [`allocator`]: allocator settings for every process (large buffers stay on the heap).
+//! - [`bench`]: `bench`: the speedup lab: sweeps, statistics, a cost model, microbenchmarks, plots.
 //! - [`cli`]: the command line and the job flags shared by every subcommand.
 //! - [`commands`]: `server` and `worker`: runtimes with capped threads, signals, shutdown.
 //! - [`launch`]: `train`: one server and N worker processes on loopback, watched to the end.
@@ -9,6 +11,8 @@
 //! - [`report`]: the JSON run report.
 //! - [`weights`]: trained weights as safetensors.
 
+pub mod allocator;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod launch;

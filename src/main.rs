@@ -6,13 +6,15 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+use downpour::bench::{BenchConfig, BenchError, BenchEvent};
 use downpour::cli::{Cli, Command};
 use downpour::launch::LaunchError;
 use downpour::progress::describe;
 
 fn main() -> ExitCode {
+    downpour::allocator::keep_large_buffers_on_the_heap();
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Train(_)) {
+    let default_level = if matches!(cli.command, Command::Train(_) | Command::Bench(_)) {
         "warn"
     } else {
         "info"
@@ -33,7 +35,9 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             let interrupted = e
                 .downcast_ref::<LaunchError>()
-                .is_some_and(|l| matches!(l, LaunchError::Interrupted));
+                .is_some_and(|l| matches!(l, LaunchError::Interrupted))
+                || e.downcast_ref::<BenchError>()
+                    .is_some_and(BenchError::interrupted);
             ExitCode::from(if interrupted { 130 } else { 1 })
         }
     }
@@ -52,7 +56,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 &args.server,
                 &args.out,
             ))?;
-            print_line(&format!("wrote {} (version {version})", args.out.display()));
+            print_text(&format!(
+                "wrote {} (version {version})\n",
+                args.out.display()
+            ));
         }
         Command::Train(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -65,13 +72,60 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             })?;
             print_summary(&outcome);
         }
+        Command::Bench(args) => {
+            let config = BenchConfig::from_args(args)?;
+            if args.compose {
+                print_text(&downpour::bench::compose::commands(
+                    &config,
+                    downpour::bench::machine::cores(),
+                ));
+                return Ok(());
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let outcome = runtime.block_on(async {
+                let interrupt = CancellationToken::new();
+                downpour::commands::cancel_on_signal(interrupt.clone());
+                downpour::bench::run(&config, interrupt, &mut show_progress).await
+            })?;
+            print_text(&downpour::bench::output::markdown(&outcome.report));
+            for f in &outcome.files {
+                print_text(&format!("wrote {}\n", f.display()));
+            }
+        }
     }
     Ok(())
 }
 
 #[allow(clippy::print_stdout, reason = "the binary owns the output")]
-fn print_line(line: &str) {
-    println!("{line}");
+fn print_text(text: &str) {
+    print!("{text}");
+}
+
+/// One line per finished run, on stderr (stdout is the table).
+fn show_progress(event: BenchEvent<'_>) {
+    match event {
+        BenchEvent::Stage(what) => eprintln!("bench: {what}"),
+        BenchEvent::Baseline(b) => eprintln!(
+            "bench: single process, repeat {}: {:.0} samples/s",
+            b.repeat + 1,
+            b.samples_per_second
+        ),
+        BenchEvent::Run {
+            index,
+            total,
+            measurement: m,
+        } => eprintln!(
+            "bench: run {index}/{total} {} repeat {}: {:.0} samples/s, {:.2} ms/step, time to target {}",
+            m.config,
+            m.repeat + 1,
+            m.samples_per_second,
+            m.phases.total * 1e3,
+            m.time_to_target
+                .map_or_else(|| "not reached".to_string(), |t| format!("{t:.2} s"))
+        ),
+    }
 }
 
 #[allow(clippy::print_stdout, reason = "the binary owns the output")]

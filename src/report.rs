@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use downpour_core::status::{
     EpochMetrics, Evaluation, ServerStatus, ShardStatus, StalenessStats, WorkerStatus,
 };
+use downpour_core::timing::TimingReport;
 
 /// The final numbers of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,6 +107,9 @@ pub struct RunReport {
     /// The final numbers.
     #[serde(rename = "final")]
     pub final_metrics: FinalMetrics,
+    /// Where the time went: per-worker phases, the server's work, the job's clock.
+    #[serde(default)]
+    pub timing: TimingReport,
 }
 
 impl RunReport {
@@ -145,6 +149,7 @@ impl RunReport {
                 },
                 version: status.version,
             },
+            timing: status.timing.clone(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`partition`]: how the parameters are split over S server shards.
 //! - [`plan`]: what a worker receives when it registers.
 //! - [`status`]: what the server reports: progress, counters, losses, evaluations.
+//! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
 
 pub mod data;
 pub mod layout;
@@ -19,6 +20,7 @@ pub mod plan;
 pub mod sharding;
 pub mod status;
 pub mod tensor;
+pub mod timing;
 
 pub use data::{DataShape, DataSpec, Dataset, Targets, Task};
 pub use layout::ParameterLayout;

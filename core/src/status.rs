@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::timing::TimingReport;
+
 /// Test metrics computed by a worker on the parameters of one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
@@ -222,6 +224,10 @@ pub struct ServerStatus {
     pub staleness: StalenessStats,
     /// Staleness over all workers, in steps.
     pub step_staleness: StalenessStats,
+    /// Where the time went: worker phases, server work, the job's clock. Filled in by the
+    /// gRPC layer, which owns the clocks; absent from older servers.
+    #[serde(default)]
+    pub timing: TimingReport,
 }
 
 #[cfg(test)]

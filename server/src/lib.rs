@@ -14,6 +14,7 @@
 //! - [`server_core`]: the server's logic, free of I/O, driven by calls.
 //! - [`resume`]: starting a shard afresh or from its newest valid checkpoint.
 //! - [`service`]: the gRPC layer over the core, periodic and shutdown checkpoints, and [`service::serve`].
+//! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
 
 pub mod barrier;
 pub mod checkpoint;
@@ -27,6 +28,7 @@ pub mod schedule;
 pub mod server_core;
 pub mod service;
 pub mod store;
+pub mod timing;
 pub mod training_metrics;
 
 pub use job::{Job, JobError, JobSpec};

@@ -818,6 +818,8 @@ impl ServerCore {
             final_evaluation: self.metrics.final_evaluation().cloned(),
             staleness: self.staleness.clone(),
             step_staleness: self.step_staleness.clone(),
+            // Filled in by the gRPC layer, which owns the clocks.
+            timing: downpour_core::timing::TimingReport::default(),
         }
     }
 

@@ -17,6 +17,7 @@ use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServ
 
 use crate::checkpoint::CheckpointStore;
 use crate::server_core::{CoreError, PullOutcome, ServerCore, ShardRole};
+use crate::timing::TimingLedger;
 
 /// Why the server stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,8 @@ struct Shared {
     changed: watch::Sender<u64>,
     /// When the first worker registered (the job's clock), once one has.
     started_at: Mutex<Option<Instant>>,
+    /// Where the job's time goes. Locked alone, or while `core` is locked and after it.
+    timing: Mutex<TimingLedger>,
     /// Cancelled to stop the server; waiting pulls return `UNAVAILABLE` then.
     shutdown: CancellationToken,
     /// See [`ServeOptions`].
@@ -104,6 +107,12 @@ struct Shared {
 impl Shared {
     fn core(&self) -> MutexGuard<'_, ServerCore> {
         self.core
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn timing(&self) -> MutexGuard<'_, TimingLedger> {
+        self.timing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -207,7 +216,9 @@ impl Shared {
         match &*cache {
             Some((v, tensors)) if *v == core.version() => tensors.clone(),
             _ => {
+                let encoding = Instant::now();
                 let tensors = params_to_wire(core.params());
+                self.timing().encoded(encoding.elapsed().as_secs_f64());
                 *cache = Some((core.version(), tensors.clone()));
                 tensors
             }
@@ -234,6 +245,7 @@ impl ParameterServerService {
                 encoded: Mutex::new(None),
                 changed,
                 started_at: Mutex::new(None),
+                timing: Mutex::new(TimingLedger::default()),
                 shutdown,
                 options,
                 epoch: Instant::now(),
@@ -373,6 +385,7 @@ impl ParameterServer for ParameterServerService {
         request: Request<v1::PullRequest>,
     ) -> Result<Response<v1::PullResponse>, Status> {
         let req = request.into_inner();
+        let arrived = Instant::now();
         loop {
             // Subscribe before looking, so a change between the look and the wait is not lost.
             let mut changed = self.shared.changed.subscribe();
@@ -388,6 +401,15 @@ impl ParameterServer for ParameterServerService {
                     data_shards,
                 } = outcome
                 {
+                    // Encoding below is transfer work, not waiting.
+                    let waited_seconds = arrived.elapsed().as_secs_f64();
+                    if req.step == 0 && !req.r#final {
+                        let now = self.shared.elapsed();
+                        let workers = core.job().workers();
+                        self.shared
+                            .timing()
+                            .first_step_pulled(req.worker_id, workers, now);
+                    }
                     let params = self.shared.encoded_params(&core);
                     core.record_traffic(0, params.iter().map(|t| t.data.len() as u64).sum());
                     return Ok(Response::new(v1::PullResponse {
@@ -395,6 +417,7 @@ impl ParameterServer for ParameterServerService {
                         params,
                         evaluate,
                         data_shards,
+                        waited_seconds,
                     }));
                 }
             }
@@ -418,21 +441,41 @@ impl ParameterServer for ParameterServerService {
         let req = request.into_inner();
         let bytes: u64 = req.gradients.iter().map(|t| t.data.len() as u64).sum();
         self.shared.core().record_traffic(bytes, 0);
+        let decoding = Instant::now();
         let gradient = match params_from_wire(req.gradients) {
-            Ok(g) => g,
+            Ok(g) => {
+                self.shared
+                    .timing()
+                    .decoded(decoding.elapsed().as_secs_f64());
+                g
+            }
             Err(e) => {
                 self.shared.core().note_rejected(req.worker_id);
                 return Err(Status::invalid_argument(e.to_string()));
             }
         };
-        let outcome = {
+        let (outcome, applied_seconds) = {
             let mut core = self.shared.core();
             core.touch(req.worker_id, self.shared.now());
-            core.push(req.worker_id, req.step, req.base_version, req.loss, req.samples, gradient)
+            let locked = Instant::now();
+            let outcome = core
+                .push(req.worker_id, req.step, req.base_version, req.loss, req.samples, gradient)
                 .map_err(|e| {
                     tracing::warn!(worker = req.worker_id, step = req.step, error = %e, "push rejected");
                     status_of(&e)
-                })?
+                })?;
+            let applied_seconds = locked.elapsed().as_secs_f64();
+            let done = core.training_done();
+            let now = self.shared.elapsed();
+            let mut timing = self.shared.timing();
+            timing.applied(applied_seconds);
+            if let Some(phases) = req.phases {
+                timing.worker_phases(req.worker_id, phases.into());
+            }
+            if done {
+                timing.training_ended(now);
+            }
+            (outcome, applied_seconds)
         };
         self.shared.notify();
         if self.shared.options.checkpointing.is_some() {
@@ -442,6 +485,7 @@ impl ParameterServer for ParameterServerService {
         Ok(Response::new(v1::PushResponse {
             version: outcome.version,
             staleness: outcome.staleness,
+            applied_seconds,
         }))
     }
 
@@ -475,6 +519,8 @@ impl ParameterServer for ParameterServerService {
             let mut core = self.shared.core();
             core.report_evaluation(evaluation)
                 .map_err(|e| status_of(&e))?;
+            let now = self.shared.elapsed();
+            self.shared.timing().evaluation(now);
             self.shared.maybe_exit(&core);
         }
         self.shared.notify();
@@ -507,6 +553,7 @@ impl ParameterServer for ParameterServerService {
             params,
             evaluate: false,
             data_shards: Vec::new(),
+            waited_seconds: 0.0,
         }))
     }
 
@@ -515,7 +562,8 @@ impl ParameterServer for ParameterServerService {
         _request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
         let elapsed = self.shared.elapsed();
-        let status = self.shared.core().status(elapsed);
+        let mut status = self.shared.core().status(elapsed);
+        status.timing = self.shared.timing().report();
         Ok(Response::new(status_to_wire(&status)))
     }
 }

@@ -35,6 +35,7 @@ async fn push(client: &ServerClient, worker: u32, gradients: Vec<v1::Tensor>) ->
             loss: 0.1,
             samples: 1,
             gradients,
+            phases: None,
         })
         .await
         .expect_err("the push must be refused")

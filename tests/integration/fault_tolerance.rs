@@ -154,6 +154,7 @@ async fn a_push_retried_after_a_lost_reply_is_applied_once() {
         loss: 1.0,
         samples: 32,
         gradients: params_to_wire(&g),
+        phases: None,
     };
     client.raw().push(request.clone()).await.unwrap();
     let (_, once) = client.parameters().await.unwrap();

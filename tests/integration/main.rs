@@ -4,6 +4,7 @@
 //! one capability.
 
 mod bad_pushes;
+mod bench;
 mod checkpoints;
 mod cli_errors;
 mod examples;

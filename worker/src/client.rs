@@ -1,15 +1,22 @@
 //! The worker's side of `downpour.v1`: typed calls over a tonic channel.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
 
 use downpour_core::status::{Evaluation, ServerStatus};
+use downpour_core::timing::PhaseTimes;
 use downpour_core::{Assignment, ParamSet, TrainingPlan};
 use downpour_proto::convert::{params_from_wire, params_to_wire, plan_from_json, status_from_wire};
-use downpour_proto::limits::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
+use downpour_proto::limits::{
+    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+};
 use downpour_proto::v1::parameter_server_client::ParameterServerClient;
 use downpour_proto::{WireError, v1};
+
+/// Largest HTTP/2 frame this client accepts, so pulled parameters arrive in frames this
+/// large (h2's default is 16 KiB): the server's limit, [`MAX_FRAME_BYTES`].
+pub const CLIENT_MAX_FRAME_BYTES: u32 = MAX_FRAME_BYTES;
 
 /// A call to the server that failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +100,21 @@ pub struct Registration {
     pub start_step: u64,
 }
 
+/// What a push says besides the gradient.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Push {
+    /// The worker.
+    pub worker: u32,
+    /// The step it pushes.
+    pub step: u64,
+    /// The version of the parameters the gradient was computed from.
+    pub base_version: u64,
+    /// Mean training loss of the batch.
+    pub loss: f64,
+    /// Samples in the batch.
+    pub samples: u64,
+}
+
 /// Parameters received from a pull.
 #[derive(Debug, Clone)]
 pub struct Pulled {
@@ -104,6 +126,30 @@ pub struct Pulled {
     pub evaluate: bool,
     /// The logical data shards to compute this step (from shard 0).
     pub data_shards: Vec<u32>,
+}
+
+/// Where the time of one pull went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PullTiming {
+    /// The whole call, decoding excluded.
+    pub call: Duration,
+    /// How long the server held the pull before the parameters were ready.
+    pub waited: Duration,
+    /// Decoding the tensors from little-endian bytes.
+    pub decode: Duration,
+}
+
+/// What a push returned, and where its time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PushReceipt {
+    /// Current version minus the gradient's base version, as the server saw it.
+    pub staleness: u64,
+    /// Encoding the gradient into little-endian bytes.
+    pub encode: Duration,
+    /// The whole call, encoding excluded.
+    pub call: Duration,
+    /// The server's time on this push under its lock (checks, barrier, optimizer step).
+    pub applied: Duration,
 }
 
 /// A connection to one parameter server. Cheap to clone (clones share the channel).
@@ -137,7 +183,8 @@ impl ServerClient {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
-            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES));
+            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+            .max_frame_size(Some(CLIENT_MAX_FRAME_BYTES));
         let channel = endpoint
             .connect()
             .await
@@ -196,6 +243,20 @@ impl ServerClient {
         step: u64,
         final_pull: bool,
     ) -> Result<Pulled, ClientError> {
+        Ok(self.pull_timed(worker, step, final_pull).await?.0)
+    }
+
+    /// As [`Self::pull`], and where the time went.
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused or malformed.
+    pub async fn pull_timed(
+        &mut self,
+        worker: u32,
+        step: u64,
+        final_pull: bool,
+    ) -> Result<(Pulled, PullTiming), ClientError> {
+        let called = Instant::now();
         let reply = self
             .inner
             .pull(v1::PullRequest {
@@ -206,12 +267,21 @@ impl ServerClient {
             .await
             .map_err(rpc("pull"))?
             .into_inner();
-        Ok(Pulled {
+        let call = called.elapsed();
+        let decoding = Instant::now();
+        let params = params_from_wire(reply.params)?;
+        let timing = PullTiming {
+            call,
+            waited: Duration::try_from_secs_f64(reply.waited_seconds).unwrap_or_default(),
+            decode: decoding.elapsed(),
+        };
+        let pulled = Pulled {
             version: reply.version,
-            params: params_from_wire(reply.params)?,
+            params,
             evaluate: reply.evaluate,
             data_shards: reply.data_shards,
-        })
+        };
+        Ok((pulled, timing))
     }
 
     /// Sends the gradient of `step`, computed from `base_version`; returns the staleness the server saw.
@@ -227,20 +297,51 @@ impl ServerClient {
         samples: u64,
         gradient: &ParamSet,
     ) -> Result<u64, ClientError> {
+        let push = Push {
+            worker,
+            step,
+            base_version,
+            loss,
+            samples,
+        };
+        Ok(self.push_timed(&push, gradient, None).await?.staleness)
+    }
+
+    /// As [`Self::push`], sending the worker's cumulative phase times along, and
+    /// returning where the time went.
+    ///
+    /// # Errors
+    /// [`ClientError`] when refused.
+    pub async fn push_timed(
+        &mut self,
+        push: &Push,
+        gradient: &ParamSet,
+        phases: Option<&PhaseTimes>,
+    ) -> Result<PushReceipt, ClientError> {
+        let encoding = Instant::now();
+        let gradients = params_to_wire(gradient);
+        let encode = encoding.elapsed();
+        let called = Instant::now();
         let reply = self
             .inner
             .push(v1::PushRequest {
-                worker_id: worker,
-                step,
-                base_version,
-                loss,
-                samples,
-                gradients: params_to_wire(gradient),
+                worker_id: push.worker,
+                step: push.step,
+                base_version: push.base_version,
+                loss: push.loss,
+                samples: push.samples,
+                gradients,
+                phases: phases.map(v1::PhaseTimes::from),
             })
             .await
             .map_err(rpc("push"))?
             .into_inner();
-        Ok(reply.staleness)
+        Ok(PushReceipt {
+            staleness: reply.staleness,
+            encode,
+            call: called.elapsed(),
+            applied: Duration::try_from_secs_f64(reply.applied_seconds).unwrap_or_default(),
+        })
     }
 
     /// Says `worker` is alive; returns the server's version.

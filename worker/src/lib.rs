@@ -4,10 +4,14 @@
 //! - [`model`]: models with forward and backward passes on ndarray.
 //! - [`client`]: typed calls to one parameter server.
 //! - [`sharded_server`]: one connection per server shard; parameters assembled from the parts.
+//! - [`phases`]: a worker's running per-phase time totals, sent with each push.
 //! - [`trainer`]: the training loop: register, pull, compute, push, evaluate.
+//! - [`local_trainer`]: the same model and optimizer step in one process, no server (a baseline).
 
 pub mod client;
+pub mod local_trainer;
 pub mod model;
+pub mod phases;
 pub mod sharded_server;
 pub mod trainer;
 

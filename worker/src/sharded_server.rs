@@ -8,7 +8,11 @@ use downpour_core::ParamSet;
 use downpour_core::partition::ShardPlan;
 use downpour_core::status::Evaluation;
 
-use crate::client::{ClientError, Registration, ServerClient};
+use std::time::{Duration, Instant};
+
+use downpour_core::timing::PhaseTimes;
+
+use crate::client::{ClientError, PullTiming, Push, PushReceipt, Registration, ServerClient};
 
 /// Connections to every shard of one job.
 ///
@@ -81,8 +85,9 @@ impl ShardedServer {
     }
 
     /// Pulls every shard's part for `step` (each waits as its consistency rule says) and
-    /// assembles the full parameters. Returns whether shard 0 asks for an evaluation, and
-    /// the logical data shards to compute this step.
+    /// assembles the full parameters. Returns whether shard 0 asks for an evaluation, the
+    /// logical data shards to compute this step, and where the time went (the longest
+    /// wait and call over the shards, which run concurrently; decoding and assembling summed).
     ///
     /// # Errors
     /// [`ClientError`] when a shard refuses.
@@ -91,33 +96,43 @@ impl ShardedServer {
         worker: u32,
         step: u64,
         final_pull: bool,
-    ) -> Result<(bool, Vec<u32>), ClientError> {
+    ) -> Result<(bool, Vec<u32>, PullTiming), ClientError> {
         let pulls = self.clients.iter().map(|c| {
             let mut c = c.clone();
-            async move { c.pull(worker, step, final_pull).await }
+            async move { c.pull_timed(worker, step, final_pull).await }
         });
         let mut parts = try_join_all(pulls).await?;
-        let evaluate = parts[0].evaluate;
-        let data_shards = std::mem::take(&mut parts[0].data_shards);
+        let mut timing = PullTiming::default();
+        for (_, t) in &parts {
+            timing.call = timing.call.max(t.call);
+            timing.waited = timing.waited.max(t.waited);
+            timing.decode += t.decode;
+        }
+        let evaluate = parts[0].0.evaluate;
+        let data_shards = std::mem::take(&mut parts[0].0.data_shards);
+        let assembling = Instant::now();
         if parts.len() == 1 {
-            let part = parts.into_iter().next().expect("one part");
+            let (part, _) = parts.into_iter().next().expect("one part");
             self.versions[0] = part.version;
             self.params = part.params;
         } else {
-            for (k, part) in parts.into_iter().enumerate() {
+            for (k, (part, _)) in parts.into_iter().enumerate() {
                 self.versions[k] = part.version;
                 self.plan.write_part(&mut self.params, k, &part.params);
             }
         }
-        Ok((evaluate, data_shards))
+        timing.decode += assembling.elapsed();
+        Ok((evaluate, data_shards, timing))
     }
 
-    /// Pushes each shard its part of `gradient`, computed from the parameters last pulled.
-    /// An empty `gradient` with `samples == 0` tells every shard the worker had no data
-    /// this step.
+    /// Pushes each shard its part of `gradient`, computed from the parameters last pulled,
+    /// with the worker's phase totals (to shard 0). An empty `gradient` with `samples == 0`
+    /// tells every shard the worker had no data this step. Returns where the time went
+    /// (splitting and encoding summed; the longest call and apply over the shards).
     ///
     /// # Errors
     /// [`ClientError`] when a shard refuses.
+    #[allow(clippy::too_many_arguments, reason = "one push's worth of facts")]
     pub async fn push(
         &mut self,
         worker: u32,
@@ -125,25 +140,51 @@ impl ShardedServer {
         loss: f64,
         samples: u64,
         gradient: &ParamSet,
-    ) -> Result<(), ClientError> {
+        phases: Option<&PhaseTimes>,
+    ) -> Result<PushReceipt, ClientError> {
+        let splitting = Instant::now();
         // One shard, or nothing to split: every shard gets the gradient as it is.
-        if self.clients.len() == 1 || gradient.is_empty() {
-            let pushes = self.clients.iter().enumerate().map(|(k, c)| {
+        let parts: Vec<Option<ParamSet>> = if self.clients.len() == 1 || gradient.is_empty() {
+            vec![None; self.clients.len()]
+        } else {
+            (0..self.clients.len())
+                .map(|k| Some(self.plan.slice(gradient, k)))
+                .collect()
+        };
+        let split = splitting.elapsed();
+        let pushes = self
+            .clients
+            .iter()
+            .zip(parts)
+            .enumerate()
+            .map(|(k, (c, part))| {
                 let mut c = c.clone();
-                let base = self.versions[k];
-                async move { c.push(worker, step, base, loss, samples, gradient).await }
+                let push = Push {
+                    worker,
+                    step,
+                    base_version: self.versions[k],
+                    loss,
+                    samples,
+                };
+                let phases = if k == 0 { phases } else { None };
+                async move {
+                    c.push_timed(&push, part.as_ref().unwrap_or(gradient), phases)
+                        .await
+                }
             });
-            try_join_all(pushes).await?;
-            return Ok(());
+        let receipts = try_join_all(pushes).await?;
+        let mut receipt = PushReceipt {
+            staleness: receipts[0].staleness,
+            encode: split,
+            call: Duration::ZERO,
+            applied: Duration::ZERO,
+        };
+        for r in &receipts {
+            receipt.encode += r.encode;
+            receipt.call = receipt.call.max(r.call);
+            receipt.applied = receipt.applied.max(r.applied);
         }
-        let pushes = self.clients.iter().enumerate().map(|(k, c)| {
-            let mut c = c.clone();
-            let part = self.plan.slice(gradient, k);
-            let base = self.versions[k];
-            async move { c.push(worker, step, base, loss, samples, &part).await }
-        });
-        try_join_all(pushes).await?;
-        Ok(())
+        Ok(receipt)
     }
 
     /// Reports an evaluation to shard 0.

@@ -20,6 +20,7 @@ use downpour_core::{Dataset, ParamSet, TrainingPlan};
 
 use crate::client::{ClientError, Registration, ServerClient};
 use crate::model::{Model, ModelError};
+use crate::phases::PhaseClock;
 use crate::sharded_server::ShardedServer;
 
 /// Why a worker stopped before the job finished.
@@ -60,6 +61,9 @@ pub struct WorkerOptions {
     pub heartbeat_interval: Duration,
     /// Extra time spent per step, to emulate a slow worker (tests and benchmarks only).
     pub step_delay: Duration,
+    /// Simulated compute (benchmarks only): block for this long per step instead of
+    /// computing the gradient, and push a zero gradient of the right shape.
+    pub simulate_compute: Option<Duration>,
 }
 
 impl WorkerOptions {
@@ -72,6 +76,7 @@ impl WorkerOptions {
             connect_timeout: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(1),
             step_delay: Duration::ZERO,
+            simulate_compute: None,
         }
     }
 }
@@ -356,12 +361,16 @@ async fn train_from(
     let mut gradient: Option<ParamSet> = None;
     let empty = ParamSet::default();
     let mut orders = HashMap::new();
+    let mut clock = PhaseClock::default();
     while step < work.total_steps {
-        let (evaluate, shards) = tokio::select! {
+        let step_started = Instant::now();
+        let (evaluate, shards, pull_timing) = tokio::select! {
             pulled = server.pull(id, step, false) => pulled?,
             () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
         };
+        clock.pulled(&pull_timing);
         if evaluate {
+            let evaluating = Instant::now();
             let evaluation = evaluate_params(
                 &work.model,
                 server.params(),
@@ -371,27 +380,44 @@ async fn train_from(
                 false,
             )?;
             server.report_evaluation(&evaluation).await?;
+            clock.evaluated(evaluating.elapsed());
         }
         let positions = work.batch_positions(&mut orders, step, &shards);
-        if positions.is_empty() {
-            server.push(id, step, 0.0, 0, &empty).await?;
+        let receipt = if positions.is_empty() {
+            server
+                .push(id, step, 0.0, 0, &empty, Some(clock.totals()))
+                .await?
         } else {
-            let batch = work.train.select(&positions);
+            let computing = Instant::now();
             let grads = gradient.get_or_insert_with(|| server.params().zeros_like());
-            let loss = work
-                .model
-                .loss_and_gradient(server.params(), &batch, grads)?;
+            let loss = match options.simulate_compute {
+                // Blocks the thread, as real compute would; the gradient stays zero.
+                Some(pause) => {
+                    std::thread::sleep(pause);
+                    0.0
+                }
+                None => {
+                    let batch = work.train.select(&positions);
+                    work.model
+                        .loss_and_gradient(server.params(), &batch, grads)?
+                }
+            };
             if !options.step_delay.is_zero() {
                 tokio::time::sleep(options.step_delay).await;
             }
+            clock.computed(computing.elapsed());
             let n = positions.len() as u64;
-            server.push(id, step, f64::from(loss), n, grads).await?;
             progress.samples += n;
-        }
+            server
+                .push(id, step, f64::from(loss), n, grads, Some(clock.totals()))
+                .await?
+        };
+        clock.pushed(&receipt);
+        clock.step_done(step_started.elapsed());
         progress.steps += 1;
         step += 1;
     }
-    let (evaluate, _) = tokio::select! {
+    let (evaluate, _, _) = tokio::select! {
         pulled = server.pull(id, work.total_steps, true) => pulled?,
         () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
     };

@@ -1,0 +1,205 @@
+//! Where a job's time goes: each worker's per-phase seconds, the server's own work, and
+//! the job's clock (when training started and ended, when each evaluation arrived).
+//!
+//! Workers measure their phases and send the cumulative totals with each push; the
+//! server keeps the latest totals per worker and measures its own work. The launcher's
+//! report and the speedup lab (`downpour bench`) read them from the status.
+
+use serde::{Deserialize, Serialize};
+
+/// Seconds a worker spent in each phase of its steps, summed over `steps` steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    /// Steps covered (each pulled, computed and pushed).
+    pub steps: u64,
+    /// Waiting in pulls for the parameters to be ready (the sync barrier).
+    pub wait: f64,
+    /// Pull transfer: the pull call minus the wait, wire decode excluded.
+    pub pull: f64,
+    /// Decoding pulled tensors from little-endian bytes.
+    pub decode: f64,
+    /// Evaluating on the test split when the server asked.
+    pub evaluate: f64,
+    /// Computing the gradient (or sleeping, with simulated compute), plus any step delay.
+    pub compute: f64,
+    /// Encoding the gradient into little-endian bytes.
+    pub encode: f64,
+    /// Push transfer: the push call minus the server's time applying it.
+    pub push: f64,
+    /// Waiting for the server to apply an update inside a push.
+    pub apply: f64,
+    /// The whole steps, wall clock: the phases above plus bookkeeping.
+    pub total: f64,
+}
+
+impl PhaseTimes {
+    /// The phases' names and seconds, in the order a step runs them.
+    #[must_use]
+    pub fn phases(&self) -> [(&'static str, f64); 8] {
+        [
+            ("wait", self.wait),
+            ("pull", self.pull),
+            ("decode", self.decode),
+            ("evaluate", self.evaluate),
+            ("compute", self.compute),
+            ("encode", self.encode),
+            ("push", self.push),
+            ("apply", self.apply),
+        ]
+    }
+
+    /// Time not in any named phase (selecting the batch, the loop itself); never negative.
+    #[must_use]
+    pub fn other(&self) -> f64 {
+        let named: f64 = self.phases().iter().map(|(_, s)| s).sum();
+        (self.total - named).max(0.0)
+    }
+
+    /// The mean seconds per step (`steps` becomes 1); all zero when no step is covered.
+    #[must_use]
+    pub fn per_step(&self) -> Self {
+        if self.steps == 0 {
+            return Self::default();
+        }
+        let n = self.steps as f64;
+        Self {
+            steps: 1,
+            wait: self.wait / n,
+            pull: self.pull / n,
+            decode: self.decode / n,
+            evaluate: self.evaluate / n,
+            compute: self.compute / n,
+            encode: self.encode / n,
+            push: self.push / n,
+            apply: self.apply / n,
+            total: self.total / n,
+        }
+    }
+
+    /// Adds another worker's (or another run's) totals.
+    pub fn add(&mut self, other: &Self) {
+        self.steps += other.steps;
+        self.wait += other.wait;
+        self.pull += other.pull;
+        self.decode += other.decode;
+        self.evaluate += other.evaluate;
+        self.compute += other.compute;
+        self.encode += other.encode;
+        self.push += other.push;
+        self.apply += other.apply;
+        self.total += other.total;
+    }
+}
+
+/// The latest phase totals one worker sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerPhases {
+    /// The worker's id.
+    pub worker_id: u32,
+    /// Its cumulative phase times.
+    pub phases: PhaseTimes,
+}
+
+/// The server's own work, summed since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerTimes {
+    /// Pushes decoded from the wire.
+    pub decodes: u64,
+    /// Seconds decoding pushed tensors from bytes (outside the lock, in parallel).
+    pub decode: f64,
+    /// Pushes handled under the lock.
+    pub pushes: u64,
+    /// Seconds handling pushes under the lock: checks, the barrier's average, the optimizer step.
+    pub apply: f64,
+    /// Parameter versions encoded for pulls.
+    pub encodes: u64,
+    /// Seconds encoding parameters into bytes (once per version, shared by every pull).
+    pub encode: f64,
+}
+
+/// Where a job's time went, as the server saw it. Clock values are seconds since the
+/// first worker registered (the clock of [`crate::status::ServerStatus::elapsed_seconds`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimingReport {
+    /// The latest phase totals of each worker that pushed, by id.
+    pub workers: Vec<WorkerPhases>,
+    /// The server's own work.
+    pub server: ServerTimes,
+    /// When every worker had been served the parameters for its first step: all were training.
+    pub training_started_seconds: Option<f64>,
+    /// When the last gradient of the job was accepted: training was over.
+    pub training_ended_seconds: Option<f64>,
+    /// `evaluation_seconds[i]`: when the status's `evaluations[i]` arrived.
+    pub evaluation_seconds: Vec<f64>,
+}
+
+impl TimingReport {
+    /// Every worker's phase totals added together.
+    #[must_use]
+    pub fn all_workers(&self) -> PhaseTimes {
+        let mut total = PhaseTimes::default();
+        for w in &self.workers {
+            total.add(&w.phases);
+        }
+        total
+    }
+
+    /// Seconds from the start of training to its end, once both are known.
+    #[must_use]
+    pub fn training_seconds(&self) -> Option<f64> {
+        Some(self.training_ended_seconds? - self.training_started_seconds?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> PhaseTimes {
+        PhaseTimes {
+            steps: 4,
+            wait: 0.4,
+            pull: 0.8,
+            decode: 0.2,
+            evaluate: 0.0,
+            compute: 4.0,
+            encode: 0.2,
+            push: 0.8,
+            apply: 0.4,
+            total: 8.0,
+        }
+    }
+
+    #[test]
+    fn per_step_divides_every_phase_by_the_steps() {
+        let p = sample().per_step();
+        assert_eq!(p.steps, 1);
+        assert!((p.compute - 1.0).abs() < 1e-12);
+        assert!((p.total - 2.0).abs() < 1e-12);
+        assert!((p.other() - 0.3).abs() < 1e-12, "{}", p.other());
+        assert_eq!(PhaseTimes::default().per_step(), PhaseTimes::default());
+    }
+
+    #[test]
+    fn totals_add_up_over_workers() {
+        let report = TimingReport {
+            workers: vec![
+                WorkerPhases {
+                    worker_id: 0,
+                    phases: sample(),
+                },
+                WorkerPhases {
+                    worker_id: 1,
+                    phases: sample(),
+                },
+            ],
+            training_started_seconds: Some(1.5),
+            training_ended_seconds: Some(4.0),
+            ..TimingReport::default()
+        };
+        let all = report.all_workers();
+        assert_eq!(all.steps, 8);
+        assert!((all.compute - 8.0).abs() < 1e-12);
+        assert_eq!(report.training_seconds(), Some(2.5));
+    }
+}

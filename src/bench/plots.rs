@@ -1,0 +1,260 @@
+//! The lab's plots, as SVG (plotters' SVG backend writes text as `<text>` elements, so
+//! no font library is needed): speedup against workers with the ideal line, the core
+//! count and the prediction; and a stacked bar of the phase breakdown per configuration.
+
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+use downpour_server::job::ConsistencyMode;
+
+use crate::bench::output::PHASES;
+use crate::bench::results::BenchReport;
+
+/// Why a plot could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("drawing {path}: {reason}")]
+pub struct PlotError {
+    /// The plot's file.
+    pub path: String,
+    /// The backend's message.
+    pub reason: String,
+}
+
+fn plot_error(path: &Path) -> impl Fn(String) -> PlotError + '_ {
+    move |reason| PlotError {
+        path: path.display().to_string(),
+        reason,
+    }
+}
+
+/// One colour per consistency mode.
+fn mode_colour(mode: ConsistencyMode) -> RGBColor {
+    match mode {
+        ConsistencyMode::Sync => RGBColor(31, 119, 180),
+        ConsistencyMode::Async => RGBColor(214, 39, 40),
+        ConsistencyMode::Ssp => RGBColor(44, 160, 44),
+    }
+}
+
+/// One colour per phase, in [`PHASES`] order.
+const PHASE_COLOURS: [RGBColor; 9] = [
+    RGBColor(199, 199, 199), // wait
+    RGBColor(31, 119, 180),  // pull
+    RGBColor(174, 199, 232), // decode
+    RGBColor(148, 103, 189), // evaluate
+    RGBColor(44, 160, 44),   // compute
+    RGBColor(255, 187, 120), // encode
+    RGBColor(255, 127, 14),  // push
+    RGBColor(214, 39, 40),   // apply
+    RGBColor(127, 127, 127), // other
+];
+
+/// Draws `speedup.svg` and `phases.svg` into `dir`; returns their paths.
+///
+/// # Errors
+/// [`PlotError`] when a file cannot be drawn or written.
+pub fn draw(r: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
+    let speedup = dir.join("speedup.svg");
+    draw_speedup(r, &speedup).map_err(plot_error(&speedup))?;
+    let phases = dir.join("phases.svg");
+    draw_phases(r, &phases).map_err(plot_error(&phases))?;
+    Ok(vec![speedup, phases])
+}
+
+fn title(r: &BenchReport) -> String {
+    match r.simulate_compute_ms {
+        None => format!("{} on {} cores", r.job_source, r.machine.cores),
+        Some(ms) => format!(
+            "{}, simulated compute {ms} ms, {} cores",
+            r.job_source, r.machine.cores
+        ),
+    }
+}
+
+fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
+    let max_workers = r
+        .summaries
+        .iter()
+        .map(|s| s.config.workers)
+        .max()
+        .unwrap_or(1) as f64;
+    let max_y = r
+        .summaries
+        .iter()
+        .flat_map(|s| {
+            [
+                s.speedup.map_or(0.0, |x| x.max),
+                s.prediction.map_or(0.0, |p| p.speedup),
+            ]
+        })
+        .fold(max_workers.max(r.machine.cores as f64), f64::max);
+    let root = SVGBackend::new(path, (800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("Speedup T1/TN: {}", title(r)), ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(52)
+        .build_cartesian_2d(0.0..max_workers * 1.05 + 0.5, 0.0..max_y * 1.1)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("workers N")
+        .y_desc("speedup (throughput / throughput at N = 1)")
+        .draw()
+        .map_err(|e| e.to_string())?;
+
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, 0.0), (max_workers, max_workers)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(|e| e.to_string())?
+        .label("ideal (N)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
+    let cores = r.machine.cores as f64;
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(0.0, cores), (max_workers * 1.05, cores)],
+            4,
+            4,
+            RGBColor(127, 127, 127).stroke_width(1),
+        ))
+        .map_err(|e| e.to_string())?
+        .label(format!("{} cores", r.machine.cores))
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RGBColor(127, 127, 127)));
+
+    for mode in [ConsistencyMode::Sync, ConsistencyMode::Async] {
+        let rows: Vec<_> = r
+            .summaries
+            .iter()
+            .filter(|s| s.config.mode == mode && s.speedup.is_some())
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let colour = mode_colour(mode);
+        let measured: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|s| Some((s.config.workers as f64, s.speedup?.median)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(measured.clone(), colour.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(format!("{} measured (median, range)", mode.name()))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
+        chart
+            .draw_series(
+                measured
+                    .iter()
+                    .map(|&(x, y)| Circle::new((x, y), 4, colour.filled())),
+            )
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(rows.iter().filter_map(|s| {
+                let sp = s.speedup?;
+                let x = s.config.workers as f64;
+                Some(PathElement::new(
+                    [(x, sp.min), (x, sp.max)],
+                    colour.stroke_width(2),
+                ))
+            }))
+            .map_err(|e| e.to_string())?;
+        let predicted: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|s| Some((s.config.workers as f64, s.prediction?.speedup)))
+            .collect();
+        if !predicted.is_empty() {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    predicted,
+                    6,
+                    4,
+                    colour.stroke_width(2),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(format!("{} predicted (cost model)", mode.name()))
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 8, y)], colour.stroke_width(2))
+                });
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn draw_phases(r: &BenchReport, path: &Path) -> Result<(), String> {
+    let bars: Vec<_> = r.summaries.iter().collect();
+    let max_ms = bars
+        .iter()
+        .map(|s| PHASES.iter().map(|p| s.phase(p)).sum::<f64>() * 1e3)
+        .fold(0.0, f64::max)
+        .max(1e-3);
+    let labels: Vec<String> = bars
+        .iter()
+        .map(|s| format!("{} N={}", s.config.mode.name(), s.config.workers))
+        .collect();
+    let width = (160 + 70 * bars.len()).max(640) as u32;
+    let root = SVGBackend::new(path, (width, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Where a worker step goes: {}", title(r)),
+            ("sans-serif", 20),
+        )
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        // Headroom above the bars for the legend's nine entries.
+        .build_cartesian_2d(-0.5..bars.len() as f64 - 0.5, 0.0..max_ms * 1.9)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(bars.len().max(1))
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                labels.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("milliseconds per worker step (median)")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (k, phase) in PHASES.iter().enumerate() {
+        let colour = PHASE_COLOURS[k];
+        let rects = bars.iter().enumerate().map(|(i, s)| {
+            let below: f64 = PHASES[..k].iter().map(|p| s.phase(p)).sum::<f64>() * 1e3;
+            let height = s.phase(phase) * 1e3;
+            let x = i as f64;
+            Rectangle::new(
+                [(x - 0.35, below), (x + 0.35, below + height)],
+                colour.filled(),
+            )
+        });
+        chart
+            .draw_series(rects)
+            .map_err(|e| e.to_string())?
+            .label(*phase)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -68,7 +68,7 @@ pub struct TrainArgs {
     /// Parameter-server shards: the model's parameters are split over this many server processes.
     #[arg(long, default_value_t = 1)]
     pub servers: usize,
-    /// Slow worker K down by MS milliseconds per step, as `K:MS` (tests and benchmarks).
+    /// Slow the worker process named worker-K down by MS milliseconds per step, as `K:MS` (tests and benchmarks).
     #[arg(long, value_name = "K:MS")]
     pub slow_worker: Vec<String>,
     /// Simulated compute (benchmarks): every worker sleeps MS milliseconds per step instead

@@ -75,12 +75,23 @@ fn async_shows_the_slow_worker_as_staler() {
         "--mode",
         "async",
         "--epochs",
-        "8",
+        "6",
         "--slow-worker",
-        "0:4",
+        "0:25",
     ]);
-    let slow = &run.report.workers[0];
-    let fast = &run.report.workers[1];
+    // `--slow-worker 0` slows the process named worker-0, whatever id it registered with.
+    let slow = run
+        .report
+        .workers
+        .iter()
+        .find(|w| w.name == "worker-0")
+        .unwrap();
+    let fast = run
+        .report
+        .workers
+        .iter()
+        .find(|w| w.name == "worker-1")
+        .unwrap();
     let mean = |w: &downpour_core::status::WorkerStatus| {
         w.staleness.sum as f64 / w.staleness.count.max(1) as f64
     };

@@ -178,12 +178,12 @@ fn phase_table(out: &mut String, r: &BenchReport) {
     );
     let _ = writeln!(
         out,
-        "| mode | workers | step | {} | server apply | server decode |",
+        "| mode | servers | workers | step | {} | server apply | server decode |",
         PHASES.join(" | ")
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|{}---:|---:|",
+        "|---|---:|---:|---:|{}---:|---:|",
         "---:|".repeat(PHASES.len())
     );
     for s in &r.summaries {
@@ -193,8 +193,9 @@ fn phase_table(out: &mut String, r: &BenchReport) {
             .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {:.3} | {} | {:.3} | {:.3} |",
+            "| {} | {} | {} | {:.3} | {} | {:.3} | {:.3} |",
             s.config.mode.name(),
+            s.config.servers,
             s.config.workers,
             s.step_seconds.median * 1e3,
             phases.join(" | "),
@@ -468,7 +469,7 @@ mod tests {
         assert!(md.contains("**2 cores** (Test CPU), 8.0 GiB"), "{md}");
         // Phases: wait, pull, decode, evaluate, compute, encode, push, apply, other.
         assert!(
-            md.contains("| sync | 2 | 3.600 | 0.000 | 1.000 | 0.000 | 0.000 | 1.100 | 0.000 | 1.000 | 0.500 | 0.000 | 0.500 | 0.100 |"),
+            md.contains("| sync | 1 | 2 | 3.600 | 0.000 | 1.000 | 0.000 | 0.000 | 1.100 | 0.000 | 1.000 | 0.500 | 0.000 | 0.500 | 0.100 |"),
             "{md}"
         );
         let csv = summary_csv(&r);

@@ -1,5 +1,6 @@
 //! The gRPC layer: decode, call [`ServerCore`] under its lock, wait when told to, encode.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use downpour_proto::limits::{
 use downpour_proto::v1;
 use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointStore, Snapshot};
 use crate::server_core::{CoreError, PullOutcome, ServerCore, ShardRole};
 use crate::timing::TimingLedger;
 
@@ -100,8 +101,8 @@ struct Shared {
     epoch: Instant,
     /// The last checkpoint taken (or the server's start).
     last_checkpoint: Mutex<LastCheckpoint>,
-    /// Held while a checkpoint is being written: one at a time.
-    writing: tokio::sync::Mutex<()>,
+    /// True while a checkpoint is being written: one at a time.
+    writing: AtomicBool,
 }
 
 impl Shared {
@@ -133,23 +134,13 @@ impl Shared {
             .map_or(0.0, |t| t.elapsed().as_secs_f64())
     }
 
-    /// Writes a checkpoint if one is due (or `force`), at a step boundary, off the
-    /// runtime's threads; at most one is written at a time.
-    async fn checkpoint(shared: &Arc<Self>, force: bool) {
-        let Some(cp) = &shared.options.checkpointing else {
-            return;
-        };
-        let Ok(_writing) = shared.writing.try_lock() else {
-            if !force {
-                return;
-            }
-            // A forced (shutdown) checkpoint waits for the one in progress.
-            let _ = shared.writing.lock().await;
-            return Box::pin(Self::checkpoint(shared, force)).await;
-        };
-        let snapshot = {
-            let core = shared.core();
-            let last = shared
+    /// A snapshot to write now, if a checkpoint is due (or `force`), taken under the core's
+    /// lock so that it sees the step boundary the caller just reached. Claims the writer:
+    /// at most one checkpoint is written at a time (a due one waits for the next chance).
+    fn due_snapshot(&self, core: &ServerCore, force: bool) -> Option<Snapshot> {
+        let cp = self.options.checkpointing.as_ref()?;
+        if !force {
+            let last = self
                 .last_checkpoint
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -158,21 +149,28 @@ impl Shared {
                 .is_some_and(|n| core.version() >= last.version + n)
                 || cp.every.is_some_and(|t| last.at.elapsed() >= t);
             let changed = core.version() != last.version || core.finished();
-            // Periodic checkpoints wait for a step boundary (nothing half collected) and
-            // for progress; the shutdown checkpoint is taken as things are.
-            if !force && (!due || !changed || !core.at_step_boundary()) {
-                return;
+            // Periodic checkpoints wait for a step boundary (nothing half collected) and for
+            // progress; the shutdown checkpoint is taken as things are.
+            if !due || !changed || !core.at_step_boundary() {
+                return None;
             }
-            core.snapshot(cp.fingerprint.clone(), cp.job_toml.clone())
-        };
+            if self.writing.swap(true, Ordering::AcqRel) {
+                return None;
+            }
+        }
+        Some(core.snapshot(cp.fingerprint.clone(), cp.job_toml.clone()))
+    }
+
+    /// Writes `snapshot` off the runtime's threads, records it, and releases the writer.
+    async fn write_checkpoint(shared: Arc<Self>, snapshot: Snapshot) {
         let version = snapshot.version;
-        let writer = Arc::clone(shared);
+        let writer = Arc::clone(&shared);
         let result = tokio::task::spawn_blocking(move || {
             let cp = writer
                 .options
                 .checkpointing
                 .as_ref()
-                .expect("checked above");
+                .expect("a snapshot implies checkpointing");
             cp.store.save(&snapshot)
         })
         .await;
@@ -196,6 +194,26 @@ impl Shared {
                 tracing::error!(error = %e, version, "checkpoint failed; the previous one stays")
             }
             Err(e) => tracing::error!(error = %e, version, "checkpoint writer panicked"),
+        }
+        shared.writing.store(false, Ordering::Release);
+    }
+
+    /// Starts writing a checkpoint if one is due.
+    fn checkpoint_if_due(shared: &Arc<Self>, core: &ServerCore) {
+        if let Some(snapshot) = shared.due_snapshot(core, false) {
+            tokio::spawn(Self::write_checkpoint(Arc::clone(shared), snapshot));
+        }
+    }
+
+    /// The shutdown checkpoint: waits for a write in progress, then writes the state as it is.
+    async fn final_checkpoint(shared: &Arc<Self>) {
+        while shared.writing.swap(true, Ordering::AcqRel) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let snapshot = shared.due_snapshot(&shared.core(), true);
+        match snapshot {
+            Some(snapshot) => Self::write_checkpoint(Arc::clone(shared), snapshot).await,
+            None => shared.writing.store(false, Ordering::Release),
         }
     }
 
@@ -253,7 +271,7 @@ impl ParameterServerService {
                     version,
                     at: Instant::now(),
                 }),
-                writing: tokio::sync::Mutex::new(()),
+                writing: AtomicBool::new(false),
             }),
         }
     }
@@ -278,12 +296,12 @@ impl ParameterServerService {
                     if !dead.is_empty() {
                         shared.maybe_exit(&core);
                     }
+                    Shared::checkpoint_if_due(&shared, &core);
                     dead
                 };
                 if !dead.is_empty() {
                     shared.notify();
                 }
-                Shared::checkpoint(&shared, false).await;
             }
         });
     }
@@ -321,7 +339,7 @@ pub async fn serve(
         .await?;
     // A clean shutdown: write a last checkpoint.
     if shared.options.checkpointing.is_some() {
-        Shared::checkpoint(&shared, true).await;
+        Shared::final_checkpoint(&shared).await;
     }
     Ok(())
 }
@@ -475,13 +493,12 @@ impl ParameterServer for ParameterServerService {
             if done {
                 timing.training_ended(now);
             }
+            drop(timing);
+            // Under the same lock as the push: a push that completed a step sees its boundary.
+            Shared::checkpoint_if_due(&self.shared, &core);
             (outcome, applied_seconds)
         };
         self.shared.notify();
-        if self.shared.options.checkpointing.is_some() {
-            let shared = Arc::clone(&self.shared);
-            tokio::spawn(async move { Shared::checkpoint(&shared, false).await });
-        }
         Ok(Response::new(v1::PushResponse {
             version: outcome.version,
             staleness: outcome.staleness,

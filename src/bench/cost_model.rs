@@ -183,14 +183,15 @@ pub struct Prediction {
     pub bound: Bound,
 }
 
-/// Predicts `workers` workers in `mode` on `cores` cores.
+/// Predicts `workers` workers in `mode` on `cores` cores (fractional: the cores left
+/// by other processes).
 #[must_use]
 pub fn predict(
     profile: &Profile,
     shape: &JobShape,
     mode: ConsistencyMode,
     workers: usize,
-    cores: usize,
+    cores: f64,
 ) -> Prediction {
     let (step_seconds, bound) = step(profile, mode, workers, cores);
     let (one, _) = step(profile, mode, 1, cores);
@@ -211,9 +212,9 @@ pub fn predict(
 }
 
 /// Seconds per worker step, and what sets it.
-fn step(profile: &Profile, mode: ConsistencyMode, workers: usize, cores: usize) -> (f64, Bound) {
+fn step(profile: &Profile, mode: ConsistencyMode, workers: usize, cores: f64) -> (f64, Bound) {
     let n = workers as f64;
-    let c = cores.max(1) as f64;
+    let c = cores.max(0.1);
     let latency = profile.latency();
     let mut candidates = match mode {
         ConsistencyMode::Sync => vec![
@@ -233,8 +234,8 @@ fn step(profile: &Profile, mode: ConsistencyMode, workers: usize, cores: usize) 
 /// The worker count beyond which the model stops predicting gains: where the cores or
 /// the server's lock take over from the latency path.
 #[must_use]
-pub fn saturation(profile: &Profile, mode: ConsistencyMode, cores: usize) -> f64 {
-    let c = cores.max(1) as f64;
+pub fn saturation(profile: &Profile, mode: ConsistencyMode, cores: f64) -> f64 {
+    let c = cores.max(0.1);
     let latency = profile.latency();
     let by_cores = match mode {
         ConsistencyMode::Sync => (c * latency - profile.apply) / profile.cpu(),
@@ -285,14 +286,14 @@ mod tests {
     fn sync_scales_with_the_latency_path_until_the_cores_run_out() {
         let p = profile(true);
         let s = shape();
-        let one = predict(&p, &s, ConsistencyMode::Sync, 1, 2);
+        let one = predict(&p, &s, ConsistencyMode::Sync, 1, 2.0);
         assert!(close(one.step_seconds, 0.0115));
         assert!(close(one.training_seconds, 1.15));
         assert!(close(one.speedup, 1.0));
-        let two = predict(&p, &s, ConsistencyMode::Sync, 2, 2);
+        let two = predict(&p, &s, ConsistencyMode::Sync, 2, 2.0);
         assert_eq!(two.bound, Bound::Latency);
         assert!(close(two.speedup, 2.0));
-        let four = predict(&p, &s, ConsistencyMode::Sync, 4, 2);
+        let four = predict(&p, &s, ConsistencyMode::Sync, 4, 2.0);
         assert_eq!(four.bound, Bound::Cores);
         // (4 × 11 ms + 0.5 ms) / 2 cores = 22.25 ms per round, 25 rounds.
         assert!(close(four.step_seconds, 0.02225));
@@ -306,13 +307,13 @@ mod tests {
     #[test]
     fn async_is_bounded_by_the_cores_and_the_server_lock() {
         let p = profile(true);
-        let four = predict(&p, &shape(), ConsistencyMode::Async, 4, 2);
+        let four = predict(&p, &shape(), ConsistencyMode::Async, 4, 2.0);
         assert_eq!(four.bound, Bound::Cores);
         assert!(close(four.step_seconds, 4.0 * 0.0115 / 2.0));
         assert!(close(four.speedup, 2.0));
         let mut heavy_apply = profile(false);
         heavy_apply.apply = 0.004;
-        let eight = predict(&heavy_apply, &shape(), ConsistencyMode::Async, 8, 16);
+        let eight = predict(&heavy_apply, &shape(), ConsistencyMode::Async, 8, 16.0);
         assert_eq!(eight.bound, Bound::ServerLock);
         assert!(close(eight.step_seconds, 0.032));
     }
@@ -320,15 +321,15 @@ mod tests {
     #[test]
     fn simulated_compute_uses_no_core() {
         let p = profile(false);
-        let eight = predict(&p, &shape(), ConsistencyMode::Sync, 8, 2);
+        let eight = predict(&p, &shape(), ConsistencyMode::Sync, 8, 2.0);
         assert_eq!(eight.bound, Bound::Latency);
         // Shards of 125 samples take 13 steps of 10: 8 workers do 104 steps' work for 100.
         assert!(close(eight.speedup, 100.0 / 13.0), "{}", eight.speedup);
         // (C × L − apply) / cpu = (2 × 11.5 − 0.5) / 1 = 22.5 workers.
-        assert!(close(saturation(&p, ConsistencyMode::Sync, 2), 22.5));
+        assert!(close(saturation(&p, ConsistencyMode::Sync, 2.0), 22.5));
         // Async: cores at 2 × 11.5 / 1.5 = 15.33, the lock at 11.5 / 0.5 = 23.
         assert!(close(
-            saturation(&p, ConsistencyMode::Async, 2),
+            saturation(&p, ConsistencyMode::Async, 2.0),
             2.0 * 0.0115 / 0.0015
         ));
     }
@@ -352,7 +353,7 @@ mod tests {
         assert_eq!(s.samples(3), 3 * 334 * 4);
         let mut p = profile(true);
         p.seconds_per_evaluation = 0.1;
-        let one = predict(&p, &s, ConsistencyMode::Sync, 1, 2);
+        let one = predict(&p, &s, ConsistencyMode::Sync, 1, 2.0);
         assert!(close(one.training_seconds, 400.0 * 0.0115 + 0.3));
         assert!((p.transport_bytes_per_second() - 8.0e9).abs() < 1e-3);
         assert!(close(p.compute_to_communication(), 10.0));

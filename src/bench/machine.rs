@@ -82,6 +82,56 @@ fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
+/// CPU time of this process and of its reaped children (the lab's servers and workers),
+/// from `/proc/self/stat`, in the clock ticks of `/proc/stat`.
+#[must_use]
+pub fn own_ticks() -> Option<u64> {
+    parse_own_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+fn parse_own_ticks(stat: &str) -> Option<u64> {
+    // Fields after the command name (which may hold spaces), from field 3 (state):
+    // utime, stime, cutime and cstime are fields 14 to 17.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum()
+}
+
+/// Measures the share of all cores that processes other than this one and its children
+/// used while a run was going on.
+#[derive(Debug, Clone, Copy)]
+pub struct OthersProbe {
+    /// The machine's ticks at the start.
+    machine: (u64, u64),
+    /// This process's and its children's ticks at the start.
+    own: u64,
+}
+
+impl OthersProbe {
+    /// Starts measuring.
+    #[must_use]
+    pub fn start() -> Option<Self> {
+        Some(Self {
+            machine: cpu_ticks()?,
+            own: own_ticks()?,
+        })
+    }
+
+    /// Others' share of all cores since the start; children count once reaped.
+    #[must_use]
+    pub fn finish(self) -> Option<f64> {
+        let machine = cpu_ticks()?;
+        let own = own_ticks()?.checked_sub(self.own)?;
+        let total = machine.1.checked_sub(self.machine.1)?;
+        let busy = machine.0.checked_sub(self.machine.0)?;
+        (total > 0).then(|| busy.saturating_sub(own) as f64 / total as f64)
+    }
+}
+
 /// Measures how busy the machine is over one second, again and again until it is below
 /// `threshold` or `max_wait` has passed; returns the last measurement. Called between
 /// runs, when none of the lab's processes is running, it measures other processes' load.
@@ -148,6 +198,8 @@ mod tests {
         assert_eq!(parse_cpu_ticks(stat), Some((150, 1000)));
         assert_eq!(busy_between((150, 1000), (250, 1200)), Some(0.5));
         assert_eq!(busy_between((150, 1000), (150, 1000)), None);
+        let own = "4242 (down pour) S 1 2 3 4 5 6 7 8 9 10 100 20 7 3 20 0 1 0";
+        assert_eq!(parse_own_ticks(own), Some(130));
         let meminfo = "MemTotal:       24576000 kB\nMemFree: 1 kB\n";
         let gib = memory_gib(meminfo).unwrap();
         assert!((gib - 23.4375).abs() < 1e-9, "{gib}");

@@ -48,6 +48,8 @@ pub struct RunMeasurement {
     pub wall_seconds: f64,
     /// Fraction of all cores other processes kept busy in the second before the run.
     pub busy_before: Option<f64>,
+    /// Fraction of all cores processes other than the lab's used during the run.
+    pub others_during: Option<f64>,
     /// Where the run's files are.
     pub run_dir: PathBuf,
 }
@@ -105,6 +107,7 @@ impl RunMeasurement {
             server_encode_per_version: per(server.encode, server.encodes),
             wall_seconds: report.final_metrics.wall_seconds,
             busy_before: None,
+            others_during: None,
             run_dir: report.files.run_dir.clone(),
         }
     }
@@ -133,6 +136,8 @@ pub struct BaselineMeasurement {
     pub evaluate_per_step: f64,
     /// Fraction of all cores other processes kept busy in the second before the run.
     pub busy_before: Option<f64>,
+    /// Fraction of all cores processes other than the lab's used during the run.
+    pub others_during: Option<f64>,
 }
 
 impl BaselineMeasurement {
@@ -156,6 +161,7 @@ impl BaselineMeasurement {
             apply_per_step: run.apply.as_secs_f64() / steps,
             evaluate_per_step: run.evaluate.as_secs_f64() / steps,
             busy_before: None,
+            others_during: None,
         }
     }
 }

@@ -174,8 +174,10 @@ pub async fn run(
                 repeat + 1
             )));
             let busy = machine::wait_for_quiet(config.wait_idle, QUIET).await;
+            let probe = machine::OthersProbe::start();
             let mut b = baseline::run_once(&config.job, repeat, config.target).await?;
             b.busy_before = busy;
+            b.others_during = probe.and_then(machine::OthersProbe::finish);
             on_event(BenchEvent::Baseline(&b));
             baseline_runs.push(b);
         }
@@ -184,8 +186,10 @@ pub async fn run(
                 return Err(LaunchError::Interrupted.into());
             }
             let busy = machine::wait_for_quiet(config.wait_idle, QUIET).await;
+            let probe = machine::OthersProbe::start();
             let mut m = runner::run_once(config, c, repeat, &runs_dir, &interrupt).await?;
             m.busy_before = busy;
+            m.others_during = probe.and_then(machine::OthersProbe::finish);
             runs.push(m);
             on_event(BenchEvent::Run {
                 index: runs.len(),

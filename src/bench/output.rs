@@ -72,7 +72,8 @@ pub fn markdown(r: &BenchReport) -> String {
         out,
         "Job: {} parameters, batch {} per worker step, {} epochs, {} training samples; target: {}; \
          {} repeats per configuration; figures are medians ± half the range over the repeats; \
-         \"cores busy before\" is the share of all cores other processes used in the second before each run.\n",
+         \"others' CPU\" is the share of all cores used by processes other than the lab's, in the second \
+         before each run and during it (medians).\n",
         r.parameters,
         r.batch,
         r.job
@@ -117,12 +118,12 @@ fn target_column(target: Target) -> &'static str {
 fn speedup_table(out: &mut String, r: &BenchReport) {
     let _ = writeln!(
         out,
-        "| mode | servers | workers | samples/s | speedup T1/TN | efficiency | predicted speedup (bound) | prediction error | time to target (s) | {} | cores busy before |",
+        "| mode | servers | workers | samples/s | speedup T1/TN | efficiency | predicted speedup (bound) | prediction error | predicted under measured load | time to target (s) | {} | others' CPU before / during |",
         target_column(r.target)
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for s in &r.summaries {
         let final_metric = match r.target {
@@ -141,7 +142,7 @@ fn speedup_table(out: &mut String, r: &BenchReport) {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
             s.config.mode.name(),
             s.config.servers,
             s.config.workers,
@@ -154,9 +155,13 @@ fn speedup_table(out: &mut String, r: &BenchReport) {
             s.prediction_error
                 .map(|e| format!("{:+.0}%", e * 100.0))
                 .unwrap_or_else(|| "–".into()),
+            s.prediction_under_load
+                .map(|p| format!("{:.2}", p.speedup))
+                .unwrap_or_else(|| "–".into()),
             time_to_target(s),
             final_metric,
-            s.busy_before.map(|b| pct(b.median)).unwrap_or_default()
+            s.busy_before.map(|b| pct(b.median)).unwrap_or_default(),
+            s.others_during.map(|b| pct(b.median)).unwrap_or_default()
         );
     }
     out.push('\n');
@@ -335,7 +340,7 @@ pub fn summary_csv(r: &BenchReport) -> String {
     let mut out = String::from(
         "mode,servers,workers,runs,samples_per_second_median,samples_per_second_min,samples_per_second_max,\
          speedup_median,speedup_min,speedup_max,efficiency,predicted_speedup,predicted_samples_per_second,\
-         prediction_bound,prediction_error,time_to_target_median,time_to_target_min,time_to_target_max,\
+         prediction_bound,prediction_error,predicted_speedup_under_load,time_to_target_median,time_to_target_min,time_to_target_max,\
          reached_target,final_accuracy_median,step_ms",
     );
     for p in PHASES {
@@ -346,7 +351,7 @@ pub fn summary_csv(r: &BenchReport) -> String {
         let t = s.time_to_target;
         let _ = write!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             s.config.mode.name(),
             s.config.servers,
             s.config.workers,
@@ -362,6 +367,7 @@ pub fn summary_csv(r: &BenchReport) -> String {
             opt(s.prediction.map(|p| p.samples_per_second)),
             s.prediction.map(|p| p.bound.name()).unwrap_or_default(),
             opt(s.prediction_error),
+            opt(s.prediction_under_load.map(|p| p.speedup)),
             opt(t.map(|x| x.median)),
             opt(t.map(|x| x.min)),
             opt(t.map(|x| x.max)),
@@ -387,7 +393,7 @@ pub fn summary_csv(r: &BenchReport) -> String {
 pub fn runs_csv(r: &BenchReport) -> String {
     let mut out = String::from(
         "mode,servers,workers,repeat,samples,updates,training_seconds,samples_per_second,\
-         time_to_target,final_accuracy,final_loss,busy_before,step_ms",
+         time_to_target,final_accuracy,final_loss,busy_before,others_during,step_ms",
     );
     for p in PHASES {
         let _ = write!(out, ",{p}_ms");
@@ -396,7 +402,7 @@ pub fn runs_csv(r: &BenchReport) -> String {
     for run in &r.runs {
         let _ = write!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             run.config.mode.name(),
             run.config.servers,
             run.config.workers,
@@ -409,6 +415,7 @@ pub fn runs_csv(r: &BenchReport) -> String {
             opt(run.final_accuracy),
             run.final_loss,
             opt(run.busy_before),
+            opt(run.others_during),
             run.phases.total * 1e3
         );
         let named = run.phases.phases();
@@ -465,7 +472,7 @@ mod tests {
             md.contains("| sync | 1 | 2 | 1900 ± 100 | 1.81 ± 0.10 | 90.5% |"),
             "{md}"
         );
-        assert!(md.contains("| sync | 1 | 1 | 1050 ± 50 | 1.00 ± 0.05 | 100.0% | 1.00 (latency) | +0% | 2.50 ± 0.50 | 96.0% | 10.0% |"), "{md}");
+        assert!(md.contains("| sync | 1 | 1 | 1050 ± 50 | 1.00 ± 0.05 | 100.0% | 1.00 (latency) | +0% | 1.00 | 2.50 ± 0.50 | 96.0% | 10.0% / 5.0% |"), "{md}");
         assert!(md.contains("**2 cores** (Test CPU), 8.0 GiB"), "{md}");
         // Phases: wait, pull, decode, evaluate, compute, encode, push, apply, other.
         assert!(

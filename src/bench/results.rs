@@ -2,6 +2,8 @@
 //! spread), speedup and efficiency, the cost model's predictions beside them, the
 //! baseline and microbenchmarks, and notes that explain the differences.
 
+use std::fmt::Write as _;
+
 use serde::{Deserialize, Serialize};
 
 use downpour_core::timing::PhaseTimes;
@@ -57,10 +59,15 @@ pub struct ConfigSummary {
     pub server_decode_per_push: Summary,
     /// Fraction of the cores other processes kept busy just before the runs.
     pub busy_before: Option<Summary>,
+    /// Fraction of the cores processes other than the lab's used during the runs.
+    pub others_during: Option<Summary>,
     /// The cost model's prediction, when the sweep has one-worker runs to profile.
     pub prediction: Option<Prediction>,
     /// Measured speedup over predicted, minus 1.
     pub prediction_error: Option<f64>,
+    /// The prediction for the cores other processes left free during the runs
+    /// (C × (1 − their median share)), its speedup relative to one worker on those cores.
+    pub prediction_under_load: Option<Prediction>,
 }
 
 impl ConfigSummary {
@@ -235,7 +242,7 @@ impl BenchReport {
                     mode: c.mode,
                     servers: c.servers,
                     profile: p,
-                    saturation_workers: cost_model::saturation(&p, c.mode, cores),
+                    saturation_workers: cost_model::saturation(&p, c.mode, cores as f64),
                 });
             }
             let throughput = summary_of(&runs, |r| r.samples_per_second);
@@ -243,7 +250,18 @@ impl BenchReport {
                 (!ones.is_empty()).then(|| summary_of(&ones, |r| r.samples_per_second).median);
             let speedup = one.map(|t1| throughput.scaled(t1));
             let prediction =
-                profile.map(|p| cost_model::predict(&p, &shape, c.mode, c.workers, cores));
+                profile.map(|p| cost_model::predict(&p, &shape, c.mode, c.workers, cores as f64));
+            // The same model on the cores other processes left free during these runs.
+            let others = Summary::of(
+                &runs
+                    .iter()
+                    .filter_map(|r| r.others_during)
+                    .collect::<Vec<_>>(),
+            );
+            let prediction_under_load = profile.zip(others).map(|(p, o)| {
+                let free = cores as f64 * (1.0 - o.median);
+                cost_model::predict(&p, &shape, c.mode, c.workers, free)
+            });
             let reached: Vec<f64> = runs.iter().filter_map(|r| r.time_to_target).collect();
             let accuracies: Vec<f64> = runs.iter().filter_map(|r| r.final_accuracy).collect();
             summaries.push(ConfigSummary {
@@ -269,7 +287,14 @@ impl BenchReport {
                         .filter_map(|r| r.busy_before)
                         .collect::<Vec<_>>(),
                 ),
+                others_during: Summary::of(
+                    &runs
+                        .iter()
+                        .filter_map(|r| r.others_during)
+                        .collect::<Vec<_>>(),
+                ),
                 prediction,
+                prediction_under_load,
             });
         }
 
@@ -365,15 +390,20 @@ fn notes(r: &BenchReport) -> Vec<String> {
              Sleeping uses no core, so this measures how many workers one server can feed, not training speed."
         )),
     }
-    if let (Some(start), Some(end)) = (r.machine.load_at_start, r.machine.load_at_end) {
-        let busy = start.max(end);
-        if busy > 0.5 {
-            notes.push(format!(
-                "The machine was not idle: 1-minute load average {start:.2} at the start and {end:.2} at the end \
-                 on {cores} cores (this includes the sweep's own processes at the end). Other processes take \
-                 CPU from the runs, most of all when N ≥ C."
-            ));
-        }
+    let others: Vec<f64> = r.runs.iter().filter_map(|run| run.others_during).collect();
+    if let Some(o) = Summary::of(&others)
+        && o.max > 0.1
+    {
+        notes.push(format!(
+            "The machine was shared: processes other than the lab's used {:.0}% of the cores during the median run \
+             and up to {:.0}% (1-minute load average {} at the start). They take CPU from the runs, most of all \
+             when N + 1 ≥ C; the runs with the most of it are the slowest of their configuration (runs.csv).",
+            o.median * 100.0,
+            o.max * 100.0,
+            r.machine
+                .load_at_start
+                .map_or_else(|| "unknown".to_string(), |l| format!("{l:.2}")),
+        ));
     }
     for p in &r.profiles {
         let pr = &p.profile;
@@ -405,7 +435,17 @@ fn notes(r: &BenchReport) -> Vec<String> {
         let Some(one) = r.summary(s.config.mode, 1) else {
             continue;
         };
-        notes.push(explain(s, one, &pred, speedup.median, err, cores));
+        let mut note = explain(s, one, &pred, speedup.median, err, cores);
+        if let (Some(loaded), Some(o)) = (s.prediction_under_load, s.others_during) {
+            let _ = write!(
+                note,
+                " On the {:.2} cores other processes left free during these runs, the same model predicts {:.2} ({:+.0}% off).",
+                cores as f64 * (1.0 - o.median),
+                loaded.speedup,
+                (speedup.median / loaded.speedup - 1.0) * 100.0
+            );
+        }
+        notes.push(note);
     }
     if let Some(b) = &r.baseline {
         for (mode, ratio) in &b.distributed_ratio {
@@ -534,6 +574,7 @@ pub(crate) mod fixtures {
             server_encode_per_version: 0.0001,
             wall_seconds: 3.0,
             busy_before: Some(0.1),
+            others_during: Some(0.05),
             run_dir: "runs/x".into(),
         }
     }

@@ -39,6 +39,14 @@ pub struct Profile {
     pub seconds_per_evaluation: f64,
     /// Bytes through the transport per step: the parameters pulled plus the gradient pushed.
     pub bytes_per_step: f64,
+    /// Cores a call keeps busy while it lasts: 1 (the model's assumption: one side works at
+    /// a time) up to 2 (the worker, the server and the kernel all busy, as with small messages).
+    #[serde(default = "one")]
+    pub communication_cores: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Profile {
@@ -64,6 +72,7 @@ impl Profile {
             other: median(&|r| r.phases.other()),
             seconds_per_evaluation: median(&|r| r.seconds_per_evaluation),
             bytes_per_step: 2.0 * 4.0 * parameters as f64,
+            communication_cores: 1.0,
         }
     }
 
@@ -81,7 +90,16 @@ impl Profile {
         } else {
             0.0
         };
-        compute + self.communication + self.other
+        compute + self.communication_cores * self.communication + self.other
+    }
+
+    /// The same profile with every call keeping `cores` cores busy.
+    #[must_use]
+    pub fn with_communication_cores(&self, cores: f64) -> Self {
+        Self {
+            communication_cores: cores,
+            ..*self
+        }
     }
 
     /// The transport's effective throughput in this job, bytes per second.
@@ -266,6 +284,7 @@ mod tests {
             other: 0.0,
             seconds_per_evaluation: 0.0,
             bytes_per_step: 8.0e6,
+            communication_cores: 1.0,
         }
     }
 
@@ -357,5 +376,9 @@ mod tests {
         assert!(close(one.training_seconds, 400.0 * 0.0115 + 0.3));
         assert!((p.transport_bytes_per_second() - 8.0e9).abs() < 1e-3);
         assert!(close(p.compute_to_communication(), 10.0));
+        // Calls that keep both ends busy: (4 × (10 + 2 × 1) ms + 0.5 ms) / 2 cores per round.
+        let both = profile(true).with_communication_cores(2.0);
+        let four = predict(&both, &shape(), ConsistencyMode::Sync, 4, 2.0);
+        assert!(close(four.step_seconds, 0.02425));
     }
 }

@@ -74,17 +74,7 @@ pub fn markdown(r: &BenchReport) -> String {
          {} repeats per configuration; figures are medians ± half the range over the repeats; \
          \"others' CPU\" is the share of all cores used by processes other than the lab's, in the second \
          before each run and during it (medians).\n",
-        r.parameters,
-        r.batch,
-        r.job
-            .pointer("/training/epochs")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or_default(),
-        r.runs
-            .first()
-            .map_or(0, |run| run.samples / epochs(r).max(1)),
-        r.target,
-        r.repeats
+        r.parameters, r.batch, r.shape.epochs, r.shape.train_len, r.target, r.repeats
     );
     speedup_table(&mut out, r);
     phase_table(&mut out, r);
@@ -99,13 +89,6 @@ pub fn markdown(r: &BenchReport) -> String {
         out.push('\n');
     }
     out
-}
-
-fn epochs(r: &BenchReport) -> u64 {
-    r.job
-        .pointer("/training/epochs")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(1)
 }
 
 fn target_column(target: Target) -> &'static str {
@@ -158,7 +141,11 @@ fn speedup_table(out: &mut String, r: &BenchReport) {
             s.prediction_under_load
                 .map(|p| format!("{:.2}", p.speedup))
                 .unwrap_or_else(|| "–".into()),
-            time_to_target(s),
+            if r.simulate_compute_ms.is_some() {
+                "n/a (zero gradients)".to_string()
+            } else {
+                time_to_target(s)
+            },
             final_metric,
             s.busy_before.map(|b| pct(b.median)).unwrap_or_default(),
             s.others_during.map(|b| pct(b.median)).unwrap_or_default()

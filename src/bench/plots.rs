@@ -179,6 +179,27 @@ fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
                     PathElement::new([(x, y), (x + 8, y)], colour.stroke_width(2))
                 });
         }
+        let under_load: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|s| Some((s.config.workers as f64, s.prediction_under_load?.speedup)))
+            .collect();
+        if !under_load.is_empty() {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    under_load,
+                    2,
+                    4,
+                    colour.stroke_width(1),
+                ))
+                .map_err(|e| e.to_string())?
+                .label(format!(
+                    "{} predicted on the cores others left free",
+                    mode.name()
+                ))
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 3, y)], colour.stroke_width(1))
+                });
+        }
     }
     chart
         .configure_series_labels()

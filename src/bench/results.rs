@@ -139,6 +139,8 @@ pub struct BenchReport {
     pub parameters: usize,
     /// Samples per step of one worker.
     pub batch: usize,
+    /// Training samples, batch, epochs and evaluation interval: what fixes steps and evaluations.
+    pub shape: JobShape,
     /// Simulated compute per step, if the workers slept instead of computing.
     pub simulate_compute_ms: Option<u64>,
     /// Time to target is measured against this.
@@ -313,6 +315,7 @@ impl BenchReport {
                 .training
                 .batch_size
                 .resolve(config.job.train_len),
+            shape,
             simulate_compute_ms: config.simulate_compute_ms,
             target: config.target,
             repeats: config.repeats,
@@ -436,6 +439,28 @@ fn notes(r: &BenchReport) -> Vec<String> {
             continue;
         };
         let mut note = explain(s, one, &pred, speedup.median, err, cores);
+        if let Some(p) = r
+            .profiles
+            .iter()
+            .find(|p| p.mode == s.config.mode && p.servers == s.config.servers)
+        {
+            let both = p.profile.with_communication_cores(2.0);
+            let alt = cost_model::predict(
+                &both,
+                &r.shape,
+                s.config.mode,
+                s.config.workers,
+                cores as f64,
+            );
+            let _ = write!(
+                note,
+                " Counting each call's time on two cores (the worker, the server and the kernel all busy, as with \
+                 small messages; compute/communication here is {:.1}), the model predicts {:.2} ({:+.0}% off).",
+                p.profile.compute_to_communication(),
+                alt.speedup,
+                (speedup.median / alt.speedup - 1.0) * 100.0
+            );
+        }
         if let (Some(loaded), Some(o)) = (s.prediction_under_load, s.others_during) {
             let _ = write!(
                 note,
@@ -497,10 +522,19 @@ fn explain(
             ms(pred.step_seconds)
         ),
     };
+    let left_out = match s.config.mode {
+        ConsistencyMode::Sync => {
+            "stragglers (a sync round waits for the slowest worker), other processes on the same cores, \
+             and cache and memory-bandwidth contention"
+        }
+        ConsistencyMode::Async | ConsistencyMode::Ssp => {
+            "other processes on the same cores, the scheduler's unequal shares between workers, \
+             and cache and memory-bandwidth contention"
+        }
+    };
     format!(
         "{}: measured speedup {:.2} vs predicted {:.2} ({:+.0}%). Per step {} against {} at N = 1 ({}); {}. \
-         The model leaves out stragglers (a sync round waits for the slowest worker), the launcher and \
-         other processes on the same cores, and cache and memory-bandwidth contention.",
+         The model leaves out {left_out}.",
         s.config,
         measured,
         pred.speedup,

@@ -218,6 +218,10 @@ pub struct JobArgs {
     /// The drop policy's limit, in versions (consistency.max_staleness).
     #[arg(long)]
     pub max_staleness: Option<u64>,
+    /// Async and ssp: push and pull behind the next step's compute, at the cost of one
+    /// step of staleness (consistency.prefetch).
+    #[arg(long, env = "DOWNPOUR_PREFETCH")]
+    pub prefetch: bool,
     /// Model kind: linear_regression, logistic_regression, softmax_regression or mlp (model.kind).
     #[arg(long, value_parser = parse_model)]
     pub model: Option<ModelKind>,
@@ -337,6 +341,9 @@ impl JobArgs {
         }
         if self.max_staleness.is_some() {
             c.max_staleness = self.max_staleness;
+        }
+        if self.prefetch {
+            c.prefetch = true;
         }
         if let Some(kind) = self.model {
             spec.model.kind = kind;

@@ -50,6 +50,10 @@ pub struct TrainingPlan {
     pub epochs: usize,
     /// Seed of the split, the shuffles and the initial weights.
     pub seed: u64,
+    /// Overlap communication with compute: push and pull in the background while the next
+    /// gradient is computed on the parameters already pulled (async and ssp only).
+    #[serde(default)]
+    pub prefetch: bool,
 }
 
 /// A worker's place in the job, fixed at registration.

@@ -28,7 +28,12 @@ pub struct PhaseTimes {
     pub push: f64,
     /// Waiting for the server to apply an update inside a push.
     pub apply: f64,
-    /// The whole steps, wall clock: the phases above plus bookkeeping.
+    /// Communication hidden behind compute (prefetch): the seconds of wait, pull, decode,
+    /// encode, push and apply that ran while the gradient was being computed. Those phases
+    /// count their whole duration, so the step is their sum minus this.
+    #[serde(default)]
+    pub overlap: f64,
+    /// The whole steps, wall clock: the phases above (less the overlap) plus bookkeeping.
     pub total: f64,
 }
 
@@ -52,7 +57,7 @@ impl PhaseTimes {
     #[must_use]
     pub fn other(&self) -> f64 {
         let named: f64 = self.phases().iter().map(|(_, s)| s).sum();
-        (self.total - named).max(0.0)
+        (self.total - (named - self.overlap)).max(0.0)
     }
 
     /// The mean seconds per step (`steps` becomes 1); all zero when no step is covered.
@@ -72,6 +77,7 @@ impl PhaseTimes {
             encode: self.encode / n,
             push: self.push / n,
             apply: self.apply / n,
+            overlap: self.overlap / n,
             total: self.total / n,
         }
     }
@@ -87,6 +93,7 @@ impl PhaseTimes {
         self.encode += other.encode;
         self.push += other.push;
         self.apply += other.apply;
+        self.overlap += other.overlap;
         self.total += other.total;
     }
 }
@@ -166,8 +173,24 @@ mod tests {
             encode: 0.2,
             push: 0.8,
             apply: 0.4,
+            overlap: 0.0,
             total: 8.0,
         }
+    }
+
+    #[test]
+    fn overlapped_communication_is_not_counted_twice() {
+        // 4 s of compute with 2.8 s of communication, 2 s of it behind the compute.
+        let p = PhaseTimes {
+            overlap: 2.0,
+            total: 5.0,
+            ..sample()
+        };
+        assert!((p.other() - 0.2).abs() < 1e-12, "{}", p.other());
+        assert!((p.per_step().overlap - 0.5).abs() < 1e-12);
+        let mut sum = p;
+        sum.add(&p);
+        assert!((sum.overlap - 4.0).abs() < 1e-12);
     }
 
     #[test]

@@ -227,6 +227,7 @@ impl From<&PhaseTimes> for v1::PhaseTimes {
             encode: p.encode,
             push: p.push,
             apply: p.apply,
+            overlap: p.overlap,
             total: p.total,
         }
     }
@@ -244,6 +245,7 @@ impl From<v1::PhaseTimes> for PhaseTimes {
             encode: p.encode,
             push: p.push,
             apply: p.apply,
+            overlap: p.overlap,
             total: p.total,
         }
     }
@@ -301,6 +303,7 @@ mod tests {
             steps: 3,
             wait: 0.5,
             compute: 1.25,
+            overlap: 0.25,
             total: 2.0,
             ..PhaseTimes::default()
         };

@@ -118,6 +118,13 @@ pub struct ConsistencySpec {
     /// The `drop` policy's limit, in versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_staleness: Option<u64>,
+    /// Prefetch (async and ssp): while a worker computes step t + 1's gradient on the
+    /// parameters it already has, it pushes step t's gradient and pulls the parameters
+    /// for step t + 2, so communication runs behind compute. Every gradient is then
+    /// computed from parameters that lack the worker's own previous gradient: one more
+    /// step of staleness.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prefetch: bool,
 }
 
 impl ConsistencySpec {
@@ -143,6 +150,25 @@ impl ConsistencySpec {
                 ));
             }
             _ => {}
+        }
+        if self.prefetch {
+            match (self.mode, self.staleness) {
+                (ConsistencyMode::Sync, _) => {
+                    return Err(invalid(
+                        "consistency.prefetch",
+                        "sync applies every gradient before the next step; prefetch needs async or ssp"
+                            .into(),
+                    ));
+                }
+                (ConsistencyMode::Ssp, Some(0)) => {
+                    return Err(invalid(
+                        "consistency.prefetch",
+                        "prefetch adds one step of staleness; ssp with staleness = 0 allows none (use 1 or more)"
+                            .into(),
+                    ));
+                }
+                _ => {}
+            }
         }
         if self.mode == ConsistencyMode::Sync && self.policy != StalenessPolicy::Accept {
             return Err(invalid(
@@ -522,6 +548,7 @@ impl Job {
             batch_size: self.spec.training.batch_size,
             epochs: self.spec.training.epochs,
             seed: self.spec.training.seed,
+            prefetch: self.spec.consistency.prefetch,
         }
     }
 }
@@ -611,6 +638,35 @@ mod tests {
                 .starts_with("consistency.max_staleness")
         );
         assert!(check("[consistency]\nmode = \"ssp\"\nstaleness = 0\npolicy = \"drop\"\nmax_staleness = 3\n").is_none());
+    }
+
+    #[test]
+    fn prefetch_needs_room_for_one_step_of_staleness() {
+        let check = |toml: &str| {
+            JobSpec::from_toml(toml)
+                .unwrap()
+                .validate()
+                .err()
+                .map(|e| e.to_string())
+        };
+        assert_eq!(
+            check("[consistency]\nprefetch = true\n").unwrap(),
+            "consistency.prefetch: sync applies every gradient before the next step; prefetch needs async or ssp"
+        );
+        assert!(
+            check("[consistency]\nmode = \"ssp\"\nstaleness = 0\nprefetch = true\n")
+                .unwrap()
+                .starts_with("consistency.prefetch: prefetch adds one step of staleness")
+        );
+        assert!(check("[consistency]\nmode = \"ssp\"\nstaleness = 1\nprefetch = true\n").is_none());
+        let job = JobSpec::from_toml("[consistency]\nmode = \"async\"\nprefetch = true\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(job.plan().prefetch, "the workers learn it from the plan");
+        assert!(!JobSpec::default().validate().unwrap().plan().prefetch);
+        // Off by default, and then absent from the job file (fingerprints of older jobs hold).
+        assert!(!JobSpec::default().to_toml().contains("prefetch"));
     }
 
     #[test]

@@ -37,10 +37,11 @@ pub fn commands(config: &BenchConfig, cores: usize) -> String {
         for c in config.configurations() {
             let _ = writeln!(
                 out,
-                "WORKERS={n} MODE={mode} WORKER_CPUS={cpus} docker compose up --scale worker={n} \
-                 --abort-on-container-exit   # {c}, repeat {repeat}",
+                "WORKERS={n} MODE={mode} DOWNPOUR_PREFETCH={prefetch} WORKER_CPUS={cpus} \
+                 docker compose up --scale worker={n} --abort-on-container-exit   # {c}, repeat {repeat}",
                 n = c.workers,
                 mode = c.mode.name(),
+                prefetch = c.prefetch,
             );
         }
     }

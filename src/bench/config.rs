@@ -225,17 +225,32 @@ pub struct Configuration {
     pub servers: usize,
     /// Worker processes.
     pub workers: usize,
+    /// Workers overlap communication with compute (async and ssp only).
+    #[serde(default)]
+    pub prefetch: bool,
+}
+
+impl Configuration {
+    /// The mode as the tables show it: `sync`, `async` or `async+prefetch`.
+    #[must_use]
+    pub fn label(&self) -> String {
+        mode_label(self.mode, self.prefetch)
+    }
+}
+
+/// `mode`'s name, with `+prefetch` where the runs prefetch.
+#[must_use]
+pub fn mode_label(mode: ConsistencyMode, prefetch: bool) -> String {
+    if prefetch && mode != ConsistencyMode::Sync {
+        format!("{}+prefetch", mode.name())
+    } else {
+        mode.name().to_string()
+    }
 }
 
 impl std::fmt::Display for Configuration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} S={} N={}",
-            self.mode.name(),
-            self.servers,
-            self.workers
-        )
+        write!(f, "{} S={} N={}", self.label(), self.servers, self.workers)
     }
 }
 
@@ -260,6 +275,9 @@ pub struct BenchConfig {
     pub target: Target,
     /// Simulated compute per step, if any.
     pub simulate_compute_ms: Option<u64>,
+    /// `--prefetch`: the async and ssp runs overlap communication with compute (the job's
+    /// own `consistency.prefetch` is moved here, so `spec` has it off).
+    pub prefetch: bool,
     /// Transport microbenchmark sizes (empty: skipped).
     pub transport_params: Vec<usize>,
     /// Transfers per size and direction.
@@ -330,7 +348,7 @@ impl BenchConfig {
             ));
         }
 
-        let (spec, job_source) = match &args.job.job {
+        let (mut spec, job_source) = match &args.job.job {
             Some(path) => (args.job.to_spec()?, path.display().to_string()),
             None => {
                 let base = JobSpec::from_toml(args.preset.job_toml())?;
@@ -345,6 +363,8 @@ impl BenchConfig {
             (None, Some(l)) => Target::Loss(l),
             (None, None) => args.preset.target(),
         };
+        // Prefetch applies to the sweep's async and ssp runs; sync runs go without it.
+        let prefetch = std::mem::take(&mut spec.consistency.prefetch);
         let largest = *worker_counts.last().expect("not empty");
         let mut widest = spec.clone();
         widest.training.workers = largest;
@@ -368,6 +388,7 @@ impl BenchConfig {
             repeats: args.repeats,
             target,
             simulate_compute_ms: args.simulate_compute_ms,
+            prefetch,
             transport_params: if args.no_transport {
                 Vec::new()
             } else {
@@ -391,6 +412,7 @@ impl BenchConfig {
                         mode,
                         servers,
                         workers,
+                        prefetch: self.prefetch && mode != ConsistencyMode::Sync,
                     });
                 }
             }
@@ -404,6 +426,7 @@ impl BenchConfig {
         let mut spec = self.spec.clone();
         spec.training.workers = c.workers;
         spec.consistency.mode = c.mode;
+        spec.consistency.prefetch = c.prefetch;
         spec
     }
 }
@@ -453,9 +476,26 @@ mod tests {
             mode: ConsistencyMode::Async,
             servers: 1,
             workers: 4,
+            prefetch: false,
         });
         assert_eq!(spec.training.workers, 4);
         assert_eq!(spec.consistency.mode, ConsistencyMode::Async);
+    }
+
+    #[test]
+    fn prefetch_applies_to_the_async_runs_only() {
+        let c = BenchConfig::from_args(&parse(&["--prefetch", "--worker-counts", "1"])).unwrap();
+        assert!(
+            !c.spec.consistency.prefetch,
+            "the shared spec stays valid for sync"
+        );
+        let configs = c.configurations();
+        let labels: Vec<String> = configs.iter().map(Configuration::label).collect();
+        assert_eq!(labels, vec!["sync", "async+prefetch"]);
+        assert!(!c.spec_for(configs[0]).consistency.prefetch);
+        let spec = c.spec_for(configs[1]);
+        assert!(spec.consistency.prefetch);
+        spec.validate().unwrap();
     }
 
     #[test]

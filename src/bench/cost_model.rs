@@ -1,8 +1,9 @@
 //! A simple cost model: from a one-worker profile and the machine's core count, predict
 //! the throughput of N workers. docs/benchmarks.md derives it; in short:
 //!
-//! - One worker step costs `L = compute + communication + wait + apply + other` on its
-//!   own (the latency path), all measured at N = 1.
+//! - One worker step costs `L = compute + communication + wait + apply + other − overlap` on
+//!   its own (the latency path), all measured at N = 1; `overlap` is the communication that
+//!   prefetch hides behind compute (0 without prefetch). The cores still do all of it.
 //! - Sync: a round of N gradients takes `max(L, (N·(κ·compute + communication + other) + apply) / C)`:
 //!   the latency path, or the cores' capacity when N processes need more CPU than C cores
 //!   have. `κ` is 1 for real compute and 0 for simulated compute (a sleep uses no core).
@@ -35,6 +36,9 @@ pub struct Profile {
     pub apply: f64,
     /// Seconds of bookkeeping (batch selection, the loop).
     pub other: f64,
+    /// Seconds of communication and apply that ran behind compute (prefetch; else 0).
+    #[serde(default)]
+    pub overlap: f64,
     /// Seconds per evaluation.
     pub seconds_per_evaluation: f64,
     /// Bytes through the transport per step: the parameters pulled plus the gradient pushed.
@@ -70,6 +74,7 @@ impl Profile {
             wait: median(&|r| r.phases.wait),
             apply: median(&|r| r.phases.apply),
             other: median(&|r| r.phases.other()),
+            overlap: median(&|r| r.phases.overlap),
             seconds_per_evaluation: median(&|r| r.seconds_per_evaluation),
             bytes_per_step: 2.0 * 4.0 * parameters as f64,
             communication_cores: 1.0,
@@ -79,7 +84,8 @@ impl Profile {
     /// Seconds of one step on its own: the latency path.
     #[must_use]
     pub fn latency(&self) -> f64 {
-        self.compute + self.communication + self.wait + self.apply + self.other
+        (self.compute + self.communication + self.wait + self.apply + self.other - self.overlap)
+            .max(0.0)
     }
 
     /// Seconds of CPU one step needs, the server's lock excluded.
@@ -282,6 +288,7 @@ mod tests {
             wait: 0.0,
             apply: 0.0005,
             other: 0.0,
+            overlap: 0.0,
             seconds_per_evaluation: 0.0,
             bytes_per_step: 8.0e6,
             communication_cores: 1.0,
@@ -335,6 +342,20 @@ mod tests {
         let eight = predict(&heavy_apply, &shape(), ConsistencyMode::Async, 8, 16.0);
         assert_eq!(eight.bound, Bound::ServerLock);
         assert!(close(eight.step_seconds, 0.032));
+    }
+
+    #[test]
+    fn prefetch_shortens_the_latency_path_not_the_cpu() {
+        let mut p = profile(true);
+        // 0.8 ms of the 1.5 ms of communication and apply ran behind compute.
+        p.overlap = 0.0008;
+        assert!(close(p.latency(), 0.0107));
+        assert!(close(p.cpu(), 0.011), "the cores still do the work");
+        let one = predict(&p, &shape(), ConsistencyMode::Async, 1, 2.0);
+        assert!(close(one.step_seconds, 0.0107));
+        let four = predict(&p, &shape(), ConsistencyMode::Async, 4, 2.0);
+        assert_eq!(four.bound, Bound::Cores);
+        assert!(close(four.step_seconds, 4.0 * 0.0115 / 2.0));
     }
 
     #[test]

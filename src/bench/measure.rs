@@ -270,6 +270,7 @@ mod tests {
             mode: ConsistencyMode::Sync,
             servers: 1,
             workers: 2,
+            prefetch: false,
         };
         let m = RunMeasurement::from_report(c, 1, &report, Target::Accuracy(0.95));
         assert_eq!(m.training_seconds, 6.0);

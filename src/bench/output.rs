@@ -9,10 +9,19 @@ use crate::bench::results::{BenchReport, ConfigSummary};
 use crate::bench::stats::Summary;
 use crate::bench::transport::gb_per_second;
 
-/// The phases of the breakdown, in step order.
+/// The phases of the breakdown, in step order: a step is their sum less [`OVERLAP`].
 pub const PHASES: [&str; 9] = [
     "wait", "pull", "decode", "evaluate", "compute", "encode", "push", "apply", "other",
 ];
+
+/// The column of communication hidden behind compute (prefetch), which the phases count
+/// in full: subtract it from their sum to get the step.
+pub const OVERLAP: &str = "overlap";
+
+/// The breakdown's columns: the phases, then the overlap.
+fn columns() -> impl Iterator<Item = &'static str> {
+    PHASES.into_iter().chain([OVERLAP])
+}
 
 /// `median ± half range`, with `decimals` decimals.
 #[must_use]
@@ -126,7 +135,7 @@ fn speedup_table(out: &mut String, r: &BenchReport) {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
-            s.config.mode.name(),
+            s.config.label(),
             s.config.servers,
             s.config.workers,
             pm(&s.samples_per_second, 0),
@@ -166,27 +175,28 @@ fn phase_table(out: &mut String, r: &BenchReport) {
     let _ = writeln!(
         out,
         "Phase breakdown, milliseconds per worker step (medians; apply = waiting for the server's update inside a push; \
+         overlap = communication that ran behind compute with prefetch, counted in its phases too, so step = phases − overlap; \
          the server columns are the server's own time per push):\n"
     );
+    let names: Vec<&str> = columns().collect();
     let _ = writeln!(
         out,
         "| mode | servers | workers | step | {} | server apply | server decode |",
-        PHASES.join(" | ")
+        names.join(" | ")
     );
     let _ = writeln!(
         out,
         "|---|---:|---:|---:|{}---:|---:|",
-        "---:|".repeat(PHASES.len())
+        "---:|".repeat(names.len())
     );
     for s in &r.summaries {
-        let phases: Vec<String> = PHASES
-            .iter()
+        let phases: Vec<String> = columns()
             .map(|p| format!("{:.3}", s.phase(p) * 1e3))
             .collect();
         let _ = writeln!(
             out,
             "| {} | {} | {} | {:.3} | {} | {:.3} | {:.3} |",
-            s.config.mode.name(),
+            s.config.label(),
             s.config.servers,
             s.config.workers,
             s.step_seconds.median * 1e3,
@@ -225,7 +235,7 @@ fn baseline_table(out: &mut String, r: &BenchReport) {
             let _ = writeln!(
                 out,
                 "| downpour {} N=1 | {} | {:.2} | {} | {:.3} | {:.3} |",
-                mode.name(),
+                crate::bench::config::mode_label(*mode, r.prefetch),
                 pm(&s.samples_per_second, 0),
                 ratio,
                 time_to_target(s),
@@ -330,7 +340,7 @@ pub fn summary_csv(r: &BenchReport) -> String {
          prediction_bound,prediction_error,predicted_speedup_under_load,time_to_target_median,time_to_target_min,time_to_target_max,\
          reached_target,final_accuracy_median,step_ms",
     );
-    for p in PHASES {
+    for p in columns() {
         let _ = write!(out, ",{p}_ms");
     }
     out.push_str(",server_apply_ms,server_decode_ms\n");
@@ -339,7 +349,7 @@ pub fn summary_csv(r: &BenchReport) -> String {
         let _ = write!(
             out,
             "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            s.config.mode.name(),
+            s.config.label(),
             s.config.servers,
             s.config.workers,
             s.runs,
@@ -362,7 +372,7 @@ pub fn summary_csv(r: &BenchReport) -> String {
             opt(s.final_accuracy.map(|x| x.median)),
             s.step_seconds.median * 1e3
         );
-        for p in PHASES {
+        for p in columns() {
             let _ = write!(out, ",{}", s.phase(p) * 1e3);
         }
         let _ = writeln!(
@@ -382,7 +392,7 @@ pub fn runs_csv(r: &BenchReport) -> String {
         "mode,servers,workers,repeat,samples,updates,training_seconds,samples_per_second,\
          time_to_target,final_accuracy,final_loss,busy_before,others_during,step_ms",
     );
-    for p in PHASES {
+    for p in columns() {
         let _ = write!(out, ",{p}_ms");
     }
     out.push_str(",server_apply_ms,run_dir\n");
@@ -390,7 +400,7 @@ pub fn runs_csv(r: &BenchReport) -> String {
         let _ = write!(
             out,
             "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            run.config.mode.name(),
+            run.config.label(),
             run.config.servers,
             run.config.workers,
             run.repeat,
@@ -406,9 +416,11 @@ pub fn runs_csv(r: &BenchReport) -> String {
             run.phases.total * 1e3
         );
         let named = run.phases.phases();
-        for p in PHASES {
+        for p in columns() {
             let seconds = if p == "other" {
                 run.phases.other()
+            } else if p == OVERLAP {
+                run.phases.overlap
             } else {
                 named.iter().find(|(n, _)| *n == p).map_or(0.0, |(_, s)| *s)
             };
@@ -461,9 +473,9 @@ mod tests {
         );
         assert!(md.contains("| sync | 1 | 1 | 1050 ± 50 | 1.00 ± 0.05 | 100.0% | 1.00 (latency) | +0% | 1.00 | 2.50 ± 0.50 | 96.0% | 10.0% / 5.0% |"), "{md}");
         assert!(md.contains("**2 cores** (Test CPU), 8.0 GiB"), "{md}");
-        // Phases: wait, pull, decode, evaluate, compute, encode, push, apply, other.
+        // Phases: wait, pull, decode, evaluate, compute, encode, push, apply, other, overlap.
         assert!(
-            md.contains("| sync | 1 | 2 | 3.600 | 0.000 | 1.000 | 0.000 | 0.000 | 1.100 | 0.000 | 1.000 | 0.500 | 0.000 | 0.500 | 0.100 |"),
+            md.contains("| sync | 1 | 2 | 3.600 | 0.000 | 1.000 | 0.000 | 0.000 | 1.100 | 0.000 | 1.000 | 0.500 | 0.000 | 0.000 | 0.500 | 0.100 |"),
             "{md}"
         );
         let csv = summary_csv(&r);

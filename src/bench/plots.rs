@@ -8,7 +8,8 @@ use plotters::prelude::*;
 
 use downpour_server::job::ConsistencyMode;
 
-use crate::bench::output::PHASES;
+use crate::bench::config::mode_label;
+use crate::bench::output::{OVERLAP, PHASES};
 use crate::bench::results::BenchReport;
 
 /// Why a plot could not be drawn.
@@ -142,7 +143,10 @@ fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
         chart
             .draw_series(LineSeries::new(measured.clone(), colour.stroke_width(2)))
             .map_err(|e| e.to_string())?
-            .label(format!("{} measured (median, range)", mode.name()))
+            .label(format!(
+                "{} measured (median, range)",
+                mode_label(mode, r.prefetch)
+            ))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2)));
         chart
             .draw_series(
@@ -174,7 +178,10 @@ fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
                     colour.stroke_width(2),
                 ))
                 .map_err(|e| e.to_string())?
-                .label(format!("{} predicted (cost model)", mode.name()))
+                .label(format!(
+                    "{} predicted (cost model)",
+                    mode_label(mode, r.prefetch)
+                ))
                 .legend(move |(x, y)| {
                     PathElement::new([(x, y), (x + 8, y)], colour.stroke_width(2))
                 });
@@ -194,7 +201,7 @@ fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
                 .label(format!(
                     "{} predicted on the cores others left free",
-                    mode.name()
+                    mode_label(mode, r.prefetch)
                 ))
                 .legend(move |(x, y)| {
                     PathElement::new([(x, y), (x + 3, y)], colour.stroke_width(1))
@@ -221,7 +228,7 @@ fn draw_phases(r: &BenchReport, path: &Path) -> Result<(), String> {
         .max(1e-3);
     let labels: Vec<String> = bars
         .iter()
-        .map(|s| format!("{} N={}", s.config.mode.name(), s.config.workers))
+        .map(|s| format!("{} N={}", s.config.label(), s.config.workers))
         .collect();
     let width = (160 + 70 * bars.len()).max(640) as u32;
     let root = SVGBackend::new(path, (width, 560)).into_drawing_area();
@@ -268,6 +275,19 @@ fn draw_phases(r: &BenchReport, path: &Path) -> Result<(), String> {
             .map_err(|e| e.to_string())?
             .label(*phase)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
+    }
+    // With prefetch the phases overlap: a line marks where the step (wall clock) ends.
+    if bars.iter().any(|s| s.phase(OVERLAP) > 0.0) {
+        let marks = bars.iter().enumerate().map(|(i, s)| {
+            let x = i as f64;
+            let y = s.step_seconds.median * 1e3;
+            PathElement::new([(x - 0.45, y), (x + 0.45, y)], BLACK.stroke_width(3))
+        });
+        chart
+            .draw_series(marks)
+            .map_err(|e| e.to_string())?
+            .label("step, wall clock (phases overlap)")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK.stroke_width(3)));
     }
     chart
         .configure_series_labels()

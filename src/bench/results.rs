@@ -10,7 +10,7 @@ use downpour_core::timing::PhaseTimes;
 use downpour_server::job::ConsistencyMode;
 
 use crate::bench::apply_rate::ApplyRate;
-use crate::bench::config::{BenchConfig, Configuration, Target};
+use crate::bench::config::{BenchConfig, Configuration, Target, mode_label};
 use crate::bench::cost_model::{self, Bound, JobShape, Prediction, Profile};
 use crate::bench::machine::Machine;
 use crate::bench::measure::{BaselineMeasurement, RunMeasurement};
@@ -143,6 +143,9 @@ pub struct BenchReport {
     pub shape: JobShape,
     /// Simulated compute per step, if the workers slept instead of computing.
     pub simulate_compute_ms: Option<u64>,
+    /// Whether the async and ssp runs prefetched (overlapped communication with compute).
+    #[serde(default)]
+    pub prefetch: bool,
     /// Time to target is measured against this.
     pub target: Target,
     /// Runs per configuration.
@@ -201,6 +204,10 @@ fn phase_summaries(runs: &[&RunMeasurement]) -> Vec<PhaseSummary> {
     out.push(PhaseSummary {
         phase: "other".to_string(),
         seconds: summary_of(runs, |r| r.phases.other()),
+    });
+    out.push(PhaseSummary {
+        phase: "overlap".to_string(),
+        seconds: summary_of(runs, |r| r.phases.overlap),
     });
     out
 }
@@ -317,6 +324,7 @@ impl BenchReport {
                 .resolve(config.job.train_len),
             shape,
             simulate_compute_ms: config.simulate_compute_ms,
+            prefetch: config.prefetch,
             target: config.target,
             repeats: config.repeats,
             runs: m.runs,
@@ -414,7 +422,7 @@ fn notes(r: &BenchReport) -> Vec<String> {
             "{} profile at N = 1, per step: compute {}, communication {} ({:.2} GB/s effective for {:.1} MB), \
              wait {}, apply {}, other {}, {} per evaluation; compute/communication = {:.1}. \
              The model expects gains up to N ≈ {:.1}.",
-            p.mode.name(),
+            mode_label(p.mode, r.prefetch),
             ms(pr.compute),
             ms(pr.communication),
             pr.transport_bytes_per_second() / 1e9,
@@ -476,9 +484,14 @@ fn notes(r: &BenchReport) -> Vec<String> {
         for (mode, ratio) in &b.distributed_ratio {
             notes.push(format!(
                 "At N = 1 ({}), distributed throughput is {:.2}× the single-process trainer's: \
-                 the difference is the network path (pull, decode, encode, push) and the server's lock.",
-                mode.name(),
-                ratio
+                 the difference is the network path (pull, decode, encode, push) and the server's lock{}.",
+                mode_label(*mode, r.prefetch),
+                ratio,
+                if r.prefetch && *mode != ConsistencyMode::Sync {
+                    ", less what prefetch hides behind compute"
+                } else {
+                    ""
+                }
             ));
         }
     }
@@ -583,6 +596,7 @@ pub(crate) mod fixtures {
                 mode: ConsistencyMode::Sync,
                 servers: 1,
                 workers,
+                prefetch: false,
             },
             repeat,
             samples: 1000,

@@ -22,7 +22,7 @@ pub async fn run_once(
     runs_dir: &Path,
     interrupt: &CancellationToken,
 ) -> Result<RunMeasurement, LaunchError> {
-    let name = format!("{}-s{}-n{}-r{repeat}", c.mode.name(), c.servers, c.workers);
+    let name = format!("{}-s{}-n{}-r{repeat}", c.label(), c.servers, c.workers);
     let dir = runs_dir.join(&name);
     std::fs::create_dir_all(&dir).map_err(|source| LaunchError::Io {
         what: format!("creating {}", dir.display()),

@@ -107,3 +107,45 @@ fn async_shows_the_slow_worker_as_staler() {
         run.report.step_staleness.max
     );
 }
+
+#[test]
+fn prefetch_makes_every_gradient_after_the_first_one_version_stale_and_still_learns() {
+    let run = train(&["--workers", "1", "--mode", "async", "--prefetch"]);
+    let s = &run.report.staleness;
+    // Gradient 0 is pushed before anything was applied; every later one was computed on
+    // parameters that lack the worker's own previous gradient.
+    assert_eq!(s.count, run.report.final_metrics.version, "{s:?}");
+    assert_eq!(s.max, 1, "{s:?}");
+    assert_eq!(s.histogram[..2], [1, s.count - 1], "{s:?}");
+    assert!(run.accuracy() >= 0.96, "accuracy {}", run.accuracy());
+    let phases = &run.report.timing.workers[0].phases;
+    assert!(
+        phases.overlap > 0.0 && phases.overlap <= phases.compute,
+        "communication behind compute is measured: {phases:?}"
+    );
+}
+
+#[test]
+fn prefetch_under_ssp_keeps_the_bound_and_finishes() {
+    let run = train(&[
+        "--workers",
+        "2",
+        "--mode",
+        "ssp",
+        "--staleness",
+        "1",
+        "--prefetch",
+        "--epochs",
+        "8",
+        "--slow-worker",
+        "0:4",
+    ]);
+    let s = &run.report.step_staleness;
+    assert!(
+        s.max <= 1,
+        "max step staleness {} > 1: {:?}",
+        s.max,
+        s.histogram
+    );
+    assert!(run.accuracy() > 0.9, "accuracy {}", run.accuracy());
+}

@@ -44,6 +44,12 @@ impl PhaseClock {
         self.totals.apply += applied.as_secs_f64();
     }
 
+    /// Adds communication that ran while the gradient was being computed (prefetch): it
+    /// is already counted in its phases, and the step did not wait for it.
+    pub fn overlapped(&mut self, took: Duration) {
+        self.totals.overlap += took.as_secs_f64();
+    }
+
     /// Closes a step that took `took` in all.
     pub fn step_done(&mut self, took: Duration) {
         self.totals.steps += 1;

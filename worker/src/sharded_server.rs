@@ -18,7 +18,8 @@ use crate::client::{ClientError, PullTiming, Push, PushReceipt, Registration, Se
 ///
 /// Invariants: `clients[k]` talks to shard k; `versions[k]` is the version of the
 /// parameters last pulled from shard k; `params` holds the full model assembled from
-/// the last pull of every shard, in layout order.
+/// the last pull of every shard, in layout order (or, after [`Self::take_params`] and
+/// before the next pull, a full-size buffer whose values are stale).
 #[derive(Debug)]
 pub struct ShardedServer {
     /// One client per shard; shard 0 is the one the worker registered with.
@@ -29,6 +30,9 @@ pub struct ShardedServer {
     versions: Vec<u64>,
     /// The full parameters last pulled.
     params: ParamSet,
+    /// A full-size buffer handed back with [`Self::give_back`], reused by the next
+    /// [`Self::take_params`] instead of allocating one.
+    spare: Option<ParamSet>,
 }
 
 impl ShardedServer {
@@ -57,6 +61,7 @@ impl ShardedServer {
             clients,
             plan,
             versions: vec![0; shards],
+            spare: None,
         })
     }
 
@@ -82,6 +87,24 @@ impl ShardedServer {
     #[must_use]
     pub fn version(&self) -> u64 {
         self.versions[0]
+    }
+
+    /// The versions last pulled, one per shard: what a gradient computed now is based on.
+    #[must_use]
+    pub fn versions(&self) -> &[u64] {
+        &self.versions
+    }
+
+    /// Takes the parameters last pulled (to compute on them while the next pull lands),
+    /// leaving the spare buffer (or a new one) for that pull.
+    pub fn take_params(&mut self) -> ParamSet {
+        let spare = self.spare.take().unwrap_or_else(|| self.plan.zeros());
+        std::mem::replace(&mut self.params, spare)
+    }
+
+    /// Hands back a buffer taken with [`Self::take_params`], for the next one.
+    pub fn give_back(&mut self, params: ParamSet) {
+        self.spare = Some(params);
     }
 
     /// Pulls every shard's part for `step` (each waits as its consistency rule says) and
@@ -142,6 +165,27 @@ impl ShardedServer {
         gradient: &ParamSet,
         phases: Option<&PhaseTimes>,
     ) -> Result<PushReceipt, ClientError> {
+        let base = self.versions.clone();
+        self.push_from(&base, worker, step, loss, samples, gradient, phases)
+            .await
+    }
+
+    /// As [`Self::push`], for a gradient computed from parameters of the versions `base`
+    /// (one per shard; with prefetch, older than the last pull).
+    ///
+    /// # Errors
+    /// [`ClientError`] when a shard refuses.
+    #[allow(clippy::too_many_arguments, reason = "one push's worth of facts")]
+    pub async fn push_from(
+        &mut self,
+        base: &[u64],
+        worker: u32,
+        step: u64,
+        loss: f64,
+        samples: u64,
+        gradient: &ParamSet,
+        phases: Option<&PhaseTimes>,
+    ) -> Result<PushReceipt, ClientError> {
         let splitting = Instant::now();
         // One shard, or nothing to split: every shard gets the gradient as it is.
         let parts: Vec<Option<ParamSet>> = if self.clients.len() == 1 || gradient.is_empty() {
@@ -162,7 +206,7 @@ impl ShardedServer {
                 let push = Push {
                     worker,
                     step,
-                    base_version: self.versions[k],
+                    base_version: base[k],
                     loss,
                     samples,
                 };

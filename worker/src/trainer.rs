@@ -7,6 +7,7 @@
 //! either has it, and says to go on, or has not, and the worker computes it again).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -43,6 +44,9 @@ pub enum WorkerError {
         /// The last error.
         last: ClientError,
     },
+    /// The thread computing gradients (prefetch) panicked or was cancelled.
+    #[error("the compute thread failed: {0}")]
+    ComputeThread(String),
     /// Shutdown was requested.
     #[error("cancelled")]
     Cancelled,
@@ -172,12 +176,13 @@ async fn register(
 struct Workload {
     /// The job's training part.
     plan: TrainingPlan,
-    /// The whole training split (the worker computes on the data shards it owns).
-    train: Dataset,
+    /// The whole training split (the worker computes on the data shards it owns); shared
+    /// with the compute thread when prefetching.
+    train: Arc<Dataset>,
     /// The test split.
     test: Dataset,
-    /// The model.
-    model: Model,
+    /// The model; shared with the compute thread when prefetching.
+    model: Arc<Model>,
     /// Logical data shards of the job.
     data_shards: usize,
     /// Steps per epoch (the same for every worker).
@@ -192,7 +197,8 @@ impl Workload {
     fn load(registration: &Registration) -> Result<Self, WorkerError> {
         let plan = registration.plan.clone();
         let (train, test) = plan.data.load_split(plan.seed)?;
-        let model = Model::new(&plan.model, &train.shape())?;
+        let model = Arc::new(Model::new(&plan.model, &train.shape())?);
+        let train = Arc::new(train);
         let data_shards = registration.assignment.shard_count.max(1);
         let steps_per_epoch =
             sharding::steps_per_epoch(train.len(), data_shards, plan.batch_size) as u64;
@@ -354,10 +360,28 @@ async fn train_from(
     work: &Workload,
     options: &WorkerOptions,
     id: u32,
-    mut step: u64,
+    step: u64,
     progress: &mut Progress,
     shutdown: &CancellationToken,
 ) -> Result<Option<Evaluation>, WorkerError> {
+    if work.plan.prefetch {
+        train_prefetching(server, work, options, id, step, progress, shutdown).await?;
+    } else {
+        train_lockstep(server, work, options, id, step, progress, shutdown).await?;
+    }
+    finish(server, work, id, shutdown).await
+}
+
+/// The plain loop: pull, compute, push, one after the other.
+async fn train_lockstep(
+    server: &mut ShardedServer,
+    work: &Workload,
+    options: &WorkerOptions,
+    id: u32,
+    mut step: u64,
+    progress: &mut Progress,
+    shutdown: &CancellationToken,
+) -> Result<(), WorkerError> {
     let mut gradient: Option<ParamSet> = None;
     let empty = ParamSet::default();
     let mut orders = HashMap::new();
@@ -370,17 +394,7 @@ async fn train_from(
         };
         clock.pulled(&pull_timing);
         if evaluate {
-            let evaluating = Instant::now();
-            let evaluation = evaluate_params(
-                &work.model,
-                server.params(),
-                &work.test,
-                id,
-                server.version(),
-                false,
-            )?;
-            server.report_evaluation(&evaluation).await?;
-            clock.evaluated(evaluating.elapsed());
+            evaluate_pulled(server, work, id, &mut clock).await?;
         }
         let positions = work.batch_positions(&mut orders, step, &shards);
         let receipt = if positions.is_empty() {
@@ -417,6 +431,235 @@ async fn train_from(
         progress.steps += 1;
         step += 1;
     }
+    Ok(())
+}
+
+/// A gradient computed and not yet pushed.
+#[derive(Debug)]
+struct Pending {
+    /// Its step.
+    step: u64,
+    /// The versions (one per shard) of the parameters it was computed from.
+    base: Vec<u64>,
+    /// The gradient (empty when the worker had no data this step).
+    gradient: ParamSet,
+    /// The batch's loss.
+    loss: f32,
+    /// Samples in the batch (0: no data this step).
+    samples: u64,
+}
+
+/// What the compute thread hands back.
+struct Computed {
+    /// The parameters it computed on, returned for reuse.
+    params: ParamSet,
+    /// The gradient buffer, filled when `loss` is `Some`.
+    gradient: ParamSet,
+    /// The loss, or `None` when the step had no data.
+    loss: Option<f32>,
+    /// Time spent computing (and in any step delay).
+    took: Duration,
+}
+
+/// The prefetching loop (async and ssp): while a compute thread computes step t's
+/// gradient on the parameters already pulled, this task pushes step t − 1's gradient and
+/// pulls the parameters for step t + 1. Each gradient is based on parameters that lack
+/// the worker's own previous gradient (one more step of staleness), and the step costs
+/// about the longer of compute and communication instead of their sum.
+async fn train_prefetching(
+    server: &mut ShardedServer,
+    work: &Workload,
+    options: &WorkerOptions,
+    id: u32,
+    mut step: u64,
+    progress: &mut Progress,
+    shutdown: &CancellationToken,
+) -> Result<(), WorkerError> {
+    if step >= work.total_steps {
+        return Ok(());
+    }
+    let mut orders = HashMap::new();
+    let mut clock = PhaseClock::default();
+    let mut step_started = Instant::now();
+    let (evaluate, mut shards, pull_timing) = tokio::select! {
+        pulled = server.pull(id, step, false) => pulled?,
+        () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
+    };
+    clock.pulled(&pull_timing);
+    if evaluate {
+        evaluate_pulled(server, work, id, &mut clock).await?;
+    }
+    let mut pending: Option<Pending> = None;
+    let mut spare_gradient: Option<ParamSet> = None;
+    loop {
+        let positions = work.batch_positions(&mut orders, step, &shards);
+        let base = server.versions().to_vec();
+        let params = server.take_params();
+        let gradient = spare_gradient.take().unwrap_or_else(|| params.zeros_like());
+        let samples = positions.len() as u64;
+        let compute = spawn_compute(work, options, positions, params, gradient);
+        let last = step + 1 == work.total_steps;
+        let joined = Instant::now();
+        let communicate = async {
+            let started = Instant::now();
+            let receipt = match &pending {
+                Some(p) => Some(push_pending(server, id, p, &clock).await?),
+                None => None,
+            };
+            let pulled = if last {
+                None
+            } else {
+                Some(server.pull(id, step + 1, false).await?)
+            };
+            Ok::<_, WorkerError>((receipt, pulled, started.elapsed()))
+        };
+        let (computed, communicated) = tokio::select! {
+            both = async { tokio::join!(compute, communicate) } => both,
+            () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
+        };
+        let (receipt, pulled, communicating) = communicated?;
+        let computed = computed.map_err(|e| WorkerError::ComputeThread(e.to_string()))??;
+        let together = joined.elapsed();
+        if let Some(receipt) = receipt {
+            clock.pushed(&receipt);
+            let done = pending.take().expect("a receipt is for a pending gradient");
+            progress.steps += 1;
+            progress.samples += done.samples;
+            if !done.gradient.is_empty() {
+                spare_gradient = Some(done.gradient);
+            }
+        }
+        clock.computed(computed.took);
+        clock.overlapped((computed.took + communicating).saturating_sub(together));
+        server.give_back(computed.params);
+        pending = Some(match computed.loss {
+            Some(loss) => Pending {
+                step,
+                base,
+                gradient: computed.gradient,
+                loss,
+                samples,
+            },
+            None => {
+                spare_gradient = Some(computed.gradient);
+                Pending {
+                    step,
+                    base,
+                    gradient: ParamSet::default(),
+                    loss: 0.0,
+                    samples: 0,
+                }
+            }
+        });
+        if last {
+            // Nothing left to overlap with: push the last gradient and close the step.
+            let done = pending.take().expect("just computed");
+            let receipt = push_pending(server, id, &done, &clock).await?;
+            clock.pushed(&receipt);
+            progress.steps += 1;
+            progress.samples += done.samples;
+            clock.step_done(step_started.elapsed());
+            return Ok(());
+        }
+        let (evaluate, next_shards, pull_timing) = pulled.expect("pulled unless last");
+        clock.pulled(&pull_timing);
+        if evaluate {
+            evaluate_pulled(server, work, id, &mut clock).await?;
+        }
+        shards = next_shards;
+        clock.step_done(step_started.elapsed());
+        step_started = Instant::now();
+        step += 1;
+    }
+}
+
+/// Computes `positions`' gradient on a blocking thread (or sleeps, with simulated compute),
+/// so that the runtime's thread stays free for the network.
+fn spawn_compute(
+    work: &Workload,
+    options: &WorkerOptions,
+    positions: Vec<usize>,
+    params: ParamSet,
+    mut gradient: ParamSet,
+) -> tokio::task::JoinHandle<Result<Computed, WorkerError>> {
+    let train = Arc::clone(&work.train);
+    let model = Arc::clone(&work.model);
+    let simulate = options.simulate_compute;
+    let delay = options.step_delay;
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let loss = match simulate {
+            _ if positions.is_empty() => None,
+            // Blocks the thread, as real compute would; the gradient stays as it was.
+            Some(pause) => {
+                std::thread::sleep(pause);
+                Some(0.0)
+            }
+            None => {
+                let batch = train.select(&positions);
+                Some(model.loss_and_gradient(&params, &batch, &mut gradient)?)
+            }
+        };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        Ok(Computed {
+            params,
+            gradient,
+            loss,
+            took: started.elapsed(),
+        })
+    })
+}
+
+/// Pushes a pending gradient with the worker's phase totals so far.
+async fn push_pending(
+    server: &mut ShardedServer,
+    id: u32,
+    p: &Pending,
+    clock: &PhaseClock,
+) -> Result<crate::client::PushReceipt, WorkerError> {
+    Ok(server
+        .push_from(
+            &p.base,
+            id,
+            p.step,
+            f64::from(p.loss),
+            p.samples,
+            &p.gradient,
+            Some(clock.totals()),
+        )
+        .await?)
+}
+
+/// Evaluates the parameters just pulled and reports the result to shard 0.
+async fn evaluate_pulled(
+    server: &mut ShardedServer,
+    work: &Workload,
+    id: u32,
+    clock: &mut PhaseClock,
+) -> Result<(), WorkerError> {
+    let evaluating = Instant::now();
+    let evaluation = evaluate_params(
+        &work.model,
+        server.params(),
+        &work.test,
+        id,
+        server.version(),
+        false,
+    )?;
+    server.report_evaluation(&evaluation).await?;
+    clock.evaluated(evaluating.elapsed());
+    Ok(())
+}
+
+/// After the last step: waits for training to end, makes the final evaluation when asked, leaves.
+async fn finish(
+    server: &mut ShardedServer,
+    work: &Workload,
+    id: u32,
+    shutdown: &CancellationToken,
+) -> Result<Option<Evaluation>, WorkerError> {
     let (evaluate, _, _) = tokio::select! {
         pulled = server.pull(id, work.total_steps, true) => pulled?,
         () = shutdown.cancelled() => return Err(WorkerError::Cancelled),

@@ -609,15 +609,17 @@ mod tests {
         );
     }
 
+    /// The validation error of the job file `toml`, if any.
+    fn check(toml: &str) -> Option<String> {
+        JobSpec::from_toml(toml)
+            .unwrap()
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+    }
+
     #[test]
     fn consistency_fields_must_fit_the_mode() {
-        let check = |toml: &str| {
-            JobSpec::from_toml(toml)
-                .unwrap()
-                .validate()
-                .err()
-                .map(|e| e.to_string())
-        };
         assert_eq!(
             check("[consistency]\nmode = \"ssp\"\n").unwrap(),
             "consistency.staleness: ssp needs a staleness bound (steps), e.g. staleness = 2"
@@ -642,13 +644,6 @@ mod tests {
 
     #[test]
     fn prefetch_needs_room_for_one_step_of_staleness() {
-        let check = |toml: &str| {
-            JobSpec::from_toml(toml)
-                .unwrap()
-                .validate()
-                .err()
-                .map(|e| e.to_string())
-        };
         assert_eq!(
             check("[consistency]\nprefetch = true\n").unwrap(),
             "consistency.prefetch: sync applies every gradient before the next step; prefetch needs async or ssp"

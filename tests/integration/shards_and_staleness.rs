@@ -1,6 +1,19 @@
 //! Several server shards and the SSP bound, through real processes.
 
-use crate::support::{bits, train};
+use crate::support::{Run, bits, train};
+
+/// Requires that no gradient of `run` was staler than `bound` steps, and that it learned.
+fn assert_step_staleness_within(run: &Run, bound: u64) {
+    let s = &run.report.step_staleness;
+    assert!(
+        s.max <= bound,
+        "max step staleness {} > {bound}: {:?}",
+        s.max,
+        s.histogram
+    );
+    assert!(s.count > 0);
+    assert!(run.accuracy() > 0.9, "accuracy {}", run.accuracy());
+}
 
 #[test]
 fn one_two_or_three_server_shards_give_the_same_accuracy_for_1_to_4_workers() {
@@ -56,15 +69,7 @@ fn ssp_with_a_bound_of_2_and_a_3x_slower_worker_stays_within_the_bound() {
         "--slow-worker",
         "0:4",
     ]);
-    let s = &run.report.step_staleness;
-    assert!(
-        s.max <= 2,
-        "max step staleness {} > 2: {:?}",
-        s.max,
-        s.histogram
-    );
-    assert!(s.count > 0);
-    assert!(run.accuracy() > 0.9, "accuracy {}", run.accuracy());
+    assert_step_staleness_within(&run, 2);
 }
 
 #[test]
@@ -140,12 +145,5 @@ fn prefetch_under_ssp_keeps_the_bound_and_finishes() {
         "--slow-worker",
         "0:4",
     ]);
-    let s = &run.report.step_staleness;
-    assert!(
-        s.max <= 1,
-        "max step staleness {} > 1: {:?}",
-        s.max,
-        s.histogram
-    );
-    assert!(run.accuracy() > 0.9, "accuracy {}", run.accuracy());
+    assert_step_staleness_within(&run, 1);
 }

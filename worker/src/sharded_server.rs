@@ -148,35 +148,17 @@ impl ShardedServer {
         Ok((evaluate, data_shards, timing))
     }
 
-    /// Pushes each shard its part of `gradient`, computed from the parameters last pulled,
-    /// with the worker's phase totals (to shard 0). An empty `gradient` with `samples == 0`
-    /// tells every shard the worker had no data this step. Returns where the time went
-    /// (splitting and encoding summed; the longest call and apply over the shards).
+    /// Pushes each shard its part of `gradient`, computed from parameters of the versions
+    /// `base` (one per shard: [`Self::versions`] at the time it was computed; with prefetch,
+    /// older than the last pull), with the worker's phase totals (to shard 0). An empty
+    /// `gradient` with `samples == 0` tells every shard the worker had no data this step.
+    /// Returns where the time went (splitting and encoding summed; the longest call and
+    /// apply over the shards).
     ///
     /// # Errors
     /// [`ClientError`] when a shard refuses.
     #[allow(clippy::too_many_arguments, reason = "one push's worth of facts")]
     pub async fn push(
-        &mut self,
-        worker: u32,
-        step: u64,
-        loss: f64,
-        samples: u64,
-        gradient: &ParamSet,
-        phases: Option<&PhaseTimes>,
-    ) -> Result<PushReceipt, ClientError> {
-        let base = self.versions.clone();
-        self.push_from(&base, worker, step, loss, samples, gradient, phases)
-            .await
-    }
-
-    /// As [`Self::push`], for a gradient computed from parameters of the versions `base`
-    /// (one per shard; with prefetch, older than the last pull).
-    ///
-    /// # Errors
-    /// [`ClientError`] when a shard refuses.
-    #[allow(clippy::too_many_arguments, reason = "one push's worth of facts")]
-    pub async fn push_from(
         &mut self,
         base: &[u64],
         worker: u32,

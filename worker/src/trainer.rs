@@ -388,18 +388,12 @@ async fn train_lockstep(
     let mut clock = PhaseClock::default();
     while step < work.total_steps {
         let step_started = Instant::now();
-        let (evaluate, shards, pull_timing) = tokio::select! {
-            pulled = server.pull(id, step, false) => pulled?,
-            () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
-        };
-        clock.pulled(&pull_timing);
-        if evaluate {
-            evaluate_pulled(server, work, id, &mut clock).await?;
-        }
+        let shards = pull_step(server, work, id, step, &mut clock, shutdown).await?;
+        let base = server.versions().to_vec();
         let positions = work.batch_positions(&mut orders, step, &shards);
         let receipt = if positions.is_empty() {
             server
-                .push(id, step, 0.0, 0, &empty, Some(clock.totals()))
+                .push(&base, id, step, 0.0, 0, &empty, Some(clock.totals()))
                 .await?
         } else {
             let computing = Instant::now();
@@ -423,7 +417,15 @@ async fn train_lockstep(
             let n = positions.len() as u64;
             progress.samples += n;
             server
-                .push(id, step, f64::from(loss), n, grads, Some(clock.totals()))
+                .push(
+                    &base,
+                    id,
+                    step,
+                    f64::from(loss),
+                    n,
+                    grads,
+                    Some(clock.totals()),
+                )
                 .await?
         };
         clock.pushed(&receipt);
@@ -481,14 +483,7 @@ async fn train_prefetching(
     let mut orders = HashMap::new();
     let mut clock = PhaseClock::default();
     let mut step_started = Instant::now();
-    let (evaluate, mut shards, pull_timing) = tokio::select! {
-        pulled = server.pull(id, step, false) => pulled?,
-        () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
-    };
-    clock.pulled(&pull_timing);
-    if evaluate {
-        evaluate_pulled(server, work, id, &mut clock).await?;
-    }
+    let mut shards = pull_step(server, work, id, step, &mut clock, shutdown).await?;
     let mut pending: Option<Pending> = None;
     let mut spare_gradient: Option<ParamSet> = None;
     loop {
@@ -620,7 +615,7 @@ async fn push_pending(
     clock: &PhaseClock,
 ) -> Result<crate::client::PushReceipt, WorkerError> {
     Ok(server
-        .push_from(
+        .push(
             &p.base,
             id,
             p.step,
@@ -630,6 +625,27 @@ async fn push_pending(
             Some(clock.totals()),
         )
         .await?)
+}
+
+/// Pulls the parameters for `step` (waiting as the mode says) and evaluates them when the
+/// server asks; returns the logical data shards to compute.
+async fn pull_step(
+    server: &mut ShardedServer,
+    work: &Workload,
+    id: u32,
+    step: u64,
+    clock: &mut PhaseClock,
+    shutdown: &CancellationToken,
+) -> Result<Vec<u32>, WorkerError> {
+    let (evaluate, shards, timing) = tokio::select! {
+        pulled = server.pull(id, step, false) => pulled?,
+        () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
+    };
+    clock.pulled(&timing);
+    if evaluate {
+        evaluate_pulled(server, work, id, clock).await?;
+    }
+    Ok(shards)
 }
 
 /// Evaluates the parameters just pulled and reports the result to shard 0.

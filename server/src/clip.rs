@@ -3,52 +3,15 @@
 //! The total norm is the 2-norm of all gradient tensors together. When
 //! `max_norm / (total + 1e-6)` is below 1, every gradient is multiplied by it, so the
 //! clipped total is just under `max_norm`. The server applies it to the averaged gradient,
-//! before the optimizer.
+//! before the optimizer. The job file sets `max_norm` as `training.clip_grad_norm`.
 //!
 //! [`clip_grad_norm`] does it all on tensors held in one place. Shards holding parts of the
 //! gradients use the pieces instead: each sums its squares with [`grad_sq_norm`], the sums
 //! are added and turned into the total by [`total_norm`], [`clip_coefficient`] decides,
 //! and each shard applies [`scale_grad`].
 
-use serde::{Deserialize, Serialize};
-
 /// torch's `clip_grad_norm_` adds this to the total norm before dividing.
 pub const CLIP_EPS: f32 = 1e-6;
-
-/// A clipping setting that cannot be used.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ClipError {
-    /// `max_norm` is not a finite number > 0.
-    #[error("clip.max_norm: must be a finite number > 0, got {max_norm}")]
-    MaxNorm {
-        /// The refused value.
-        max_norm: f32,
-    },
-}
-
-/// The job file's optional `[clip]` section: `max_norm = 1.0`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClipConfig {
-    /// The largest total 2-norm the averaged gradient may have; finite and > 0.
-    pub max_norm: f32,
-}
-
-impl ClipConfig {
-    /// Checks `max_norm`.
-    ///
-    /// # Errors
-    /// [`ClipError::MaxNorm`] when it is not a finite number > 0.
-    pub fn validate(&self) -> Result<(), ClipError> {
-        if self.max_norm.is_finite() && self.max_norm > 0.0 {
-            Ok(())
-        } else {
-            Err(ClipError::MaxNorm {
-                max_norm: self.max_norm,
-            })
-        }
-    }
-}
 
 /// The sum of the squares of one gradient (or part of one), in f64: a partial sum that
 /// shards can add up before [`total_norm`].
@@ -139,20 +102,5 @@ mod tests {
         assert_eq!(whole, grad.iter().map(|&g| f64::from(g * g)).sum::<f64>());
         assert_eq!(total_norm(parts), total_norm([whole]));
         assert_eq!(grad_sq_norm(&[]), 0.0);
-    }
-
-    #[test]
-    fn max_norm_must_be_positive_and_finite() {
-        assert!(ClipConfig { max_norm: 1.0 }.validate().is_ok());
-        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-            let message = ClipConfig { max_norm: bad }
-                .validate()
-                .unwrap_err()
-                .to_string();
-            assert_eq!(
-                message,
-                format!("clip.max_norm: must be a finite number > 0, got {bad}")
-            );
-        }
     }
 }

@@ -1,9 +1,9 @@
 //! The single-process baseline: the same job trained by the worker's model and the
 //! server's optimizer step in this process, with no server and no network
-//! ([`downpour_worker::local_trainer`]); its repeats are interleaved with the sweep's.
+//! ([`crate::bench::local_trainer`]); its repeats are interleaved with the sweep's.
 
+use crate::bench::local_trainer::{LocalTrainError, train_locally};
 use downpour_server::Job;
-use downpour_worker::local_trainer::{LocalTrainError, train_locally};
 
 use crate::bench::config::Target;
 use crate::bench::measure::BaselineMeasurement;

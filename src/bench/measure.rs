@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bench::local_trainer::LocalRun;
 use downpour_core::timing::PhaseTimes;
-use downpour_worker::local_trainer::LocalRun;
 
 use crate::bench::config::{Configuration, Target};
 use crate::report::RunReport;

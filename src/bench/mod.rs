@@ -9,6 +9,7 @@
 //! - [`machine`]: cores, CPU, memory and load of the machine.
 //! - [`runner`]: one configuration through the launcher (`downpour train`'s code).
 //! - [`measure`]: what one run measured, read from its report.
+//! - [`local_trainer`]: the worker's model and the server's optimizer step in one process.
 //! - [`baseline`]: the single-process trainer, repeated like the sweep.
 //! - [`transport`]: gRPC push and pull against raw TCP on loopback.
 //! - [`apply_rate`]: the optimizer step against memcpy.
@@ -24,6 +25,7 @@ pub mod baseline;
 pub mod compose;
 pub mod config;
 pub mod cost_model;
+pub mod local_trainer;
 pub mod machine;
 pub mod measure;
 pub mod output;

@@ -169,44 +169,27 @@ fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
             .iter()
             .filter_map(|s| Some((s.config.workers as f64, s.prediction?.speedup)))
             .collect();
-        if !predicted.is_empty() {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    predicted,
-                    6,
-                    4,
-                    colour.stroke_width(2),
-                ))
-                .map_err(|e| e.to_string())?
-                .label(format!(
-                    "{} predicted (cost model)",
-                    mode_label(mode, r.prefetch)
-                ))
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 8, y)], colour.stroke_width(2))
-                });
-        }
+        draw_prediction(
+            &mut chart,
+            predicted,
+            (6, 2),
+            colour,
+            format!("{} predicted (cost model)", mode_label(mode, r.prefetch)),
+        )?;
         let under_load: Vec<(f64, f64)> = rows
             .iter()
             .filter_map(|s| Some((s.config.workers as f64, s.prediction_under_load?.speedup)))
             .collect();
-        if !under_load.is_empty() {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    under_load,
-                    2,
-                    4,
-                    colour.stroke_width(1),
-                ))
-                .map_err(|e| e.to_string())?
-                .label(format!(
-                    "{} predicted on the cores others left free",
-                    mode_label(mode, r.prefetch)
-                ))
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 3, y)], colour.stroke_width(1))
-                });
-        }
+        draw_prediction(
+            &mut chart,
+            under_load,
+            (2, 1),
+            colour,
+            format!(
+                "{} predicted on the cores others left free",
+                mode_label(mode, r.prefetch)
+            ),
+        )?;
     }
     chart
         .configure_series_labels()
@@ -216,6 +199,40 @@ fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
         .draw()
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Draws a predicted curve as a dashed line of `(dash, width)`, with its legend entry;
+/// nothing when there are no points.
+fn draw_prediction<DB: DrawingBackend>(
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    points: Vec<(f64, f64)>,
+    (dash, width): (u32, u32),
+    colour: RGBColor,
+    label: String,
+) -> Result<(), String> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    chart
+        .draw_series(DashedLineSeries::new(
+            points,
+            dash,
+            4,
+            colour.stroke_width(width),
+        ))
+        .map_err(|e| e.to_string())?
+        .label(label)
+        .legend(move |(x, y)| {
+            PathElement::new(
+                [(x, y), (x + 4 * width as i32, y)],
+                colour.stroke_width(width),
+            )
+        });
     Ok(())
 }
 

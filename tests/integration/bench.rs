@@ -2,8 +2,8 @@
 //! single-process baseline trains exactly what one sync worker trains.
 
 use downpour::bench::BenchReport;
+use downpour::bench::local_trainer::train_locally;
 use downpour_server::JobSpec;
-use downpour_worker::local_trainer::train_locally;
 
 use crate::support::{assert_success, bits, downpour, train};
 
@@ -115,12 +115,18 @@ fn the_compose_mode_prints_the_commands() {
         "1,4",
         "--repeats",
         "1",
+        "--prefetch",
     ];
     let output = downpour().args(args).output().unwrap();
     assert_success(&output, &args);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("WORKERS=4 MODE=async WORKER_CPUS=") && stdout.contains("--scale worker=4"),
+        stdout.contains("WORKERS=4 MODE=async DOWNPOUR_PREFETCH=true WORKER_CPUS=")
+            && stdout.contains("--scale worker=4"),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("WORKERS=4 MODE=sync DOWNPOUR_PREFETCH=false WORKER_CPUS="),
+        "sync runs do not prefetch: {stdout}"
     );
 }

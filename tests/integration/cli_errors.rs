@@ -71,3 +71,17 @@ fn a_malformed_data_file_names_file_and_line() {
         &format!("{}:3", csv.display()),
     );
 }
+
+#[test]
+fn prefetch_in_sync_mode_is_refused() {
+    fails_with(
+        &["--prefetch"],
+        None,
+        "consistency.prefetch: sync applies every gradient before the next step",
+    );
+    fails_with(
+        &["--mode", "ssp", "--staleness", "0", "--prefetch"],
+        None,
+        "consistency.prefetch: prefetch adds one step of staleness",
+    );
+}

@@ -6,10 +6,8 @@
 //! - [`sharded_server`]: one connection per server shard; parameters assembled from the parts.
 //! - [`phases`]: a worker's running per-phase time totals, sent with each push.
 //! - [`trainer`]: the training loop: register, pull, compute, push, evaluate.
-//! - [`local_trainer`]: the same model and optimizer step in one process, no server (a baseline).
 
 pub mod client;
-pub mod local_trainer;
 pub mod model;
 pub mod phases;
 pub mod sharded_server;

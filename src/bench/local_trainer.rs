@@ -14,7 +14,7 @@ use downpour_core::{ParamSet, sharding};
 use downpour_server::Job;
 use downpour_server::store::{ParameterStore, UpdateRule};
 
-use crate::model::{Model, ModelError};
+use downpour_worker::model::{Model, ModelError};
 
 /// Why local training failed.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +146,7 @@ pub fn train_locally(job: &Job) -> Result<LocalRun, LocalTrainError> {
     Ok(run)
 }
 
-fn evaluation(m: &crate::model::Metrics, version: u64, is_final: bool) -> Evaluation {
+fn evaluation(m: &downpour_worker::model::Metrics, version: u64, is_final: bool) -> Evaluation {
     Evaluation {
         worker_id: 0,
         version,

@@ -165,13 +165,7 @@ impl ParameterStore {
                     name: g.name,
                 });
             }
-            if let Some((index, &value)) = g
-                .tensor
-                .data()
-                .iter()
-                .enumerate()
-                .find(|(_, v)| !v.is_finite())
-            {
+            if let Some((index, value)) = first_non_finite(g.tensor.data()) {
                 return Err(GradientError::NonFinite {
                     name: g.name,
                     index,
@@ -231,5 +225,44 @@ impl ParameterStore {
             .map(|e| e.name.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// The index and value of the first NaN or infinity in `values`, if any.
+///
+/// Scans in chunks without branching inside a chunk (an exponent of all ones is an
+/// infinity or a NaN), so the common all-finite case runs at memory speed.
+fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
+    const CHUNK: usize = 4096;
+    const EXPONENT: u32 = 0x7f80_0000;
+    for (k, chunk) in values.chunks(CHUNK).enumerate() {
+        let any = chunk
+            .iter()
+            .fold(false, |any, v| any | (v.to_bits() & EXPONENT == EXPONENT));
+        if any {
+            let i = chunk.iter().position(|v| !v.is_finite())?;
+            return Some((k * CHUNK + i, chunk[i]));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_non_finite_value_is_found_in_any_chunk() {
+        let mut values = vec![1.0_f32; 10_000];
+        assert_eq!(first_non_finite(&values), None);
+        values[9_000] = f32::NEG_INFINITY;
+        values[9_999] = f32::NAN;
+        assert_eq!(first_non_finite(&values), Some((9_000, f32::NEG_INFINITY)));
+        values[4_096] = f32::INFINITY;
+        assert_eq!(first_non_finite(&values), Some((4_096, f32::INFINITY)));
+        let nan = first_non_finite(&[0.0, -0.0, f32::MAX, f32::MIN_POSITIVE, f32::NAN]).unwrap();
+        assert_eq!(nan.0, 4);
+        assert!(nan.1.is_nan());
+        assert_eq!(first_non_finite(&[]), None);
     }
 }

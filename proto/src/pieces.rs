@@ -20,16 +20,12 @@ use std::sync::Arc;
 
 use downpour_core::{NamedTensor, ParamSet, Tensor};
 
-use crate::convert::{WireError, f32_from_le_bytes_into, f32_to_le_bytes, wire_shape};
+use crate::convert::{WireError, extend_f32_from_le_bytes, f32_to_le_bytes, wire_shape};
 use crate::v1;
 
-/// Most values the assembler allocates for a tensor before its data arrives (256 MiB of
+/// Most values the assembler reserves for a tensor before its data arrives (256 MiB of
 /// f32s): a shape alone, which a peer may choose freely, never sizes a larger allocation;
 /// a bigger tensor grows as its pieces arrive.
-///
-/// Up to this size the whole tensor is allocated zeroed at its first piece (`calloc`:
-/// fresh pages from the OS cost no zeroing pass of ours) and each piece is copied into
-/// place, so decoding is one copy per value.
 const RESERVE_LIMIT_VALUES: usize = 64 * 1024 * 1024;
 
 /// One piece to cut: values `range` of tensor `tensor`.
@@ -214,17 +210,14 @@ struct PartialTensor {
     dims: Vec<usize>,
     /// Values the shape holds: the product of `dims`.
     expected: usize,
-    /// The values received so far, `values[..filled]`, followed by zeros waiting for the
-    /// next pieces; never longer than `expected` (exactly `expected` when the whole
-    /// tensor was allocated up front).
+    /// The values received so far, in order; never more than `expected`. Its length is
+    /// where the next piece must start.
     values: Vec<f32>,
-    /// Values received so far: where the next piece must start.
-    filled: usize,
 }
 
 impl PartialTensor {
-    /// A tensor of shape `wire_shape` (`dims`, `expected` values) with no value yet.
-    /// Allocates it whole when it holds at most `reserve_limit` values, else reserves that many.
+    /// A tensor of shape `wire_shape` (`dims`, `expected` values) with no value yet, room
+    /// reserved for all of them, or for `reserve_limit` if fewer.
     fn new(
         name: String,
         wire_shape: Vec<u64>,
@@ -232,23 +225,17 @@ impl PartialTensor {
         expected: usize,
         reserve_limit: usize,
     ) -> Self {
-        let values = if expected <= reserve_limit {
-            vec![0.0; expected]
-        } else {
-            Vec::with_capacity(reserve_limit)
-        };
         Self {
             name,
             wire_shape,
             dims,
+            values: Vec::with_capacity(expected.min(reserve_limit)),
             expected,
-            values,
-            filled: 0,
         }
     }
 
     fn is_complete(&self) -> bool {
-        self.filled == self.expected
+        self.values.len() == self.expected
     }
 
     /// Appends a piece's bytes (a multiple of 4, checked by the caller).
@@ -259,7 +246,7 @@ impl PartialTensor {
         offset: u64,
         data: &[u8],
     ) -> Result<(), WireError> {
-        let have = self.filled;
+        let have = self.values.len();
         if shape != self.wire_shape.as_slice() {
             return Err(WireError::ShapeChanged {
                 name: name.to_string(),
@@ -283,12 +270,7 @@ impl PartialTensor {
                 actual: (have + n) as u64,
             });
         }
-        let end = have + n;
-        if end > self.values.len() {
-            self.values.resize(end, 0.0);
-        }
-        f32_from_le_bytes_into(&mut self.values[have..end], data);
-        self.filled = end;
+        extend_f32_from_le_bytes(&mut self.values, data);
         Ok(())
     }
 
@@ -297,7 +279,7 @@ impl PartialTensor {
             name: self.name,
             shape: self.wire_shape,
             expected: self.expected as u64,
-            actual: self.filled as u64,
+            actual: self.values.len() as u64,
         }
     }
 

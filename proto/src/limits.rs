@@ -6,12 +6,15 @@
 //! its framing; [`MAX_MESSAGE_BYTES`] stops a runaway message (a hand-built one, or a
 //! peer that sends whole tensors in one message) before it exhausts memory.
 
-/// Values per message of a streamed parameter set, in bytes of f32s: 4 MiB (1 Mi values).
+/// Values per message of a streamed parameter set, in bytes of f32s: 1 MiB (256 Ki values).
 ///
 /// Small enough that encoding the next piece overlaps sending this one and decoding the
-/// previous one, large enough that the per-message cost (a gRPC frame, a `Tensor` header
-/// per piece, a task wake-up) is negligible next to the copy.
-pub const PIECE_BYTES: usize = 4 * 1024 * 1024;
+/// previous one (and that a piece stays in cache between the copies that move it), large
+/// enough that the per-message cost (a gRPC frame, a `Tensor` header per piece, a task
+/// wake-up) is negligible next to the copy. On the 2-core machine of docs/benchmarks.md,
+/// 10M parameters: 1 MiB was the best of 256 KiB to 16 MiB, 16 MiB the worst (larger
+/// than the 8 MiB stream window, and no overlap to speak of).
+pub const PIECE_BYTES: usize = 1024 * 1024;
 
 /// Largest message either side decodes or encodes: 256 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;

@@ -459,6 +459,10 @@ async fn send_gradient(
 /// Reads a stream of parameter pieces to its end, assembling them as they arrive;
 /// returns the first message (its pieces taken), the parameters and the time spent
 /// assembling.
+///
+/// # Errors
+/// [`ClientError::Rpc`] when the stream breaks; [`ClientError::Wire`] when it carries no
+/// message or its pieces do not fit together.
 async fn receive_params(
     mut stream: Streaming<v1::PullResponse>,
     call: &'static str,

@@ -1,14 +1,16 @@
 //! Conversions between wire messages and domain types.
 //!
 //! Server and worker never build wire messages by hand: they call these.
-//! Tensors travel as little-endian f32 bytes; the training plan and the status,
-//! which are rich, rarely sent and meant for people too, travel as JSON.
+//! Tensors travel as little-endian f32 bytes (parameter sets in pieces, see
+//! [`crate::pieces`]); the training plan and the status, which are rich, rarely sent and
+//! meant for people too, travel as JSON.
 
 use bytes::Bytes;
 use downpour_core::status::{Evaluation, ServerStatus};
 use downpour_core::timing::PhaseTimes;
 use downpour_core::{NamedTensor, ParamSet, Tensor, TrainingPlan};
 
+use crate::pieces::ParamAssembler;
 use crate::v1;
 
 /// A wire message that does not decode into a domain value.
@@ -42,11 +44,66 @@ pub enum WireError {
         /// Its declared shape.
         shape: Vec<u64>,
     },
-    /// The same tensor name appears twice in one message.
+    /// The same tensor appears twice in one parameter set (a piece at offset 0 of a
+    /// tensor that already arrived).
     #[error("tensor {name} appears twice")]
     DuplicateName {
         /// The repeated name.
         name: String,
+    },
+    /// A piece does not start where the previous piece of its tensor ended (or, for a
+    /// tensor's first piece, at 0).
+    #[error("tensor {name}: piece starts at value {offset}, expected {expected}")]
+    PieceOffset {
+        /// The tensor's name.
+        name: String,
+        /// Where the piece should start: the values received so far.
+        expected: u64,
+        /// Where it says it starts.
+        offset: u64,
+    },
+    /// A piece declares another shape than the tensor's earlier pieces.
+    #[error("tensor {name}: shape changed from {first:?} to {then:?} between pieces")]
+    ShapeChanged {
+        /// The tensor's name.
+        name: String,
+        /// The shape of its first piece.
+        first: Vec<u64>,
+        /// The shape of the offending piece.
+        then: Vec<u64>,
+    },
+    /// A tensor's pieces bring more values than its shape holds.
+    #[error("tensor {name}: shape {shape:?} holds {expected} values, its pieces bring {actual}")]
+    Overflow {
+        /// The tensor's name.
+        name: String,
+        /// Its declared shape.
+        shape: Vec<u64>,
+        /// The shape's product.
+        expected: u64,
+        /// Values up to the end of the offending piece.
+        actual: u64,
+    },
+    /// A tensor's pieces ended (another tensor began, or the set ended) before its shape
+    /// was filled.
+    #[error(
+        "tensor {name}: shape {shape:?} needs {expected} values, its pieces ended after {actual}"
+    )]
+    Incomplete {
+        /// The tensor's name.
+        name: String,
+        /// Its declared shape.
+        shape: Vec<u64>,
+        /// The shape's product.
+        expected: u64,
+        /// Values received.
+        actual: u64,
+    },
+    /// A stream that must carry at least one message carried none.
+    #[error("the {what} stream carried no message")]
+    EmptyStream {
+        /// Which stream.
+        what: &'static str,
     },
     /// An embedded JSON document does not parse.
     #[error("malformed {what}: {reason}")]
@@ -58,17 +115,69 @@ pub enum WireError {
     },
 }
 
-/// Encodes f32 values as little-endian bytes.
+/// Encodes f32 values as little-endian bytes, bit for bit (NaN payloads, -0.0).
 ///
-/// Writing into a zeroed buffer through fixed-size chunks lets the compiler vectorise
-/// the loop: twice as fast as pushing four bytes at a time (measured on 10M values).
+/// On a little-endian target the values already are those bytes: one memcpy.
 #[must_use]
 pub fn f32_to_le_bytes(values: &[f32]) -> Bytes {
-    let mut out = vec![0u8; values.len() * 4];
-    for (chunk, v) in out.chunks_exact_mut(4).zip(values) {
-        chunk.copy_from_slice(&v.to_le_bytes());
+    #[cfg(target_endian = "little")]
+    {
+        Bytes::copy_from_slice(bytemuck::cast_slice::<f32, u8>(values))
     }
-    Bytes::from(out)
+    #[cfg(target_endian = "big")]
+    {
+        let mut out = Vec::with_capacity(values.len() * 4);
+        for v in values {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Bytes::from(out)
+    }
+}
+
+/// Decodes little-endian bytes into `dst`, bit for bit.
+///
+/// On a little-endian target this is one memcpy into `dst` seen as bytes: the source
+/// may be unaligned (it usually is, inside a received message), the destination cast
+/// is always valid.
+///
+/// # Panics
+/// When `src` is not exactly `4 * dst.len()` bytes.
+pub fn f32_from_le_bytes_into(dst: &mut [f32], src: &[u8]) {
+    assert_eq!(
+        src.len(),
+        4 * dst.len(),
+        "{} bytes do not fill {} f32 values",
+        src.len(),
+        dst.len()
+    );
+    #[cfg(target_endian = "little")]
+    bytemuck::cast_slice_mut::<f32, u8>(dst).copy_from_slice(src);
+    #[cfg(target_endian = "big")]
+    for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
+        *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+}
+
+/// Appends the f32 values of little-endian bytes to `dst`, bit for bit.
+///
+/// For a tensor assembled piece by piece: unlike [`f32_from_le_bytes_into`], it needs
+/// no initialised destination, so the values are written once, not zero-filled first
+/// (a pass that costs as much as the copy: allocations are recycled, not fresh pages).
+/// The loop over exact 4-byte chunks is vectorised into a plain copy on a little-endian
+/// target (as fast as `memcpy`, measured on 10M values from unaligned pieces).
+///
+/// # Panics
+/// When `src` is not a whole number of f32 values.
+pub fn extend_f32_from_le_bytes(dst: &mut Vec<f32>, src: &[u8]) {
+    assert!(
+        src.len().is_multiple_of(4),
+        "{} bytes are not a whole number of f32 values",
+        src.len()
+    );
+    dst.extend(
+        src.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
 }
 
 /// Decodes little-endian bytes into f32 values; `None` when the length is not a multiple of 4.
@@ -77,12 +186,28 @@ pub fn f32_from_le_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
     if !bytes.len().is_multiple_of(4) {
         return None;
     }
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
+    let mut values = vec![0.0; bytes.len() / 4];
+    f32_from_le_bytes_into(&mut values, bytes);
+    Some(values)
+}
+
+/// The shape of a wire tensor as dimensions, and the number of values it holds.
+///
+/// # Errors
+/// [`WireError::TooLarge`] when a dimension or the product does not fit in `usize`.
+pub(crate) fn wire_shape(name: &str, shape: &[u64]) -> Result<(Vec<usize>, usize), WireError> {
+    let too_large = || WireError::TooLarge {
+        name: name.to_string(),
+        shape: shape.to_vec(),
+    };
+    let mut dims = Vec::with_capacity(shape.len());
+    let mut values: usize = 1;
+    for &d in shape {
+        let d = usize::try_from(d).map_err(|_| too_large())?;
+        values = values.checked_mul(d).ok_or_else(too_large)?;
+        dims.push(d);
+    }
+    Ok((dims, values))
 }
 
 impl From<&NamedTensor> for v1::Tensor {
@@ -91,6 +216,7 @@ impl From<&NamedTensor> for v1::Tensor {
             name: t.name.clone(),
             shape: t.tensor.shape().iter().map(|&d| d as u64).collect(),
             data: f32_to_le_bytes(t.tensor.data()),
+            offset: 0,
         }
     }
 }
@@ -98,26 +224,25 @@ impl From<&NamedTensor> for v1::Tensor {
 impl TryFrom<v1::Tensor> for NamedTensor {
     type Error = WireError;
 
+    /// Decodes a whole tensor: one piece, at offset 0, holding every value.
     fn try_from(t: v1::Tensor) -> Result<Self, WireError> {
         let values = f32_from_le_bytes(&t.data).ok_or_else(|| WireError::ByteLength {
             name: t.name.clone(),
             len: t.data.len(),
         })?;
-        let too_large = || WireError::TooLarge {
-            name: t.name.clone(),
-            shape: t.shape.clone(),
-        };
-        let mut shape = Vec::with_capacity(t.shape.len());
-        let mut expected: u64 = 1;
-        for &d in &t.shape {
-            shape.push(usize::try_from(d).map_err(|_| too_large())?);
-            expected = expected.checked_mul(d).ok_or_else(too_large)?;
+        if t.offset != 0 {
+            return Err(WireError::PieceOffset {
+                name: t.name,
+                expected: 0,
+                offset: t.offset,
+            });
         }
-        if expected != values.len() as u64 {
+        let (shape, expected) = wire_shape(&t.name, &t.shape)?;
+        if expected != values.len() {
             return Err(WireError::ShapeMismatch {
                 name: t.name,
                 shape: t.shape,
-                expected,
+                expected: expected as u64,
                 actual: values.len(),
             });
         }
@@ -129,26 +254,24 @@ impl TryFrom<v1::Tensor> for NamedTensor {
     }
 }
 
-/// Encodes a parameter or gradient set.
+/// Encodes a parameter or gradient set, one whole tensor (one piece) each.
+///
+/// The server caches this encoding per version and streams it in slices
+/// ([`crate::pieces::EncodedPieces`]).
 #[must_use]
 pub fn params_to_wire(set: &ParamSet) -> Vec<v1::Tensor> {
     set.entries().iter().map(v1::Tensor::from).collect()
 }
 
-/// Decodes a parameter or gradient set, keeping the wire order.
+/// Decodes a parameter or gradient set from its pieces, keeping the wire order.
 ///
 /// # Errors
-/// [`WireError`] for a malformed tensor or a repeated name.
+/// [`WireError`] for a malformed piece, an incomplete tensor or a repeated name
+/// (see [`ParamAssembler`]).
 pub fn params_from_wire(tensors: Vec<v1::Tensor>) -> Result<ParamSet, WireError> {
-    let mut entries: Vec<NamedTensor> = Vec::with_capacity(tensors.len());
-    for t in tensors {
-        let named = NamedTensor::try_from(t)?;
-        if entries.iter().any(|e| e.name == named.name) {
-            return Err(WireError::DuplicateName { name: named.name });
-        }
-        entries.push(named);
-    }
-    Ok(ParamSet::new(entries))
+    let mut assembler = ParamAssembler::new();
+    assembler.extend(tensors)?;
+    assembler.finish()
 }
 
 /// Encodes the training plan for a [`v1::RegisterResponse`].
@@ -260,7 +383,58 @@ mod tests {
             name: name.into(),
             shape,
             data: Bytes::from(data),
+            offset: 0,
         }
+    }
+
+    #[test]
+    fn le_bytes_round_trip_bit_exactly_with_nan_payloads() {
+        let values = [
+            f32::from_bits(0x7fc0_1234),
+            f32::from_bits(0xffa0_0001),
+            -0.0,
+            0.0,
+            f32::NEG_INFINITY,
+            f32::from_bits(1),
+            -1.0e-30,
+        ];
+        let bytes = f32_to_le_bytes(&values);
+        assert_eq!(&bytes[..4], &0x7fc0_1234u32.to_le_bytes());
+        assert_eq!(&bytes[8..12], &(-0.0f32).to_le_bytes());
+        let back = f32_from_le_bytes(&bytes).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back), bits(&values));
+        let mut appended = Vec::new();
+        extend_f32_from_le_bytes(&mut appended, &bytes);
+        assert_eq!(bits(&appended), bits(&values));
+        assert_eq!(f32_from_le_bytes(&bytes[1..5]).map(|v| v.len()), Some(1));
+        assert_eq!(f32_from_le_bytes(&bytes[..7]), None);
+        assert!(f32_to_le_bytes(&[]).is_empty());
+    }
+
+    #[test]
+    fn decoding_from_unaligned_bytes_works() {
+        let values: Vec<f32> = (0..100).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let mut shifted = vec![0xee_u8];
+        shifted.extend_from_slice(&f32_to_le_bytes(&values));
+        let mut out = vec![0.0; values.len()];
+        f32_from_le_bytes_into(&mut out, &shifted[1..]);
+        assert_eq!(out, values);
+        let mut appended = vec![7.0];
+        extend_f32_from_le_bytes(&mut appended, &shifted[1..]);
+        assert_eq!(appended[0], 7.0);
+        assert_eq!(&appended[1..], &values[..]);
+    }
+
+    #[test]
+    fn a_whole_tensor_must_start_at_offset_0() {
+        let mut t = wire("w", vec![1], vec![0; 4]);
+        t.offset = 1;
+        let err = NamedTensor::try_from(t).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tensor w: piece starts at value 1, expected 0"
+        );
     }
 
     #[test]

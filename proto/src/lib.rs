@@ -3,10 +3,12 @@
 //! # Layout
 //! - [`v1`]: the code generated from `proto/downpour/v1/parameter_server.proto`.
 //! - [`convert`]: tensors to and from little-endian bytes; plans and status to and from JSON.
-//! - [`limits`]: the message-size limits both sides set.
+//! - [`pieces`]: parameter sets cut into pieces for streaming, and assembled back.
+//! - [`limits`]: the message-size limits both sides set, and the size of a piece.
 
 pub mod convert;
 pub mod limits;
+pub mod pieces;
 
 /// Generated from `proto/downpour/v1/parameter_server.proto`.
 #[allow(
@@ -20,3 +22,4 @@ pub mod v1 {
 }
 
 pub use convert::WireError;
+pub use pieces::{EncodedPieces, ParamAssembler, ParamPieces};

@@ -1,20 +1,28 @@
 //! The gRPC layer: decode, call [`ServerCore`] under its lock, wait when told to, encode.
+//!
+//! Parameter sets are streamed in pieces ([`downpour_proto::pieces`]): a push's gradient
+//! is assembled as its messages arrive, so decoding overlaps the transfer; a pull's
+//! parameters are sliced, without copying, out of the encoding cached for their version.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use downpour_proto::convert::{params_from_wire, params_to_wire, plan_to_json, status_to_wire};
+use downpour_core::ParamSet;
+use downpour_proto::convert::{params_to_wire, plan_to_json, status_to_wire};
 use downpour_proto::limits::{
-    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PIECE_BYTES, STREAM_WINDOW_BYTES,
 };
-use downpour_proto::v1;
+use downpour_proto::pieces::{EncodedPieces, ParamAssembler};
 use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
+use downpour_proto::{WireError, v1};
 
 use crate::checkpoint::{CheckpointStore, Snapshot};
 use crate::server_core::{CoreError, PullOutcome, ServerCore, ShardRole};
@@ -83,10 +91,11 @@ struct Shared {
     /// synchronous sections (no `.await` while locked), so it never blocks the runtime
     /// for longer than one optimizer step.
     core: Mutex<ServerCore>,
-    /// Encoded parameters of one version, shared by every pull of that version
-    /// (`Bytes` clones are reference counts). Locked only while `core` is locked,
-    /// after it, so the version it holds is never ahead of the core's.
-    encoded: Mutex<Option<(u64, Vec<v1::Tensor>)>>,
+    /// Encoded parameters of one version (whole tensors), shared by every pull of that
+    /// version: pulls stream slices of it (`Bytes` slices are reference counts). Locked
+    /// only while `core` is locked, after it, so the version it holds is never ahead of
+    /// the core's.
+    encoded: Mutex<Option<(u64, Arc<[v1::Tensor]>)>>,
     /// Bumped after every change that may let a waiting pull proceed.
     changed: watch::Sender<u64>,
     /// When the first worker registered (the job's clock), once one has.
@@ -226,22 +235,113 @@ impl Shared {
     }
 
     /// The encoded parameters of the core's current version.
-    fn encoded_params(&self, core: &ServerCore) -> Vec<v1::Tensor> {
+    fn encoded_params(&self, core: &ServerCore) -> Arc<[v1::Tensor]> {
         let mut cache = self
             .encoded
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match &*cache {
-            Some((v, tensors)) if *v == core.version() => tensors.clone(),
+            Some((v, tensors)) if *v == core.version() => Arc::clone(tensors),
             _ => {
                 let encoding = Instant::now();
-                let tensors = params_to_wire(core.params());
+                let tensors: Arc<[v1::Tensor]> = params_to_wire(core.params()).into();
                 self.timing().encoded(encoding.elapsed().as_secs_f64());
-                *cache = Some((core.version(), tensors.clone()));
+                *cache = Some((core.version(), Arc::clone(&tensors)));
                 tensors
             }
         }
     }
+}
+
+/// A streamed reply of parameters: `PullResponse` messages of pieces.
+pub type PullStream = Pin<Box<dyn Stream<Item = Result<v1::PullResponse, Status>> + Send>>;
+
+/// The reply stream for `params` (whole encoded tensors): `header` with the first group
+/// of pieces, then one message per further group, each cut from `params` without copying.
+fn pull_stream(header: v1::PullResponse, params: Arc<[v1::Tensor]>) -> PullStream {
+    let mut header = Some(header);
+    let messages = EncodedPieces::new(params, PIECE_BYTES).map(move |group| {
+        let mut message = header.take().unwrap_or_default();
+        message.params = group;
+        Ok(message)
+    });
+    Box::pin(tokio_stream::iter(messages))
+}
+
+/// The fields of a push besides its gradient: those of its stream's first message.
+#[derive(Debug)]
+struct PushHeader {
+    /// The pushing worker.
+    worker_id: u32,
+    /// The step it pushes.
+    step: u64,
+    /// The version the gradient was computed from.
+    base_version: u64,
+    /// Mean training loss of the batch.
+    loss: f64,
+    /// Samples in the batch.
+    samples: u64,
+    /// The worker's cumulative phase times, if sent.
+    phases: Option<v1::PhaseTimes>,
+}
+
+/// A push's stream read to its end: its header, its gradient (or why it does not
+/// decode), the gradient bytes received and the seconds spent decoding them.
+#[derive(Debug)]
+struct ReceivedPush {
+    /// From the first message.
+    header: PushHeader,
+    /// The assembled gradient, or the first wire error (reading stops there).
+    gradient: Result<ParamSet, WireError>,
+    /// Bytes of tensor data received.
+    bytes: u64,
+    /// Seconds spent assembling the pieces.
+    decode_seconds: f64,
+}
+
+/// Reads a push's stream, assembling the gradient piece by piece as messages arrive.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for a stream with no message; the transport's status when the
+/// stream breaks.
+async fn receive_push(mut stream: Streaming<v1::PushRequest>) -> Result<ReceivedPush, Status> {
+    let first = stream.message().await?.ok_or_else(|| {
+        Status::invalid_argument(WireError::EmptyStream { what: "push" }.to_string())
+    })?;
+    let header = PushHeader {
+        worker_id: first.worker_id,
+        step: first.step,
+        base_version: first.base_version,
+        loss: first.loss,
+        samples: first.samples,
+        phases: first.phases,
+    };
+    let mut assembler = ParamAssembler::new();
+    let mut bytes = 0;
+    let mut decoding = Duration::ZERO;
+    let mut pieces = Some(first.gradients);
+    let gradient = loop {
+        let Some(group) = pieces.take() else {
+            let started = Instant::now();
+            let finished = assembler.finish();
+            decoding += started.elapsed();
+            break finished;
+        };
+        bytes += group.iter().map(|t| t.data.len() as u64).sum::<u64>();
+        let started = Instant::now();
+        let fed = assembler.extend(group);
+        decoding += started.elapsed();
+        if let Err(e) = fed {
+            break Err(e);
+        }
+        pieces = stream.message().await?.map(|m| m.gradients);
+    };
+    Ok(ReceivedPush {
+        header,
+        gradient,
+        bytes,
+        decode_seconds: decoding.as_secs_f64(),
+    })
 }
 
 /// The `downpour.v1.ParameterServer` service.
@@ -398,10 +498,13 @@ impl ParameterServer for ParameterServerService {
         }))
     }
 
+    type PullStream = PullStream;
+    type GetParametersStream = PullStream;
+
     async fn pull(
         &self,
         request: Request<v1::PullRequest>,
-    ) -> Result<Response<v1::PullResponse>, Status> {
+    ) -> Result<Response<Self::PullStream>, Status> {
         let req = request.into_inner();
         let arrived = Instant::now();
         loop {
@@ -430,13 +533,14 @@ impl ParameterServer for ParameterServerService {
                     }
                     let params = self.shared.encoded_params(&core);
                     core.record_traffic(0, params.iter().map(|t| t.data.len() as u64).sum());
-                    return Ok(Response::new(v1::PullResponse {
+                    let header = v1::PullResponse {
                         version,
-                        params,
+                        params: Vec::new(),
                         evaluate,
                         data_shards,
                         waited_seconds,
-                    }));
+                    };
+                    return Ok(Response::new(pull_stream(header, params)));
                 }
             }
             tokio::select! {
@@ -454,17 +558,14 @@ impl ParameterServer for ParameterServerService {
 
     async fn push(
         &self,
-        request: Request<v1::PushRequest>,
+        request: Request<Streaming<v1::PushRequest>>,
     ) -> Result<Response<v1::PushResponse>, Status> {
-        let req = request.into_inner();
-        let bytes: u64 = req.gradients.iter().map(|t| t.data.len() as u64).sum();
-        self.shared.core().record_traffic(bytes, 0);
-        let decoding = Instant::now();
-        let gradient = match params_from_wire(req.gradients) {
+        let received = receive_push(request.into_inner()).await?;
+        let req = received.header;
+        self.shared.core().record_traffic(received.bytes, 0);
+        let gradient = match received.gradient {
             Ok(g) => {
-                self.shared
-                    .timing()
-                    .decoded(decoding.elapsed().as_secs_f64());
+                self.shared.timing().decoded(received.decode_seconds);
                 g
             }
             Err(e) => {
@@ -562,16 +663,17 @@ impl ParameterServer for ParameterServerService {
     async fn get_parameters(
         &self,
         _request: Request<v1::GetParametersRequest>,
-    ) -> Result<Response<v1::PullResponse>, Status> {
+    ) -> Result<Response<Self::GetParametersStream>, Status> {
         let core = self.shared.core();
         let params = self.shared.encoded_params(&core);
-        Ok(Response::new(v1::PullResponse {
+        let header = v1::PullResponse {
             version: core.version(),
-            params,
+            params: Vec::new(),
             evaluate: false,
             data_shards: Vec::new(),
             waited_seconds: 0.0,
-        }))
+        };
+        Ok(Response::new(pull_stream(header, params)))
     }
 
     async fn status(

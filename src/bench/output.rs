@@ -255,12 +255,17 @@ fn transport_table(out: &mut String, r: &BenchReport) {
         "Transport, Downpour's gRPC path against raw length-prefixed TCP on loopback, alternated in the same run \
          (GB/s of f32 payload; end to end includes encoding and decoding, transfer only subtracts them). \
          Settings: HTTP/2 stream window {}, connection window {}, server max frame {}, client max frame {}, \
-         max message {}, TCP_NODELAY {}.\n",
+         max message {}, {}, TCP_NODELAY {}.\n",
         mib(u64::from(st.stream_window_bytes)),
         mib(u64::from(st.connection_window_bytes)),
         mib(u64::from(st.server_max_frame_bytes)),
         mib(u64::from(st.client_max_frame_bytes)),
         mib(st.max_message_bytes as u64),
+        if st.piece_bytes == 0 {
+            "one message per call".to_string()
+        } else {
+            format!("streamed in pieces of {}", mib(st.piece_bytes as u64))
+        },
         if st.tcp_nodelay { "on" } else { "off" }
     );
     let _ = writeln!(

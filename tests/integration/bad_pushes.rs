@@ -1,10 +1,12 @@
 //! Bad pushes over real gRPC: each refused with the right status, the parameters unchanged.
+//! And large models, streamed in many pieces, through every call that carries parameters.
 
 use bytes::Bytes;
 use tonic::Code;
 
 use downpour_core::ParamSet;
-use downpour_proto::convert::params_to_wire;
+use downpour_proto::convert::{f32_to_le_bytes, params_to_wire};
+use downpour_proto::limits::PIECE_BYTES;
 use downpour_proto::v1;
 use downpour_worker::ServerClient;
 
@@ -25,20 +27,55 @@ workers = 2
 epochs = 2
 "#;
 
-async fn push(client: &ServerClient, worker: u32, gradients: Vec<v1::Tensor>) -> tonic::Status {
+/// The first message of a push of step 0 by `worker`, with `gradients`.
+fn first_message(worker: u32, gradients: Vec<v1::Tensor>) -> v1::PushRequest {
+    v1::PushRequest {
+        worker_id: worker,
+        step: 0,
+        base_version: 0,
+        loss: 0.1,
+        samples: 1,
+        gradients,
+        phases: None,
+    }
+}
+
+/// A push streamed as `messages`, which must be refused.
+async fn push_messages(client: &ServerClient, messages: Vec<v1::PushRequest>) -> tonic::Status {
     client
         .raw()
-        .push(v1::PushRequest {
-            worker_id: worker,
-            step: 0,
-            base_version: 0,
-            loss: 0.1,
-            samples: 1,
-            gradients,
-            phases: None,
-        })
+        .push(tokio_stream::iter(messages))
         .await
         .expect_err("the push must be refused")
+}
+
+/// A push in one message, which must be refused.
+async fn push(client: &ServerClient, worker: u32, gradients: Vec<v1::Tensor>) -> tonic::Status {
+    push_messages(client, vec![first_message(worker, gradients)]).await
+}
+
+/// A later message of a push stream: only pieces (the other fields, set to nonsense
+/// here, are ignored).
+fn later_message(gradients: Vec<v1::Tensor>) -> v1::PushRequest {
+    v1::PushRequest {
+        worker_id: 999,
+        step: 77,
+        base_version: 55,
+        loss: f64::NAN,
+        samples: 0,
+        gradients,
+        phases: None,
+    }
+}
+
+/// Values `range` of `name` (of shape `shape`) as a piece.
+fn piece(name: &str, shape: &[u64], range: std::ops::Range<usize>, values: &[f32]) -> v1::Tensor {
+    v1::Tensor {
+        name: name.into(),
+        shape: shape.to_vec(),
+        offset: range.start as u64,
+        data: f32_to_le_bytes(&values[range]),
+    }
 }
 
 fn zeros(params: &ParamSet) -> Vec<v1::Tensor> {
@@ -124,8 +161,161 @@ async fn every_bad_push_is_refused_with_the_right_status_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_push_split_over_several_messages_must_fit_together() {
+    let server = ServerProcess::start(JOB, &[]);
+    let mut client = ServerClient::connect(&server.address).await.unwrap();
+    let a = client.register("a", None).await.unwrap().assignment;
+    let (_, before) = client.parameters().await.unwrap();
+    assert_eq!(before.get("linear.weight").unwrap().shape(), &[3, 4]);
+    let w = vec![0.25_f32; 12];
+    let b = vec![0.5_f32; 3];
+    let (ws, bs) = ([3, 4], [3]);
+
+    let gap = vec![
+        first_message(a.worker_id, vec![piece("linear.weight", &ws, 0..6, &w)]),
+        later_message(vec![piece("linear.weight", &ws, 8..12, &w)]),
+        later_message(vec![piece("linear.bias", &bs, 0..3, &b)]),
+    ];
+    let s = push_messages(&client, gap).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert_eq!(
+        s.message(),
+        "tensor linear.weight: piece starts at value 8, expected 6"
+    );
+
+    let incomplete = vec![
+        first_message(a.worker_id, vec![piece("linear.weight", &ws, 0..12, &w)]),
+        later_message(vec![piece("linear.bias", &bs, 0..2, &b)]),
+    ];
+    let s = push_messages(&client, incomplete).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert_eq!(
+        s.message(),
+        "tensor linear.bias: shape [3] needs 3 values, its pieces ended after 2"
+    );
+
+    let s = push_messages(&client, Vec::new()).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert_eq!(s.message(), "the push stream carried no message");
+
+    let (v, after) = client.parameters().await.unwrap();
+    assert_eq!(v, 0, "no update was applied");
+    assert_eq!(bits(&after), bits(&before));
+    let status = client.status().await.unwrap();
+    assert_eq!(status.workers[a.worker_id as usize].rejected_pushes, 2);
+    assert_eq!(status.workers[a.worker_id as usize].pushes, 0);
+
+    // The same gradient, well cut: the header from the first message only.
+    let good = vec![
+        first_message(a.worker_id, vec![piece("linear.weight", &ws, 0..5, &w)]),
+        later_message(vec![
+            piece("linear.weight", &ws, 5..12, &w),
+            piece("linear.bias", &bs, 0..1, &b),
+        ]),
+        later_message(vec![]),
+        later_message(vec![piece("linear.bias", &bs, 1..3, &b)]),
+    ];
+    let reply = client
+        .raw()
+        .push(tokio_stream::iter(good))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.version, 1);
+    assert_eq!(reply.staleness, 0);
+    let status = client.status().await.unwrap();
+    assert_eq!(status.workers[a.worker_id as usize].pushes, 1);
+}
+
+#[tokio::test]
+async fn a_model_of_several_pieces_round_trips_bit_exactly() {
+    // 1,000 inputs x 3,000 hidden + 3,000 x 10: 3,033,010 values, 12 MB, several pieces.
+    // SGD with lr = 1: the pushed gradient is subtracted exactly.
+    let job = r#"
+[model]
+kind = "mlp"
+hidden = [3000]
+[data]
+kind = "synthetic_classification"
+samples = 20
+features = 1000
+classes = 10
+[training]
+workers = 1
+epochs = 3
+[optimizer]
+name = "sgd"
+lr = 1.0
+[consistency]
+mode = "async"
+"#;
+    let server = ServerProcess::start(job, &[]);
+    let mut client = ServerClient::connect(&server.address).await.unwrap();
+    let a = client.register("big", None).await.unwrap().assignment;
+    let pulled = client.pull(a.worker_id, 0, false).await.unwrap();
+    let values = pulled.params.num_values();
+    assert_eq!(values, 3_033_010);
+    assert!(
+        4 * values > 2 * PIECE_BYTES,
+        "{values} values fit in fewer than 3 pieces"
+    );
+    let (version, read) = client.parameters().await.unwrap();
+    assert_eq!(version, 0);
+    assert_eq!(
+        bits(&read),
+        bits(&pulled.params),
+        "pull and GetParameters agree"
+    );
+    assert_eq!(
+        read.entries()
+            .iter()
+            .map(|e| e.tensor.shape())
+            .collect::<Vec<_>>(),
+        pulled
+            .params
+            .entries()
+            .iter()
+            .map(|e| e.tensor.shape())
+            .collect::<Vec<_>>(),
+    );
+
+    // A gradient whose every value says where it is (a shifted piece would show),
+    // with -0.0 and subnormals among them.
+    let mut g = pulled.params.zeros_like();
+    let mut k = 0u32;
+    for t in g.tensors_mut() {
+        for v in t.data_mut() {
+            k += 1;
+            *v = match k % 5 {
+                0 => -0.0,
+                1 => f32::from_bits(k % 1000 + 1),
+                _ => (k % 65_536) as f32 * 1e-6 - 0.03,
+            };
+        }
+    }
+    client.push(a.worker_id, 0, 0, 1.0, 20, &g).await.unwrap();
+    let mut expected = pulled.params.clone();
+    for (p, d) in expected.tensors_mut().zip(g.entries()) {
+        for (x, &dx) in p.data_mut().iter_mut().zip(d.tensor.data()) {
+            *x -= dx; // p + (-1.0 × g), as SGD computes it, bit for bit
+        }
+    }
+    let (version, after) = client.parameters().await.unwrap();
+    assert_eq!(version, 1);
+    assert_eq!(
+        bits(&after),
+        bits(&expected),
+        "the push arrived bit for bit"
+    );
+    let next = client.pull(a.worker_id, 1, false).await.unwrap();
+    assert_eq!(next.version, 1);
+    assert_eq!(bits(&next.params), bits(&expected));
+}
+
+#[tokio::test]
 async fn a_ten_million_parameter_model_goes_through_both_ways() {
-    // 3,000 inputs x 3,334 hidden + 3,334 x 10: just over 10M f32 values (40 MB a message).
+    // 3,000 inputs x 3,334 hidden + 3,334 x 10: just over 10M f32 values (40 MB, streamed in
+    // pieces of PIECE_BYTES).
     let job = r#"
 [model]
 kind = "mlp"

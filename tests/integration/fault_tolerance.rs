@@ -156,10 +156,11 @@ async fn a_push_retried_after_a_lost_reply_is_applied_once() {
         gradients: params_to_wire(&g),
         phases: None,
     };
-    client.raw().push(request.clone()).await.unwrap();
+    let once_more = || tokio_stream::iter(vec![request.clone()]);
+    client.raw().push(once_more()).await.unwrap();
     let (_, once) = client.parameters().await.unwrap();
     // The reply was "lost": the worker sends the same push again.
-    let again = client.raw().push(request).await.unwrap().into_inner();
+    let again = client.raw().push(once_more()).await.unwrap().into_inner();
     assert_eq!(again.version, 1);
     let (version, after) = client.parameters().await.unwrap();
     assert_eq!(version, 1, "applied exactly once");

@@ -1,22 +1,34 @@
 //! The worker's side of `downpour.v1`: typed calls over a tonic channel.
+//!
+//! Parameter sets are streamed in pieces ([`downpour_proto::pieces`]): a push encodes
+//! the next message while the previous ones are on the wire, a pull assembles the
+//! parameters as the messages arrive.
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
 use downpour_core::status::{Evaluation, ServerStatus};
 use downpour_core::timing::PhaseTimes;
 use downpour_core::{Assignment, ParamSet, TrainingPlan};
-use downpour_proto::convert::{params_from_wire, params_to_wire, plan_from_json, status_from_wire};
+use downpour_proto::convert::{plan_from_json, status_from_wire};
 use downpour_proto::limits::{
-    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+    CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PIECE_BYTES, STREAM_WINDOW_BYTES,
 };
+use downpour_proto::pieces::{ParamAssembler, ParamPieces};
 use downpour_proto::v1::parameter_server_client::ParameterServerClient;
 use downpour_proto::{WireError, v1};
 
 /// Largest HTTP/2 frame this client accepts, so pulled parameters arrive in frames this
 /// large (h2's default is 16 KiB): the server's limit, [`MAX_FRAME_BYTES`].
 pub const CLIENT_MAX_FRAME_BYTES: u32 = MAX_FRAME_BYTES;
+
+/// Push messages encoded ahead of the one being sent: enough to keep the wire busy while
+/// the next is encoded, few enough to bound the memory a push holds beyond its gradient.
+const PUSH_MESSAGES_AHEAD: usize = 2;
 
 /// A call to the server that failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,11 +143,12 @@ pub struct Pulled {
 /// Where the time of one pull went.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PullTiming {
-    /// The whole call, decoding excluded.
+    /// The whole call, decoding excluded (the pieces are decoded as they arrive, so this
+    /// is the call's wall clock minus `decode`).
     pub call: Duration,
     /// How long the server held the pull before the parameters were ready.
     pub waited: Duration,
-    /// Decoding the tensors from little-endian bytes.
+    /// Decoding the tensors from little-endian bytes: the pieces' assembly, summed.
     pub decode: Duration,
 }
 
@@ -144,9 +157,10 @@ pub struct PullTiming {
 pub struct PushReceipt {
     /// Current version minus the gradient's base version, as the server saw it.
     pub staleness: u64,
-    /// Encoding the gradient into little-endian bytes.
+    /// Encoding the gradient into little-endian bytes: the pieces' encoding, summed.
     pub encode: Duration,
-    /// The whole call, encoding excluded.
+    /// The whole call, encoding excluded (the pieces are encoded while earlier ones are
+    /// sent, so this is the call's wall clock minus `encode`).
     pub call: Duration,
     /// The server's time on this push under its lock (checks, barrier, optimizer step).
     pub applied: Duration,
@@ -257,7 +271,7 @@ impl ServerClient {
         final_pull: bool,
     ) -> Result<(Pulled, PullTiming), ClientError> {
         let called = Instant::now();
-        let reply = self
+        let stream = self
             .inner
             .pull(v1::PullRequest {
                 worker_id: worker,
@@ -267,19 +281,17 @@ impl ServerClient {
             .await
             .map_err(rpc("pull"))?
             .into_inner();
-        let call = called.elapsed();
-        let decoding = Instant::now();
-        let params = params_from_wire(reply.params)?;
+        let (header, params, decode) = receive_params(stream, "pull").await?;
         let timing = PullTiming {
-            call,
-            waited: Duration::try_from_secs_f64(reply.waited_seconds).unwrap_or_default(),
-            decode: decoding.elapsed(),
+            call: called.elapsed().saturating_sub(decode),
+            waited: Duration::try_from_secs_f64(header.waited_seconds).unwrap_or_default(),
+            decode,
         };
         let pulled = Pulled {
-            version: reply.version,
+            version: header.version,
             params,
-            evaluate: reply.evaluate,
-            data_shards: reply.data_shards,
+            evaluate: header.evaluate,
+            data_shards: header.data_shards,
         };
         Ok((pulled, timing))
     }
@@ -318,28 +330,26 @@ impl ServerClient {
         gradient: &ParamSet,
         phases: Option<&PhaseTimes>,
     ) -> Result<PushReceipt, ClientError> {
-        let encoding = Instant::now();
-        let gradients = params_to_wire(gradient);
-        let encode = encoding.elapsed();
         let called = Instant::now();
-        let reply = self
-            .inner
-            .push(v1::PushRequest {
-                worker_id: push.worker,
-                step: push.step,
-                base_version: push.base_version,
-                loss: push.loss,
-                samples: push.samples,
-                gradients,
-                phases: phases.map(v1::PhaseTimes::from),
-            })
-            .await
-            .map_err(rpc("push"))?
-            .into_inner();
+        let header = v1::PushRequest {
+            worker_id: push.worker,
+            step: push.step,
+            base_version: push.base_version,
+            loss: push.loss,
+            samples: push.samples,
+            gradients: Vec::new(),
+            phases: phases.map(v1::PhaseTimes::from),
+        };
+        let (messages, outgoing) = mpsc::channel(PUSH_MESSAGES_AHEAD);
+        let (encode, reply) = tokio::join!(
+            send_gradient(header, gradient, messages),
+            self.inner.push(ReceiverStream::new(outgoing)),
+        );
+        let reply = reply.map_err(rpc("push"))?.into_inner();
         Ok(PushReceipt {
             staleness: reply.staleness,
             encode,
-            call: called.elapsed(),
+            call: called.elapsed().saturating_sub(encode),
             applied: Duration::try_from_secs_f64(reply.applied_seconds).unwrap_or_default(),
         })
     }
@@ -400,13 +410,14 @@ impl ServerClient {
     /// # Errors
     /// [`ClientError`] when refused or malformed.
     pub async fn parameters(&mut self) -> Result<(u64, ParamSet), ClientError> {
-        let reply = self
+        let stream = self
             .inner
             .get_parameters(v1::GetParametersRequest {})
             .await
             .map_err(rpc("get_parameters"))?
             .into_inner();
-        Ok((reply.version, params_from_wire(reply.params)?))
+        let (header, params, _) = receive_params(stream, "get_parameters").await?;
+        Ok((header.version, params))
     }
 
     /// The raw generated client, for tests that send malformed messages on purpose.
@@ -418,4 +429,57 @@ impl ServerClient {
 
 fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
     move |status| ClientError::Rpc { call, status }
+}
+
+/// Encodes `gradient` one message group at a time and sends the messages, `header`'s
+/// fields in the first, while the call sends the earlier ones; returns the time spent
+/// encoding. Stops early when the call has dropped its end (it failed).
+async fn send_gradient(
+    header: v1::PushRequest,
+    gradient: &ParamSet,
+    messages: mpsc::Sender<v1::PushRequest>,
+) -> Duration {
+    let mut header = Some(header);
+    let mut groups = ParamPieces::new(gradient, PIECE_BYTES);
+    let mut encode = Duration::ZERO;
+    loop {
+        let encoding = Instant::now();
+        let group = groups.next();
+        encode += encoding.elapsed();
+        let Some(group) = group else { break };
+        let mut message = header.take().unwrap_or_default();
+        message.gradients = group;
+        if messages.send(message).await.is_err() {
+            break;
+        }
+    }
+    encode
+}
+
+/// Reads a stream of parameter pieces to its end, assembling them as they arrive;
+/// returns the first message (its pieces taken), the parameters and the time spent
+/// assembling.
+///
+/// # Errors
+/// [`ClientError::Rpc`] when the stream breaks; [`ClientError::Wire`] when it carries no
+/// message or its pieces do not fit together.
+async fn receive_params(
+    mut stream: Streaming<v1::PullResponse>,
+    call: &'static str,
+) -> Result<(v1::PullResponse, ParamSet, Duration), ClientError> {
+    let mut assembler = ParamAssembler::new();
+    let mut header = None;
+    let mut decode = Duration::ZERO;
+    while let Some(mut message) = stream.message().await.map_err(rpc(call))? {
+        let pieces = std::mem::take(&mut message.params);
+        let decoding = Instant::now();
+        assembler.extend(pieces)?;
+        decode += decoding.elapsed();
+        header.get_or_insert(message);
+    }
+    let header = header.ok_or(WireError::EmptyStream { what: call })?;
+    let decoding = Instant::now();
+    let params = assembler.finish()?;
+    decode += decoding.elapsed();
+    Ok((header, params, decode))
 }

@@ -72,6 +72,18 @@ pub enum WireError {
         /// The shape of the offending piece.
         then: Vec<u64>,
     },
+    /// The tensors of a set declare more values in all than the receiver holds.
+    #[error(
+        "tensor {name}: the set's tensors declare {declared} values, more than the {limit} this server holds"
+    )]
+    TooManyValues {
+        /// The tensor whose shape went past the limit.
+        name: String,
+        /// Values declared so far, this tensor's included.
+        declared: u64,
+        /// The most the receiver accepts.
+        limit: u64,
+    },
     /// A tensor's pieces bring more values than its shape holds.
     #[error("tensor {name}: shape {shape:?} holds {expected} values, its pieces bring {actual}")]
     Overflow {

@@ -303,6 +303,10 @@ pub struct ParamAssembler {
     /// Most values allocated for a tensor before its data arrives
     /// ([`RESERVE_LIMIT_VALUES`]; smaller in tests).
     reserve_limit: usize,
+    /// Most values the tensors' shapes may declare in all (`u64::MAX`: no limit).
+    value_limit: u64,
+    /// Values the shapes of the tensors begun so far declare.
+    declared: u64,
     /// Tensors whose pieces all arrived (except the current one), in arrival order.
     done: Vec<NamedTensor>,
     /// The names of `done` and of `current`: a tensor may not come twice.
@@ -328,10 +332,21 @@ impl ParamAssembler {
     fn with_reserve_limit(reserve_limit: usize) -> Self {
         Self {
             reserve_limit,
+            value_limit: u64::MAX,
+            declared: 0,
             done: Vec::new(),
             names: HashSet::new(),
             current: None,
         }
+    }
+
+    /// The same assembler, refusing sets whose shapes declare more than `limit` values in
+    /// all: a receiver that knows its model refuses an oversized tensor at its first piece,
+    /// before holding its data.
+    #[must_use]
+    pub fn with_value_limit(mut self, limit: u64) -> Self {
+        self.value_limit = limit;
+        self
     }
 
     /// Takes the next piece.
@@ -378,6 +393,15 @@ impl ParamAssembler {
             });
         }
         let (dims, expected) = wire_shape(&name, &shape)?;
+        let declared = self.declared.saturating_add(expected as u64);
+        if declared > self.value_limit {
+            return Err(WireError::TooManyValues {
+                name,
+                declared,
+                limit: self.value_limit,
+            });
+        }
+        self.declared = declared;
         let mut tensor = PartialTensor::new(
             name.clone(),
             shape.clone(),
@@ -590,6 +614,24 @@ mod tests {
         let original = set(&[12, 3]);
         let back = assemble([params_to_wire(&original)]).unwrap();
         assert_eq!(bits(&back), bits(&original));
+    }
+
+    #[test]
+    fn shapes_declaring_more_than_the_receiver_holds_are_refused_at_their_first_piece() {
+        // A 10-value model: a 1e12-value tensor is refused before any allocation.
+        let mut a = ParamAssembler::new().with_value_limit(10);
+        a.push(piece("w", &[2, 3], 0, &[0.0; 6])).unwrap();
+        let err = a
+            .push(piece("b", &[1_000_000, 1_000_000], 0, &[1.0]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tensor b: the set's tensors declare 1000000000006 values, more than the 10 this server holds"
+        );
+        let mut exact = ParamAssembler::new().with_value_limit(10);
+        exact.push(piece("w", &[2, 3], 0, &[0.0; 6])).unwrap();
+        exact.push(piece("b", &[4], 0, &[0.0; 4])).unwrap();
+        assert_eq!(exact.finish().unwrap().num_values(), 10);
     }
 
     #[test]

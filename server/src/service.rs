@@ -112,6 +112,9 @@ struct Shared {
     last_checkpoint: Mutex<LastCheckpoint>,
     /// True while a checkpoint is being written: one at a time.
     writing: AtomicBool,
+    /// Values of the parameters this shard holds (fixed for its life): a push whose
+    /// tensors declare more is refused at the first piece that does, before its data is held.
+    values: u64,
 }
 
 impl Shared {
@@ -299,12 +302,16 @@ struct ReceivedPush {
     decode_seconds: f64,
 }
 
-/// Reads a push's stream, assembling the gradient piece by piece as messages arrive.
+/// Reads a push's stream, assembling the gradient piece by piece as messages arrive; the
+/// tensors may declare at most `value_limit` values in all.
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` for a stream with no message; the transport's status when the
 /// stream breaks.
-async fn receive_push(mut stream: Streaming<v1::PushRequest>) -> Result<ReceivedPush, Status> {
+async fn receive_push(
+    mut stream: Streaming<v1::PushRequest>,
+    value_limit: u64,
+) -> Result<ReceivedPush, Status> {
     let first = stream.message().await?.ok_or_else(|| {
         Status::invalid_argument(WireError::EmptyStream { what: "push" }.to_string())
     })?;
@@ -316,7 +323,7 @@ async fn receive_push(mut stream: Streaming<v1::PushRequest>) -> Result<Received
         samples: first.samples,
         phases: first.phases,
     };
-    let mut assembler = ParamAssembler::new();
+    let mut assembler = ParamAssembler::new().with_value_limit(value_limit);
     let mut bytes = 0;
     let mut decoding = Duration::ZERO;
     let mut pieces = Some(first.gradients);
@@ -357,6 +364,7 @@ impl ParameterServerService {
     pub fn new(core: ServerCore, shutdown: CancellationToken, options: ServeOptions) -> Self {
         let (changed, _) = watch::channel(0);
         let version = core.version();
+        let values = core.params().num_values() as u64;
         Self {
             shared: Arc::new(Shared {
                 core: Mutex::new(core),
@@ -372,6 +380,7 @@ impl ParameterServerService {
                     at: Instant::now(),
                 }),
                 writing: AtomicBool::new(false),
+                values,
             }),
         }
     }
@@ -560,7 +569,7 @@ impl ParameterServer for ParameterServerService {
         &self,
         request: Request<Streaming<v1::PushRequest>>,
     ) -> Result<Response<v1::PushResponse>, Status> {
-        let received = receive_push(request.into_inner()).await?;
+        let received = receive_push(request.into_inner(), self.shared.values).await?;
         let req = received.header;
         self.shared.core().record_traffic(received.bytes, 0);
         let gradient = match received.gradient {

@@ -198,11 +198,23 @@ async fn a_push_split_over_several_messages_must_fit_together() {
     assert_eq!(s.code(), Code::InvalidArgument);
     assert_eq!(s.message(), "the push stream carried no message");
 
+    // A shape far beyond the model's 15 values is refused at its first piece.
+    let oversized = vec![first_message(
+        a.worker_id,
+        vec![piece("linear.weight", &[1 << 20, 1 << 20], 0..12, &w)],
+    )];
+    let s = push_messages(&client, oversized).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert_eq!(
+        s.message(),
+        "tensor linear.weight: the set's tensors declare 1099511627776 values, more than the 15 this server holds"
+    );
+
     let (v, after) = client.parameters().await.unwrap();
     assert_eq!(v, 0, "no update was applied");
     assert_eq!(bits(&after), bits(&before));
     let status = client.status().await.unwrap();
-    assert_eq!(status.workers[a.worker_id as usize].rejected_pushes, 2);
+    assert_eq!(status.workers[a.worker_id as usize].rejected_pushes, 3);
     assert_eq!(status.workers[a.worker_id as usize].pushes, 0);
 
     // The same gradient, well cut: the header from the first message only.

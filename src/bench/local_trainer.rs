@@ -121,8 +121,9 @@ pub fn train_locally(job: &Job) -> Result<LocalRun, LocalTrainError> {
             });
         }
         let positions = sharding::batch_positions(&order, step_in_epoch as usize, batch);
-        let batch_data = train.select(positions);
+        // Selecting the batch counts as compute, as in the worker.
         let computing = Instant::now();
+        let batch_data = train.select(positions);
         model.loss_and_gradient(store.params(), &batch_data, &mut grads)?;
         run.compute += computing.elapsed();
         let applying = Instant::now();

@@ -73,7 +73,14 @@ pub fn markdown(r: &BenchReport) -> String {
             .map_or_else(|| "unknown".into(), |l| format!("{l:.2}")),
         m.load_at_end
             .map_or_else(|| "unknown".into(), |l| format!("{l:.2}")),
-        m.threads,
+        if r.prefetch {
+            format!(
+                "{} (async+prefetch workers: the compute thread beside the runtime's thread, which pushes and pulls meanwhile)",
+                m.threads
+            )
+        } else {
+            m.threads.clone()
+        },
         m.cores,
         m.cores
     );

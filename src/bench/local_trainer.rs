@@ -117,7 +117,7 @@ pub fn train_locally(job: &Job) -> Result<LocalRun, LocalTrainError> {
             run.evaluate += evaluating.elapsed();
             run.evaluations.push(TimedEvaluation {
                 seconds: started.elapsed().as_secs_f64(),
-                evaluation: evaluation(&metrics, store.version(), false),
+                evaluation: metrics.to_evaluation(0, store.version(), false),
             });
         }
         let positions = sharding::batch_positions(&order, step_in_epoch as usize, batch);
@@ -135,7 +135,7 @@ pub fn train_locally(job: &Job) -> Result<LocalRun, LocalTrainError> {
     let metrics = model.evaluate(store.params(), &test)?;
     run.evaluations.push(TimedEvaluation {
         seconds: started.elapsed().as_secs_f64(),
-        evaluation: evaluation(&metrics, store.version(), true),
+        evaluation: metrics.to_evaluation(0, store.version(), true),
     });
     run.params = store.params().clone();
     tracing::info!(
@@ -145,18 +145,6 @@ pub fn train_locally(job: &Job) -> Result<LocalRun, LocalTrainError> {
         "trained locally"
     );
     Ok(run)
-}
-
-fn evaluation(m: &downpour_worker::model::Metrics, version: u64, is_final: bool) -> Evaluation {
-    Evaluation {
-        worker_id: 0,
-        version,
-        test_loss: m.loss,
-        test_accuracy: m.accuracy,
-        test_mse: m.mse,
-        test_samples: m.samples as u64,
-        is_final,
-    }
 }
 
 #[cfg(test)]

@@ -706,16 +706,9 @@ fn evaluate_params(
     version: u64,
     is_final: bool,
 ) -> Result<Evaluation, ModelError> {
-    let m = model.evaluate(params, test)?;
-    Ok(Evaluation {
-        worker_id,
-        version,
-        test_loss: m.loss,
-        test_accuracy: m.accuracy,
-        test_mse: m.mse,
-        test_samples: m.samples as u64,
-        is_final,
-    })
+    Ok(model
+        .evaluate(params, test)?
+        .to_evaluation(worker_id, version, is_final))
 }
 
 /// Sends heartbeats to every shard the worker is attached to, every `interval`, until

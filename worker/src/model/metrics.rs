@@ -16,3 +16,24 @@ pub struct Metrics {
     /// Samples evaluated (at least 1).
     pub samples: usize,
 }
+
+impl Metrics {
+    /// The evaluation `worker_id` reports of these metrics, taken at `version`.
+    #[must_use]
+    pub fn to_evaluation(
+        &self,
+        worker_id: u32,
+        version: u64,
+        is_final: bool,
+    ) -> downpour_core::status::Evaluation {
+        downpour_core::status::Evaluation {
+            worker_id,
+            version,
+            test_loss: self.loss,
+            test_accuracy: self.accuracy,
+            test_mse: self.mse,
+            test_samples: self.samples as u64,
+            is_final,
+        }
+    }
+}

@@ -13,10 +13,13 @@
 //!   zero-copy [`bytes::Bytes::slice`] (the server's pull, from its per-version cache).
 //! - [`ParamAssembler`]: takes pieces in order and builds the [`ParamSet`], refusing any
 //!   piece that does not continue its tensor exactly.
+//! - [`receive_set`]: reads a stream of such messages (a push on the server, a pull on
+//!   the worker) into an assembler as they arrive.
 
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use downpour_core::{NamedTensor, ParamSet, Tensor};
 
@@ -439,6 +442,76 @@ impl ParamAssembler {
         }
         Ok(ParamSet::new(self.done))
     }
+}
+
+/// A message of a stream that carries parameter pieces.
+pub trait CarriesPieces {
+    /// Takes the message's pieces, leaving it with none.
+    fn take_pieces(&mut self) -> Vec<v1::Tensor>;
+}
+
+impl CarriesPieces for v1::PushRequest {
+    fn take_pieces(&mut self) -> Vec<v1::Tensor> {
+        std::mem::take(&mut self.gradients)
+    }
+}
+
+impl CarriesPieces for v1::PullResponse {
+    fn take_pieces(&mut self) -> Vec<v1::Tensor> {
+        std::mem::take(&mut self.params)
+    }
+}
+
+/// A stream of parameter pieces, read to its end or to its first piece that does not fit.
+#[derive(Debug)]
+pub struct ReceivedSet<M> {
+    /// The stream's first message, its pieces taken: the one whose other fields count.
+    pub first: M,
+    /// The assembled set, or the first wire error (reading stopped there).
+    pub params: Result<ParamSet, WireError>,
+    /// Bytes of tensor data received.
+    pub bytes: u64,
+    /// Time spent assembling the pieces (decoding them overlaps their arrival).
+    pub decode: Duration,
+}
+
+/// Reads `stream`, feeding each message's pieces to `assembler` as the message arrives.
+/// `None` when the stream carried no message.
+///
+/// # Errors
+/// The transport's status when the stream breaks.
+pub async fn receive_set<M: CarriesPieces>(
+    mut stream: tonic::Streaming<M>,
+    mut assembler: ParamAssembler,
+) -> Result<Option<ReceivedSet<M>>, tonic::Status> {
+    let Some(mut first) = stream.message().await? else {
+        return Ok(None);
+    };
+    let mut pieces = Some(first.take_pieces());
+    let mut bytes = 0;
+    let mut decode = Duration::ZERO;
+    let params = loop {
+        let Some(group) = pieces.take() else {
+            let started = Instant::now();
+            let finished = assembler.finish();
+            decode += started.elapsed();
+            break finished;
+        };
+        bytes += group.iter().map(|t| t.data.len() as u64).sum::<u64>();
+        let started = Instant::now();
+        let fed = assembler.extend(group);
+        decode += started.elapsed();
+        if let Err(e) = fed {
+            break Err(e);
+        }
+        pieces = stream.message().await?.map(|mut m| m.take_pieces());
+    };
+    Ok(Some(ReceivedSet {
+        first,
+        params,
+        bytes,
+        decode,
+    }))
 }
 
 #[cfg(test)]

@@ -15,12 +15,11 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use downpour_core::ParamSet;
 use downpour_proto::convert::{params_to_wire, plan_to_json, status_to_wire};
 use downpour_proto::limits::{
     CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PIECE_BYTES, STREAM_WINDOW_BYTES,
 };
-use downpour_proto::pieces::{EncodedPieces, ParamAssembler};
+use downpour_proto::pieces::{EncodedPieces, ParamAssembler, receive_set};
 use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 use downpour_proto::{WireError, v1};
 
@@ -271,86 +270,6 @@ fn pull_stream(header: v1::PullResponse, params: Arc<[v1::Tensor]>) -> PullStrea
     Box::pin(tokio_stream::iter(messages))
 }
 
-/// The fields of a push besides its gradient: those of its stream's first message.
-#[derive(Debug)]
-struct PushHeader {
-    /// The pushing worker.
-    worker_id: u32,
-    /// The step it pushes.
-    step: u64,
-    /// The version the gradient was computed from.
-    base_version: u64,
-    /// Mean training loss of the batch.
-    loss: f64,
-    /// Samples in the batch.
-    samples: u64,
-    /// The worker's cumulative phase times, if sent.
-    phases: Option<v1::PhaseTimes>,
-}
-
-/// A push's stream read to its end: its header, its gradient (or why it does not
-/// decode), the gradient bytes received and the seconds spent decoding them.
-#[derive(Debug)]
-struct ReceivedPush {
-    /// From the first message.
-    header: PushHeader,
-    /// The assembled gradient, or the first wire error (reading stops there).
-    gradient: Result<ParamSet, WireError>,
-    /// Bytes of tensor data received.
-    bytes: u64,
-    /// Seconds spent assembling the pieces.
-    decode_seconds: f64,
-}
-
-/// Reads a push's stream, assembling the gradient piece by piece as messages arrive; the
-/// tensors may declare at most `value_limit` values in all.
-///
-/// # Errors
-/// `INVALID_ARGUMENT` for a stream with no message; the transport's status when the
-/// stream breaks.
-async fn receive_push(
-    mut stream: Streaming<v1::PushRequest>,
-    value_limit: u64,
-) -> Result<ReceivedPush, Status> {
-    let first = stream.message().await?.ok_or_else(|| {
-        Status::invalid_argument(WireError::EmptyStream { what: "push" }.to_string())
-    })?;
-    let header = PushHeader {
-        worker_id: first.worker_id,
-        step: first.step,
-        base_version: first.base_version,
-        loss: first.loss,
-        samples: first.samples,
-        phases: first.phases,
-    };
-    let mut assembler = ParamAssembler::new().with_value_limit(value_limit);
-    let mut bytes = 0;
-    let mut decoding = Duration::ZERO;
-    let mut pieces = Some(first.gradients);
-    let gradient = loop {
-        let Some(group) = pieces.take() else {
-            let started = Instant::now();
-            let finished = assembler.finish();
-            decoding += started.elapsed();
-            break finished;
-        };
-        bytes += group.iter().map(|t| t.data.len() as u64).sum::<u64>();
-        let started = Instant::now();
-        let fed = assembler.extend(group);
-        decoding += started.elapsed();
-        if let Err(e) = fed {
-            break Err(e);
-        }
-        pieces = stream.message().await?.map(|m| m.gradients);
-    };
-    Ok(ReceivedPush {
-        header,
-        gradient,
-        bytes,
-        decode_seconds: decoding.as_secs_f64(),
-    })
-}
-
 /// The `downpour.v1.ParameterServer` service.
 #[derive(Debug, Clone)]
 pub struct ParameterServerService {
@@ -569,12 +488,17 @@ impl ParameterServer for ParameterServerService {
         &self,
         request: Request<Streaming<v1::PushRequest>>,
     ) -> Result<Response<v1::PushResponse>, Status> {
-        let received = receive_push(request.into_inner(), self.shared.values).await?;
-        let req = received.header;
+        let assembler = ParamAssembler::new().with_value_limit(self.shared.values);
+        let received = receive_set(request.into_inner(), assembler)
+            .await?
+            .ok_or_else(|| {
+                Status::invalid_argument(WireError::EmptyStream { what: "push" }.to_string())
+            })?;
+        let req = received.first;
         self.shared.core().record_traffic(received.bytes, 0);
-        let gradient = match received.gradient {
+        let gradient = match received.params {
             Ok(g) => {
-                self.shared.timing().decoded(received.decode_seconds);
+                self.shared.timing().decoded(received.decode.as_secs_f64());
                 g
             }
             Err(e) => {

@@ -18,7 +18,7 @@ use downpour_proto::convert::{plan_from_json, status_from_wire};
 use downpour_proto::limits::{
     CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PIECE_BYTES, STREAM_WINDOW_BYTES,
 };
-use downpour_proto::pieces::{ParamAssembler, ParamPieces};
+use downpour_proto::pieces::{ParamAssembler, ParamPieces, receive_set};
 use downpour_proto::v1::parameter_server_client::ParameterServerClient;
 use downpour_proto::{WireError, v1};
 
@@ -464,22 +464,12 @@ async fn send_gradient(
 /// [`ClientError::Rpc`] when the stream breaks; [`ClientError::Wire`] when it carries no
 /// message or its pieces do not fit together.
 async fn receive_params(
-    mut stream: Streaming<v1::PullResponse>,
+    stream: Streaming<v1::PullResponse>,
     call: &'static str,
 ) -> Result<(v1::PullResponse, ParamSet, Duration), ClientError> {
-    let mut assembler = ParamAssembler::new();
-    let mut header = None;
-    let mut decode = Duration::ZERO;
-    while let Some(mut message) = stream.message().await.map_err(rpc(call))? {
-        let pieces = std::mem::take(&mut message.params);
-        let decoding = Instant::now();
-        assembler.extend(pieces)?;
-        decode += decoding.elapsed();
-        header.get_or_insert(message);
-    }
-    let header = header.ok_or(WireError::EmptyStream { what: call })?;
-    let decoding = Instant::now();
-    let params = assembler.finish()?;
-    decode += decoding.elapsed();
-    Ok((header, params, decode))
+    let received = receive_set(stream, ParamAssembler::new())
+        .await
+        .map_err(rpc(call))?
+        .ok_or(WireError::EmptyStream { what: call })?;
+    Ok((received.first, received.params?, received.decode))
 }

@@ -157,6 +157,7 @@ mod tests {
             .layout(&DataShape {
                 features: 64,
                 task: Task::Classification { classes: 10 },
+                image: None,
             })
             .unwrap()
     }
@@ -197,6 +198,7 @@ mod tests {
             .layout(&DataShape {
                 features: 64,
                 task: Task::Classification { classes: 10 },
+                image: None,
             })
             .unwrap()
             .initialize(3);

@@ -261,6 +261,7 @@ mod tests {
         DataShape {
             features: 64,
             task: Task::Classification { classes: 10 },
+            image: None,
         }
     }
 

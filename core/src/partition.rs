@@ -286,6 +286,7 @@ mod tests {
             .layout(&DataShape {
                 features: 64,
                 task: Task::Classification { classes: 10 },
+                image: None,
             })
             .unwrap();
         let plan = ShardPlan::new(&l, 1);
@@ -308,6 +309,7 @@ mod tests {
             .layout(&DataShape {
                 features: 64,
                 task: Task::Classification { classes: 10 },
+                image: None,
             })
             .unwrap();
         let full = l.initialize(3);

@@ -8,8 +8,7 @@
 
 use ndarray::Array2;
 
-use super::spec::TaskKind;
-use super::{DataError, Dataset, Targets, field};
+use super::{DataError, Dataset, Targets, TaskKind, field};
 
 /// The header name [`LabelColumn::Default`] looks for.
 pub const DEFAULT_LABEL_NAME: &str = "label";
@@ -166,7 +165,7 @@ pub fn parse(text: &str, path: &str, options: &CsvOptions) -> Result<Dataset, Da
             Array2::from_shape_vec((rows.len(), 1), targets).expect("one target per row"),
         ),
     };
-    Ok(Dataset { features, targets })
+    Ok(Dataset::new(features, targets))
 }
 
 /// The 0-based index of the label column among `width` columns.

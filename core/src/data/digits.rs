@@ -5,7 +5,7 @@
 //! counts 0–16, scaled here to `[0, 1]`.
 
 use super::csv::{self, CsvOptions};
-use super::{Dataset, Targets};
+use super::{Dataset, ImageShape, Targets};
 
 /// The CSV as shipped: columns `label,pixel0..pixel63`, pixels 0–16.
 const DIGITS_CSV: &str = include_str!("../../data/digits.csv");
@@ -16,10 +16,16 @@ pub const SAMPLES: usize = 1797;
 pub const FEATURES: usize = 64;
 /// The ten digits.
 pub const CLASSES: usize = 10;
+/// Each image: one grey channel of 8×8 pixels.
+pub const IMAGE: ImageShape = ImageShape {
+    channels: 1,
+    height: 8,
+    width: 8,
+};
 /// The largest pixel value in the file: features are divided by it.
 pub const PIXEL_MAX: f32 = 16.0;
 
-/// The digits dataset: `[1797, 64]` features in `[0, 1]`, labels 0–9, in file order.
+/// The digits dataset: `[1797, 64]` features in `[0, 1]` (1×8×8 images), labels 0–9, in file order.
 ///
 /// # Panics
 /// Never for the embedded file (a test parses it); only if that file were corrupted.
@@ -28,6 +34,7 @@ pub fn digits() -> Dataset {
     let mut data = csv::parse(DIGITS_CSV, "core/data/digits.csv", &CsvOptions::default())
         .expect("the embedded digits.csv parses");
     data.features /= PIXEL_MAX;
+    data.image = Some(IMAGE);
     // The file holds every digit, so this is 10 already; stated so the shape never depends on the data.
     if let Targets::Classes { classes, .. } = &mut data.targets {
         *classes = CLASSES;
@@ -43,6 +50,8 @@ mod tests {
     fn has_1797_scaled_images_of_ten_balanced_classes() {
         let data = digits();
         assert_eq!(data.features.dim(), (SAMPLES, FEATURES));
+        assert_eq!(data.shape().image, Some(IMAGE));
+        assert_eq!(IMAGE.features(), FEATURES);
         assert!(data.features.iter().all(|&p| (0.0..=1.0).contains(&p)));
         assert_eq!(data.features.iter().copied().fold(0.0, f32::max), 1.0);
         let Targets::Classes { labels, classes } = &data.targets else {

@@ -8,8 +8,7 @@
 
 use ndarray::Array2;
 
-use super::spec::TaskKind;
-use super::{DataError, Dataset, Targets, field};
+use super::{DataError, Dataset, Targets, TaskKind, field};
 
 /// How a LibSVM file is read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -97,7 +96,7 @@ pub fn parse(text: &str, path: &str, options: &LibsvmOptions) -> Result<Dataset,
             )
         }
     };
-    Ok(Dataset { features, targets })
+    Ok(Dataset::new(features, targets))
 }
 
 /// The `index:value` tokens of one line as `(0-based column, value)`, columns increasing.

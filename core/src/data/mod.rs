@@ -22,7 +22,7 @@ use std::fmt;
 use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 
-pub use spec::{DataSpec, DatasetKind, TaskKind};
+pub use spec::{DataSpec, DatasetKind};
 
 /// Why a dataset could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -91,13 +91,60 @@ impl fmt::Display for Task {
     }
 }
 
+/// How a file's label column is read.
+///
+/// Lives here, not in [`spec`], so that the format parsers ([`csv`], [`libsvm`]) and the
+/// spec that calls them share it without importing each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Class labels: integers `0..k`, or names (any non-numeric label), numbered in sorted order.
+    #[default]
+    Classification,
+    /// Real-valued targets.
+    Regression,
+}
+
+/// The shape of one image sample, channels first as PyTorch lays it out.
+///
+/// Invariant: a dataset with an image shape has `channels * height * width` features,
+/// row-major in `(c, h, w)` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageShape {
+    /// Channels (1 for grey-scale).
+    pub channels: usize,
+    /// Rows of pixels.
+    pub height: usize,
+    /// Columns of pixels.
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// Values per image: `channels * height * width`.
+    #[must_use]
+    pub fn features(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+impl fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}×{}×{}", self.channels, self.height, self.width)
+    }
+}
+
 /// The dimensions a model needs to know.
+///
+/// Invariant: when `image` is set, `features == image.features()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataShape {
     /// Feature columns.
     pub features: usize,
     /// The task.
     pub task: Task,
+    /// The image shape, for image datasets (`digits`, `mnist`, `idx`); `None` for tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageShape>,
 }
 
 /// The targets of a dataset, one row per sample.
@@ -116,16 +163,34 @@ pub enum Targets {
 
 /// Features and targets in memory.
 ///
-/// Invariant: `features.nrows()` equals the number of targets.
+/// Invariant: `features.nrows()` equals the number of targets; when `image` is set,
+/// `features.ncols() == image.features()`; when `class_names` is set, the targets are
+/// classes and it holds one name per class.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     /// `[samples, features]`.
     pub features: Array2<f32>,
     /// One target per row of `features`.
     pub targets: Targets,
+    /// The shape of each sample when the features are an image's pixels.
+    pub image: Option<ImageShape>,
+    /// Class `k`'s name as the file wrote it, when the labels were names (sorted, so
+    /// class `k` is the `k`-th name in byte order); `None` for numeric labels.
+    pub class_names: Option<Vec<String>>,
 }
 
 impl Dataset {
+    /// A table: features and targets, no image shape, numeric classes.
+    #[must_use]
+    pub fn new(features: Array2<f32>, targets: Targets) -> Self {
+        Self {
+            features,
+            targets,
+            image: None,
+            class_names: None,
+        }
+    }
+
     /// Number of samples.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -148,6 +213,7 @@ impl Dataset {
         DataShape {
             features: self.features.ncols(),
             task,
+            image: self.image,
         }
     }
 
@@ -162,6 +228,11 @@ impl Dataset {
                 classes: *classes,
             },
         };
-        Self { features, targets }
+        Self {
+            features,
+            targets,
+            image: self.image,
+            class_names: self.class_names.clone(),
+        }
     }
 }

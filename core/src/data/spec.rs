@@ -8,7 +8,7 @@ use self::DatasetKind::{Csv, Digits, Libsvm, SyntheticClassification, SyntheticL
 use super::csv::{CsvOptions, LabelColumn};
 use super::libsvm::LibsvmOptions;
 use super::synthetic::{self, ClusterProblem, LinearProblem};
-use super::{DataError, Dataset, csv, digits, libsvm, xor};
+use super::{DataError, Dataset, TaskKind, csv, digits, libsvm, xor};
 
 /// Which dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,17 +51,6 @@ impl DatasetKind {
             _ => 0.2,
         }
     }
-}
-
-/// How a file's label column is read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskKind {
-    /// Integer class labels `0..k`.
-    #[default]
-    Classification,
-    /// Real-valued targets.
-    Regression,
 }
 
 /// The job file's `[data]` section: which dataset, and how much of it is held out.
@@ -383,7 +372,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::data::{DataShape, Targets, Task};
+    use crate::data::{Targets, Task};
 
     fn spec(kind: DatasetKind) -> DataSpec {
         DataSpec::builtin(kind)
@@ -540,7 +529,8 @@ mod tests {
         for (kind, samples, features, task) in shapes {
             let data = spec(kind).load(1).unwrap();
             assert_eq!(data.len(), samples, "{kind:?}");
-            assert_eq!(data.shape(), DataShape { features, task }, "{kind:?}");
+            assert_eq!(data.shape().features, features, "{kind:?}");
+            assert_eq!(data.shape().task, task, "{kind:?}");
         }
         let custom = DataSpec {
             samples: Some(30),

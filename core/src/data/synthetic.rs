@@ -91,6 +91,8 @@ impl LinearProblem {
         Dataset {
             features,
             targets: Targets::Regression(targets),
+            image: None,
+            class_names: None,
         }
     }
 }
@@ -160,6 +162,8 @@ impl ClusterProblem {
                 labels,
                 classes: self.classes,
             },
+            image: None,
+            class_names: None,
         }
     }
 }

@@ -17,6 +17,8 @@ pub fn xor() -> Dataset {
             labels: vec![0, 1, 1, 0],
             classes: 2,
         },
+        image: None,
+        class_names: None,
     }
 }
 
@@ -40,7 +42,8 @@ mod tests {
             data.shape(),
             DataShape {
                 features: 2,
-                task: Task::Classification { classes: 2 }
+                task: Task::Classification { classes: 2 },
+                image: None,
             }
         );
     }

@@ -62,7 +62,7 @@ pub(super) fn random_batch(shape: &DataShape, samples: usize, seed: u64) -> Data
             classes,
         },
     };
-    Dataset { features, targets }
+    Dataset::new(features, targets)
 }
 
 /// A model's parameters and one batch, widened to `f64`.
@@ -285,6 +285,7 @@ fn classes(features: usize, classes: usize) -> DataShape {
     DataShape {
         features,
         task: Task::Classification { classes },
+        image: None,
     }
 }
 
@@ -292,6 +293,7 @@ fn regression(features: usize, outputs: usize) -> DataShape {
     DataShape {
         features,
         task: Task::Regression { outputs },
+        image: None,
     }
 }
 

@@ -305,6 +305,7 @@ mod tests {
         DataShape {
             features: 64,
             task: Task::Classification { classes: 10 },
+            image: None,
         }
     }
 
@@ -321,10 +322,12 @@ mod tests {
         let regression = DataShape {
             features: 5,
             task: Task::Regression { outputs: 3 },
+            image: None,
         };
         let binary = DataShape {
             features: 5,
             task: Task::Classification { classes: 2 },
+            image: None,
         };
         let mlp = |activation, head| ModelSpec {
             kind: ModelKind::Mlp,
@@ -422,6 +425,7 @@ mod tests {
         let shape = DataShape {
             features: 1,
             task: Task::Classification { classes: 2 },
+            image: None,
         };
         let model = Model::new(&one_layer(ModelKind::LogisticRegression), &shape).unwrap();
         // p = sigmoid(x): class 1 exactly for x > 0.
@@ -441,6 +445,8 @@ mod tests {
                 labels: vec![0, 1, 1, 1],
                 classes: 2,
             },
+            image: None,
+            class_names: None,
         };
         let metrics = model.evaluate(&params, &data).unwrap();
         assert_eq!(metrics.accuracy, Some(0.75));
@@ -535,6 +541,7 @@ mod tests {
             &DataShape {
                 features: 64,
                 task: Task::Regression { outputs: 1 },
+                image: None,
             },
             2,
             1,

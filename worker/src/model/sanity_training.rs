@@ -43,6 +43,8 @@ fn a_small_mlp_learns_xor_with_a_softmax_head() {
             labels: vec![0, 1, 1, 0],
             classes: 2,
         },
+        image: None,
+        class_names: None,
     };
     let spec = ModelSpec {
         kind: ModelKind::Mlp,
@@ -68,6 +70,8 @@ fn a_small_mlp_learns_xor_as_regression_with_an_mse_head() {
     let data = Dataset {
         features: xor_features(),
         targets: Targets::Regression(array![[0.0], [1.0], [1.0], [0.0]]),
+        image: None,
+        class_names: None,
     };
     let spec = ModelSpec {
         kind: ModelKind::Mlp,
@@ -93,6 +97,7 @@ fn linear_regression_recovers_known_weights() {
     let shape = downpour_core::DataShape {
         features: 3,
         task: downpour_core::Task::Regression { outputs: 2 },
+        image: None,
     };
     let mut data = random_batch(&shape, 50, 5);
     let y = data.features.dot(&weight.t()) + &bias;

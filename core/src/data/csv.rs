@@ -71,8 +71,10 @@ struct Row<'a> {
 
 /// Parses CSV `text`; `path` only labels error messages.
 ///
-/// Classification labels become classes `0..k` with `k` the largest label + 1;
-/// regression labels become one target column.
+/// Classification labels that are all numbers become classes `0..k` with `k` the largest
+/// label + 1; labels that include a name (`setosa`) become classes numbered in sorted
+/// order of the distinct names, kept in [`Dataset::class_names`]. Regression labels
+/// become one target column.
 ///
 /// # Errors
 /// [`DataError::Parse`] naming `path` and the line for an empty file (line 0), a missing
@@ -123,7 +125,7 @@ pub fn parse(text: &str, path: &str, options: &CsvOptions) -> Result<Dataset, Da
     };
 
     let mut features = Vec::with_capacity(rows.len() * (width - 1));
-    let mut labels = Vec::with_capacity(rows.len());
+    let mut label_texts: Vec<&str> = Vec::with_capacity(rows.len());
     let mut targets = Vec::new();
     for row in &rows {
         if row.fields.len() != width {
@@ -145,7 +147,7 @@ pub fn parse(text: &str, path: &str, options: &CsvOptions) -> Result<Dataset, Da
                 features.push(field::number(text).map_err(at)?);
             } else {
                 match options.task {
-                    TaskKind::Classification => labels.push(field::class_label(text).map_err(at)?),
+                    TaskKind::Classification => label_texts.push(text),
                     TaskKind::Regression => {
                         targets.push(field::number(text).map_err(at)?);
                     }
@@ -156,16 +158,27 @@ pub fn parse(text: &str, path: &str, options: &CsvOptions) -> Result<Dataset, Da
 
     let features = Array2::from_shape_vec((rows.len(), width - 1), features)
         .expect("every row has width - 1 features");
-    let targets = match options.task {
-        TaskKind::Classification => Targets::Classes {
-            classes: labels.iter().max().map_or(0, |&max| max + 1),
-            labels,
-        },
-        TaskKind::Regression => Targets::Regression(
-            Array2::from_shape_vec((rows.len(), 1), targets).expect("one target per row"),
+    let (targets, class_names) = match options.task {
+        TaskKind::Classification => {
+            let column = field::class_column(&label_texts).map_err(|(i, reason)| {
+                DataError::parse(path, rows[i].line, format!("{}: {reason}", column(label)))
+            })?;
+            let targets = Targets::Classes {
+                labels: column.labels,
+                classes: column.classes,
+            };
+            (targets, column.names)
+        }
+        TaskKind::Regression => (
+            Targets::Regression(
+                Array2::from_shape_vec((rows.len(), 1), targets).expect("one target per row"),
+            ),
+            None,
         ),
     };
-    Ok(Dataset::new(features, targets))
+    let mut data = Dataset::new(features, targets);
+    data.class_names = class_names;
+    Ok(data)
 }
 
 /// The 0-based index of the label column among `width` columns.
@@ -322,6 +335,35 @@ mod tests {
         .unwrap();
         assert_eq!(data.features, ndarray::array![[1.5]]);
         assert_eq!(labels(&data), (&[1][..], 2));
+    }
+
+    #[test]
+    fn string_labels_become_classes_in_sorted_order() {
+        let data = parse_with(
+            "x,species\n1,virginica\n2,setosa\n3,versicolor\n4,setosa\n",
+            &CsvOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(labels(&data), (&[2, 0, 1, 0][..], 3));
+        assert_eq!(
+            data.class_names.unwrap(),
+            vec!["setosa", "versicolor", "virginica"]
+        );
+        let numeric = parse_with("x,label\n1,1\n2,0\n", &CsvOptions::default()).unwrap();
+        assert_eq!(numeric.class_names, None);
+    }
+
+    #[test]
+    fn integer_targets_stay_numbers_for_regression() {
+        let options = CsvOptions {
+            task: TaskKind::Regression,
+            ..CsvOptions::default()
+        };
+        let data = parse_with("x,price\n1,347\n2,12\n", &options).unwrap();
+        assert_eq!(
+            data.targets,
+            Targets::Regression(ndarray::array![[347.0], [12.0]])
+        );
     }
 
     #[test]

@@ -1,19 +1,29 @@
-//! Datasets: the built-in ones (XOR, synthetic regression and classification, UCI digits),
-//! CSV and LibSVM files, and the deterministic train/test split.
+//! Datasets: the built-in ones (XOR, synthetic regression and classification, UCI digits,
+//! an MNIST subset), CSV, LibSVM and IDX files, the deterministic train/test split and
+//! feature standardisation.
 //!
 //! # Layout
-//! - [`spec`]: the job file's `[data]` section and its validation.
-//! - [`xor`], [`synthetic`], [`digits`]: built-in datasets, needing no files.
-//! - [`csv`], [`libsvm`]: file formats, parsed from text with line-numbered errors.
-//! - [`field`]: one text field read as a number or a class label, shared by both formats.
+//! - [`spec`]: the job file's `[data]` section, its validation, loading and preparing.
+//! - [`xor`], [`synthetic`], [`digits`], [`mnist`]: built-in datasets, needing no files.
+//! - [`csv`], [`libsvm`]: text formats, parsed with line-numbered errors.
+//! - [`idx`]: the MNIST/Fashion-MNIST binary format, with errors naming file and numbers.
+//! - [`gzip`]: gzip recognised by its magic bytes (IDX files, the embedded MNIST).
+//! - [`field`]: one text field read as a number, a class label or a class name, shared by the text formats.
 //! - [`split`]: the seeded train/test split.
+//! - [`standardize`]: per-feature standardisation with the training split's statistics.
+//! - [`prepared`]: a job's split, standardised data: what models train and test on.
 
 pub mod csv;
 pub mod digits;
 pub mod field;
+pub mod gzip;
+pub mod idx;
 pub mod libsvm;
+pub mod mnist;
+pub mod prepared;
 pub mod spec;
 pub mod split;
+pub mod standardize;
 pub mod synthetic;
 pub mod xor;
 
@@ -22,7 +32,9 @@ use std::fmt;
 use ndarray::{Array2, Axis};
 use serde::{Deserialize, Serialize};
 
+pub use prepared::{PreparedData, SplitIndices};
 pub use spec::{DataSpec, DatasetKind};
+pub use standardize::Standardization;
 
 /// Why a dataset could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +56,15 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
-    /// A data file is malformed.
+    /// A binary data file (IDX) is malformed.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong, with the numbers.
+        reason: String,
+    },
+    /// A text data file is malformed.
     #[error("{path}:{line}: {reason}")]
     Parse {
         /// The file.

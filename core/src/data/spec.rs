@@ -4,11 +4,16 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use self::DatasetKind::{Csv, Digits, Libsvm, SyntheticClassification, SyntheticLinear, Xor};
+use self::DatasetKind::{
+    Csv, Digits, Idx, Libsvm, Mnist, SyntheticClassification, SyntheticLinear, Xor,
+};
 use super::csv::{CsvOptions, LabelColumn};
+use super::idx::IdxFile;
 use super::libsvm::LibsvmOptions;
+use super::prepared::{PreparedData, SplitIndices};
+use super::standardize::Standardization;
 use super::synthetic::{self, ClusterProblem, LinearProblem};
-use super::{DataError, Dataset, TaskKind, csv, digits, libsvm, xor};
+use super::{DataError, Dataset, TaskKind, csv, digits, gzip, idx, libsvm, mnist, split, xor};
 
 /// Which dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +31,10 @@ pub enum DatasetKind {
     Csv,
     /// A LibSVM/SVMlight file (`path`, `task`, optional `features`).
     Libsvm,
+    /// A 5,000-image MNIST subset, 28×28 images, 10 classes, shipped in the binary.
+    Mnist,
+    /// MNIST-format IDX files, gzipped or not (`images`, `labels`).
+    Idx,
 }
 
 impl DatasetKind {
@@ -39,6 +48,8 @@ impl DatasetKind {
             Self::Digits => "digits",
             Self::Csv => "csv",
             Self::Libsvm => "libsvm",
+            Self::Mnist => "mnist",
+            Self::Idx => "idx",
         }
     }
 
@@ -91,6 +102,16 @@ pub struct DataSpec {
     /// CSV: whether the first line is a header (default true).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub header: Option<bool>,
+    /// IDX: the images file (`train-images-idx3-ubyte`, or `.gz`; required for idx).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<PathBuf>,
+    /// IDX: the labels file (`train-labels-idx1-ubyte`, or `.gz`; required for idx).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
+    /// Standardise each feature with the training split's mean and standard deviation
+    /// (see [`Standardization`]); any kind (default false).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub standardize: bool,
 }
 
 /// [`DataSpec`] as written in a job file (the same fields), where `test_fraction`'s
@@ -127,6 +148,15 @@ struct DataSection {
     /// As [`DataSpec::header`].
     #[serde(default)]
     header: Option<bool>,
+    /// As [`DataSpec::images`].
+    #[serde(default)]
+    images: Option<PathBuf>,
+    /// As [`DataSpec::labels`].
+    #[serde(default)]
+    labels: Option<PathBuf>,
+    /// As [`DataSpec::standardize`].
+    #[serde(default)]
+    standardize: bool,
 }
 
 impl From<DataSection> for DataSpec {
@@ -144,6 +174,9 @@ impl From<DataSection> for DataSpec {
             label_column: s.label_column,
             task: s.task,
             header: s.header,
+            images: s.images,
+            labels: s.labels,
+            standardize: s.standardize,
         }
     }
 }
@@ -174,6 +207,22 @@ impl DataSpec {
             label_column: None,
             task: None,
             header: None,
+            images: None,
+            labels: None,
+            standardize: false,
+        }
+    }
+
+    /// Resolves relative file paths (`path`, `images`, `labels`) against `base`, the folder
+    /// of the job file that names them; absolute paths are kept.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for path in [&mut self.path, &mut self.images, &mut self.labels]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
         }
     }
 
@@ -183,7 +232,7 @@ impl DataSpec {
     /// [`DataError::Invalid`] naming the field and value.
     pub fn validate(&self) -> Result<(), DataError> {
         let kind = self.kind.name();
-        let applicability: [Applicability; 8] = [
+        let applicability: [Applicability; 10] = [
             (
                 "samples",
                 self.samples.is_some(),
@@ -232,6 +281,18 @@ impl DataSpec {
                 &[Csv],
                 "only csv has a header",
             ),
+            (
+                "images",
+                self.images.is_some(),
+                &[Idx],
+                "only idx reads an images file",
+            ),
+            (
+                "labels",
+                self.labels.is_some(),
+                &[Idx],
+                "only idx reads a labels file",
+            ),
         ];
         for (field, set, kinds, explanation) in applicability {
             if set && !kinds.contains(&self.kind) {
@@ -253,6 +314,21 @@ impl DataSpec {
                 "path",
                 format!("{kind} reads a file: set path to it"),
             ));
+        }
+        if self.kind == Idx {
+            for (field, missing) in [
+                ("images", self.images.is_none()),
+                ("labels", self.labels.is_none()),
+            ] {
+                if missing {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "idx reads an images and a labels file: set {field} to the {field} file"
+                        ),
+                    ));
+                }
+            }
         }
         for (field, value) in [("samples", self.samples), ("features", self.features)] {
             if value == Some(0) {
@@ -308,6 +384,23 @@ impl DataSpec {
             }
             .generate(seed),
             Digits => digits::digits(),
+            Mnist => mnist::mnist(),
+            Idx => {
+                let (images, images_label) =
+                    read_bytes(self.images.as_deref().expect("validate requires images"))?;
+                let (labels, labels_label) =
+                    read_bytes(self.labels.as_deref().expect("validate requires labels"))?;
+                idx::parse(
+                    IdxFile {
+                        path: &images_label,
+                        bytes: &images,
+                    },
+                    IdxFile {
+                        path: &labels_label,
+                        bytes: &labels,
+                    },
+                )?
+            }
             Csv => {
                 let (text, label) = self.read_file()?;
                 let options = CsvOptions {
@@ -328,17 +421,57 @@ impl DataSpec {
         })
     }
 
-    /// Loads the dataset and splits it into (train, test) by `test_fraction` and `seed`.
+    /// Loads the dataset and splits it into (train, test) by `test_fraction` and `seed`,
+    /// standardised when [`DataSpec::standardize`] is set.
     ///
     /// # Errors
     /// As [`DataSpec::load`].
     pub fn load_split(&self, seed: u64) -> Result<(Dataset, Dataset), DataError> {
+        let prepared = self.prepare(seed, None)?;
+        Ok((prepared.train, prepared.test))
+    }
+
+    /// Loads the dataset, splits it by `test_fraction` and `seed`, and, when
+    /// [`DataSpec::standardize`] is set, standardises both splits with `statistics` (saved
+    /// with trained weights) or, when `None`, with the training split's own.
+    ///
+    /// # Errors
+    /// As [`DataSpec::load`]; [`DataError::Invalid`] for statistics of another feature
+    /// count, or statistics given to a job that does not standardise.
+    pub fn prepare(
+        &self,
+        seed: u64,
+        statistics: Option<Standardization>,
+    ) -> Result<PreparedData, DataError> {
         let all = self.load(seed)?;
-        Ok(super::split::train_test_split(
-            &all,
-            self.test_fraction,
-            seed,
-        ))
+        let (train_indices, test_indices) =
+            split::split_indices(all.len(), self.test_fraction, seed);
+        let mut train = all.select(&train_indices);
+        let mut test = all.select(&test_indices);
+        let standardization = match (self.standardize, statistics) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "standardize",
+                    "statistics were given, but the job does not standardise".to_string(),
+                ));
+            }
+            (true, given) => {
+                let stats = given.unwrap_or_else(|| Standardization::fit(&train.features));
+                stats.apply(&mut train.features)?;
+                stats.apply(&mut test.features)?;
+                Some(stats)
+            }
+        };
+        Ok(PreparedData {
+            train,
+            test,
+            split: SplitIndices {
+                train: train_indices,
+                test: test_indices,
+            },
+            standardization,
+        })
     }
 
     /// The CSV label column this spec selects.
@@ -361,6 +494,17 @@ impl DataSpec {
             }),
         }
     }
+}
+
+/// The bytes of the file at `path`, decompressed when gzipped, and the path as error
+/// messages show it.
+fn read_bytes(path: &Path) -> Result<(Vec<u8>, String), DataError> {
+    let label = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: label.clone(),
+        source,
+    })?;
+    Ok((gzip::decompress_if_gzip(bytes, &label)?, label))
 }
 
 fn invalid(field: &'static str, reason: String) -> DataError {
@@ -589,6 +733,156 @@ mod tests {
                 file.path().display()
             )
         );
+    }
+
+    #[test]
+    fn mnist_is_built_in_with_its_image_shape() {
+        let (train, test) = spec(Mnist).load_split(0).unwrap();
+        assert_eq!((train.len(), test.len()), (4000, 1000));
+        assert_eq!(train.shape().features, 784);
+        assert_eq!(train.shape().image, Some(mnist::IMAGE));
+        assert_eq!(train.shape().task, Task::Classification { classes: 10 });
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn reads_idx_files_gzipped_or_not_and_names_a_damaged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let pixels: Vec<u8> = (0..40u8).map(|p| p * 6).collect();
+        let images = idx::encode(idx::IMAGES_MAGIC, &[10, 2, 2], &pixels);
+        let labels = idx::encode(idx::LABELS_MAGIC, &[10], &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let plain = DataSpec {
+            images: Some(write("img-idx3-ubyte", &images)),
+            labels: Some(write("lab-idx1-ubyte", &labels)),
+            ..spec(Idx)
+        };
+        let zipped = DataSpec {
+            images: Some(write("img-idx3-ubyte.gz", &gzip(&images))),
+            labels: Some(write("lab-idx1-ubyte.gz", &gzip(&labels))),
+            ..spec(Idx)
+        };
+        let a = plain.load(0).unwrap();
+        assert_eq!(a, zipped.load(0).unwrap());
+        assert_eq!(a.features.dim(), (10, 4));
+        assert_eq!(a.features[[9, 3]], 234.0 / 255.0);
+        assert_eq!(a.shape().task, Task::Classification { classes: 10 });
+        assert_eq!(
+            a.shape().image.map(|i| (i.channels, i.height, i.width)),
+            Some((1, 2, 2))
+        );
+
+        let truncated = write("cut.gz", &gzip(&images[..images.len() - 3]));
+        let damaged = DataSpec {
+            images: Some(truncated.clone()),
+            ..zipped.clone()
+        };
+        assert_eq!(
+            damaged.load(0).unwrap_err().to_string(),
+            format!(
+                "{}: truncated: 10 images of 2×2 need 40 bytes after the 16-byte header, the file has 37",
+                truncated.display()
+            )
+        );
+        let mut cut_gzip = gzip(&images);
+        cut_gzip.truncate(cut_gzip.len() - 10);
+        let broken = write("broken.gz", &cut_gzip);
+        let err = DataSpec {
+            images: Some(broken.clone()),
+            ..zipped
+        }
+        .load(0)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "{}:0: corrupt or truncated gzip data",
+                broken.display()
+            )),
+            "{err}"
+        );
+        assert_eq!(
+            error(&DataSpec {
+                labels: None,
+                ..plain.clone()
+            }),
+            "data.labels: idx reads an images and a labels file: set labels to the labels file"
+        );
+        assert_eq!(
+            error(&DataSpec {
+                images: Some("x".into()),
+                ..spec(Mnist)
+            }),
+            "data.images: only idx reads an images file, got images for mnist"
+        );
+    }
+
+    #[test]
+    fn standardises_with_the_training_split_statistics() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let mut text = String::from("small,large,constant,label\n");
+        for i in 0..40 {
+            text += &format!("{},{},3,{}\n", i as f32 * 0.01, 1000 + 50 * i, i % 2);
+        }
+        write!(file, "{text}").unwrap();
+        let plain = DataSpec {
+            path: Some(file.path().to_path_buf()),
+            test_fraction: 0.25,
+            ..spec(Csv)
+        };
+        let scaled = DataSpec {
+            standardize: true,
+            ..plain.clone()
+        };
+        let raw = plain.prepare(4, None).unwrap();
+        assert!(raw.standardization.is_none());
+        let prepared = scaled.prepare(4, None).unwrap();
+        assert_eq!(prepared.split, raw.split);
+        let stats = prepared.standardization.clone().unwrap();
+        assert_eq!(stats, Standardization::fit(&raw.train.features));
+        assert_eq!(stats.std[2], 0.0);
+        let mut expected_test = raw.test.features.clone();
+        stats.apply(&mut expected_test).unwrap();
+        assert_eq!(prepared.test.features, expected_test);
+        assert!(prepared.train.features.column(2).iter().all(|&x| x == 0.0));
+        let train_mean: f32 = prepared.train.features.column(1).sum() / 30.0;
+        assert!(train_mean.abs() < 1e-5, "{train_mean}");
+        // Saved statistics reproduce the same data.
+        let again = scaled.prepare(4, Some(stats.clone())).unwrap();
+        assert_eq!(again.test.features, prepared.test.features);
+        assert_eq!(
+            plain.prepare(4, Some(stats)).unwrap_err().to_string(),
+            "data.standardize: statistics were given, but the job does not standardise"
+        );
+        let (train, _) = scaled.load_split(4).unwrap();
+        assert_eq!(train.features, prepared.train.features);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_job_folder() {
+        let mut data = DataSpec {
+            path: Some("data/iris.csv".into()),
+            ..spec(Csv)
+        };
+        data.resolve_paths(Path::new("/jobs"));
+        assert_eq!(data.path.as_deref(), Some(Path::new("/jobs/data/iris.csv")));
+        let mut data = DataSpec {
+            images: Some("/abs/images".into()),
+            labels: Some("labels".into()),
+            ..spec(Idx)
+        };
+        data.resolve_paths(Path::new("/jobs"));
+        assert_eq!(data.images.as_deref(), Some(Path::new("/abs/images")));
+        assert_eq!(data.labels.as_deref(), Some(Path::new("/jobs/labels")));
     }
 
     #[test]

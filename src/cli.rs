@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use downpour_core::BatchSize;
-use downpour_core::data::DatasetKind;
+use downpour_core::data::{DatasetKind, TaskKind};
 use downpour_core::model_spec::{Activation, ModelKind};
 use downpour_core::plan::FullBatch;
 use downpour_server::job::{ConsistencyMode, StalenessPolicy};
@@ -231,12 +231,27 @@ pub struct JobArgs {
     /// Hidden activation: relu, sigmoid or tanh (model.activation).
     #[arg(long, value_parser = parse_activation)]
     pub activation: Option<Activation>,
-    /// Dataset: xor, synthetic_linear, synthetic_classification, digits, csv or libsvm (data.kind).
+    /// Dataset: xor, synthetic_linear, synthetic_classification, digits, mnist, csv, libsvm
+    /// or idx (data.kind).
     #[arg(long, value_parser = parse_dataset)]
     pub dataset: Option<DatasetKind>,
-    /// Data file for csv or libsvm (data.path).
+    /// Data file for csv or libsvm (data.path), relative to the current directory.
     #[arg(long)]
     pub data_path: Option<PathBuf>,
+    /// How csv and libsvm labels are read: classification or regression (data.task).
+    /// A linear_regression model implies regression.
+    #[arg(long, value_parser = parse_task)]
+    pub task: Option<TaskKind>,
+    /// The csv label column: a header name or a 0-based index (data.label_column).
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Fraction of samples held out for testing, in [0, 1) (data.test_fraction).
+    #[arg(long)]
+    pub test_fraction: Option<f64>,
+    /// Standardise every feature with the training split's mean and standard deviation
+    /// (data.standardize).
+    #[arg(long)]
+    pub standardize: bool,
     /// Optimizer: sgd, adam, adamw, adagrad, adadelta or rmsprop, with its defaults (optimizer.name).
     #[arg(long)]
     pub optimizer: Option<String>,
@@ -282,14 +297,7 @@ impl JobArgs {
     /// [`JobError`] for an unreadable or malformed file, or a flag that does not apply.
     pub fn to_spec(&self) -> Result<JobSpec, JobError> {
         let spec = match &self.job {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| JobError::Parse(format!("cannot read {}: {e}", path.display())))?;
-                JobSpec::from_toml(&text).map_err(|e| match e {
-                    JobError::Parse(m) => JobError::Parse(format!("{}: {m}", path.display())),
-                    other => other,
-                })?
-            }
+            Some(path) => JobSpec::from_file(path)?,
             None => JobSpec::default(),
         };
         self.apply_to(spec)
@@ -361,7 +369,20 @@ impl JobArgs {
             spec.data = downpour_core::DataSpec::builtin(kind);
         }
         if let Some(p) = &self.data_path {
-            spec.data.path = Some(p.clone());
+            // Absolute, so the job file the launcher writes means the same from its folder.
+            spec.data.path = Some(std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+        }
+        if self.task.is_some() {
+            spec.data.task = self.task;
+        }
+        if self.label_column.is_some() {
+            spec.data.label_column.clone_from(&self.label_column);
+        }
+        if let Some(f) = self.test_fraction {
+            spec.data.test_fraction = f;
+        }
+        if self.standardize {
+            spec.data.standardize = true;
         }
         if let Some(name) = &self.optimizer {
             spec.optimizer = OptimizerConfig::with_defaults(name)?;
@@ -412,8 +433,12 @@ fn parse_activation(s: &str) -> Result<Activation, String> {
 fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
     parse_named(
         s,
-        "xor, synthetic_linear, synthetic_classification, digits, csv, libsvm",
+        "xor, synthetic_linear, synthetic_classification, digits, mnist, csv, libsvm, idx",
     )
+}
+
+fn parse_task(s: &str) -> Result<TaskKind, String> {
+    parse_named(s, "classification, regression")
 }
 
 #[cfg(test)]
@@ -473,6 +498,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("got cnn"), "{err}");
+    }
+
+    #[test]
+    fn data_flags_set_the_data_section() {
+        let Command::Train(t) = parse(&[
+            "train",
+            "--dataset",
+            "csv",
+            "--data-path",
+            "prices.csv",
+            "--task",
+            "regression",
+            "--label-column",
+            "price",
+            "--test-fraction",
+            "0.3",
+            "--standardize",
+        ])
+        .command
+        else {
+            panic!("not train")
+        };
+        let spec = t.job.to_spec().unwrap();
+        let data = &spec.data;
+        assert_eq!(data.kind, DatasetKind::Csv);
+        assert_eq!(data.task, Some(TaskKind::Regression));
+        assert_eq!(data.label_column.as_deref(), Some("price"));
+        assert_eq!(data.test_fraction, 0.3);
+        assert!(data.standardize);
+        let path = data.path.as_deref().unwrap();
+        assert!(
+            path.is_absolute() && path.ends_with("prices.csv"),
+            "{path:?}"
+        );
+        let err = Cli::try_parse_from(["downpour", "train", "--task", "ranking"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected one of classification, regression, got ranking"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,8 +14,8 @@ use downpour_worker::{ClientError, ServerClient};
 use crate::cli::TrainArgs;
 use crate::processes::ChildProcess;
 use crate::progress::Progress;
-use crate::report::{Hardware, RunFiles, RunReport};
-use crate::weights::{WeightsError, write_safetensors};
+use crate::report::{DataReport, Hardware, RunFiles, RunReport};
+use crate::weights::{WeightsError, data_metadata, write_safetensors};
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -203,11 +203,15 @@ pub async fn train(
     let version = status.version;
 
     let weights = run_dir.join("weights.safetensors");
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_string(), "pt".to_string()),
         ("downpour_version".to_string(), version.to_string()),
         ("job".to_string(), status.job.to_string()),
     ]);
+    metadata.extend(data_metadata(
+        job.standardization.as_ref(),
+        job.class_names.as_deref(),
+    ));
     write_safetensors(&weights, &params, metadata)?;
     let mut logs: Vec<PathBuf> = servers.iter().map(|s| s.log.clone()).collect();
     logs.extend(children.iter().map(|c| c.log.clone()));
@@ -228,6 +232,11 @@ pub async fn train(
         started.elapsed().as_secs_f64(),
         files,
         hardware,
+        DataReport {
+            train_samples: job.train_len,
+            standardization: job.standardization.clone(),
+            class_names: job.class_names.clone(),
+        },
     );
     let report_path = args
         .report

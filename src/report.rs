@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use downpour_core::data::Standardization;
 use downpour_core::status::{
     EpochMetrics, Evaluation, ServerStatus, ShardStatus, StalenessStats, WorkerStatus,
 };
@@ -81,6 +82,20 @@ pub struct Hardware {
     pub server_processes: usize,
 }
 
+/// What the run did to its data, so an evaluation elsewhere can reproduce it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataReport {
+    /// Samples in the training split.
+    pub train_samples: usize,
+    /// The training split's per-feature mean and standard deviation, applied to both
+    /// splits, when the job standardises (the same as in the weights file's metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardization: Option<Standardization>,
+    /// Class `k`'s name, `class_names[k]`, when the labels were names (sorted order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
+}
+
 /// The run report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
@@ -104,6 +119,9 @@ pub struct RunReport {
     pub shards: Vec<ShardStatus>,
     /// The run's files.
     pub files: RunFiles,
+    /// The data's split size, standardisation and class names.
+    #[serde(default)]
+    pub data: DataReport,
     /// The final numbers.
     #[serde(rename = "final")]
     pub final_metrics: FinalMetrics,
@@ -121,6 +139,7 @@ impl RunReport {
         wall_seconds: f64,
         files: RunFiles,
         hardware: Hardware,
+        data: DataReport,
     ) -> Self {
         let final_eval = status.final_evaluation.clone();
         let training_seconds = status.elapsed_seconds;
@@ -135,6 +154,7 @@ impl RunReport {
             step_staleness: StalenessSummary::from(&status.step_staleness),
             shards,
             files,
+            data,
             final_metrics: FinalMetrics {
                 test_accuracy: final_eval.as_ref().and_then(|e| e.test_accuracy),
                 test_mse: final_eval.as_ref().and_then(|e| e.test_mse),

@@ -6,7 +6,16 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
+use downpour_core::data::Standardization;
 use downpour_core::{NamedTensor, ParamSet, Tensor};
+
+/// Metadata key of the standardisation statistics: JSON `{"mean": [...], "std": [...]}`,
+/// one f32 per feature, written so that they read back bit-exactly. They live in the
+/// header's metadata, not as tensors, so the file loads into the torch model with
+/// `load_state_dict(..., strict=True)`.
+pub const STANDARDIZATION_KEY: &str = "downpour_standardization";
+/// Metadata key of the class names (JSON array, class `k` at index `k`), when labels were names.
+pub const CLASS_NAMES_KEY: &str = "downpour_class_names";
 
 /// A weights file that could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +79,60 @@ pub fn write_safetensors(
         path: path.display().to_string(),
         source,
     })
+}
+
+/// The metadata entries that record what was done to the data: the standardisation
+/// statistics and the class names, each only when present.
+#[must_use]
+pub fn data_metadata(
+    standardization: Option<&Standardization>,
+    class_names: Option<&[String]>,
+) -> Vec<(String, String)> {
+    let mut entries = Vec::new();
+    if let Some(s) = standardization {
+        let json = serde_json::to_string(s).expect("statistics always serialise");
+        entries.push((STANDARDIZATION_KEY.to_string(), json));
+    }
+    if let Some(names) = class_names {
+        let json = serde_json::to_string(names).expect("names always serialise");
+        entries.push((CLASS_NAMES_KEY.to_string(), json));
+    }
+    entries
+}
+
+/// The metadata in a safetensors file's header (empty when it has none).
+///
+/// # Errors
+/// [`WeightsError`] when the file is unreadable or malformed.
+pub fn read_metadata(path: &Path) -> Result<HashMap<String, String>, WeightsError> {
+    let display = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
+        path: display.clone(),
+        source,
+    })?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| WeightsError::Format {
+            path: display.clone(),
+            reason: e.to_string(),
+        })?;
+    Ok(header.metadata().clone().unwrap_or_default())
+}
+
+/// The standardisation statistics saved in a weights file's metadata, if any.
+///
+/// # Errors
+/// [`WeightsError::Format`] when the entry is present but not valid statistics.
+pub fn read_standardization(path: &Path) -> Result<Option<Standardization>, WeightsError> {
+    let metadata = read_metadata(path)?;
+    metadata
+        .get(STANDARDIZATION_KEY)
+        .map(|json| {
+            serde_json::from_str(json).map_err(|e| WeightsError::Format {
+                path: path.display().to_string(),
+                reason: format!("metadata {STANDARDIZATION_KEY}: {e}"),
+            })
+        })
+        .transpose()
 }
 
 /// Why the parameters of a running server could not be exported.

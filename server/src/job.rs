@@ -24,8 +24,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use downpour_core::data::{DataError, DataShape};
-use downpour_core::model_spec::ModelSpecError;
+use std::path::Path;
+
+use downpour_core::data::{DataError, DataShape, DatasetKind, Standardization, TaskKind};
+use downpour_core::model_spec::{ModelKind, ModelSpecError};
 use downpour_core::sharding;
 use downpour_core::{BatchSize, DataSpec, ModelSpec, ParameterLayout, TrainingPlan};
 
@@ -389,6 +391,24 @@ impl JobSpec {
         toml::from_str(text).map_err(|e| JobError::Parse(e.to_string()))
     }
 
+    /// Reads and parses the job file at `path`; relative data paths in it are resolved
+    /// against the file's folder (made absolute, so the job means the same from anywhere).
+    ///
+    /// # Errors
+    /// [`JobError::Parse`] naming the file when it cannot be read or parsed.
+    pub fn from_file(path: &Path) -> Result<Self, JobError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| JobError::Parse(format!("cannot read {}: {e}", path.display())))?;
+        let mut spec = Self::from_toml(&text).map_err(|e| match e {
+            JobError::Parse(m) => JobError::Parse(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+        spec.data.resolve_paths(&folder);
+        Ok(spec)
+    }
+
     /// The job as a TOML document (what the launcher hands the server).
     #[must_use]
     pub fn to_toml(&self) -> String {
@@ -408,7 +428,15 @@ impl JobSpec {
     ///
     /// # Errors
     /// [`JobError`] naming the first bad field and its value.
-    pub fn validate(self) -> Result<Job, JobError> {
+    pub fn validate(mut self) -> Result<Job, JobError> {
+        // A regression model implies a regression task for files whose task is unset, so
+        // integer targets (prices, counts) are not read as hundreds of classes.
+        if self.model.kind == ModelKind::LinearRegression
+            && matches!(self.data.kind, DatasetKind::Csv | DatasetKind::Libsvm)
+            && self.data.task.is_none()
+        {
+            self.data.task = Some(TaskKind::Regression);
+        }
         let t = &self.training;
         if t.epochs == 0 {
             return Err(invalid(
@@ -453,7 +481,8 @@ impl JobSpec {
         self.data.validate()?;
         let optimizer = self.optimizer.build()?;
         self.schedule.validate()?;
-        let (train, _test) = self.data.load_split(t.seed)?;
+        let prepared = self.data.prepare(t.seed, None)?;
+        let train = prepared.train;
         if train.len() < t.workers {
             return Err(invalid(
                 "training.workers",
@@ -470,6 +499,8 @@ impl JobSpec {
             sharding::steps_per_epoch(train.len(), t.workers, t.batch_size) as u64;
         Ok(Job {
             train_len: train.len(),
+            standardization: prepared.standardization,
+            class_names: train.class_names,
             shape,
             layout,
             optimizer,
@@ -500,6 +531,11 @@ pub struct Job {
     pub optimizer: Optimizer,
     /// Steps per epoch for every worker (the same for all: the sync barrier relies on it).
     pub steps_per_epoch: u64,
+    /// The training split's feature statistics, when the job standardises (every worker
+    /// computes the same from the job).
+    pub standardization: Option<Standardization>,
+    /// Class `k`'s name, when the dataset's labels are names.
+    pub class_names: Option<Vec<String>>,
 }
 
 impl Job {
@@ -662,6 +698,42 @@ mod tests {
         assert!(!JobSpec::default().validate().unwrap().plan().prefetch);
         // Off by default, and then absent from the job file (fingerprints of older jobs hold).
         assert!(!JobSpec::default().to_toml().contains("prefetch"));
+    }
+
+    #[test]
+    fn a_regression_model_implies_a_regression_task() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("prices.csv"),
+            "x,price\n1,347\n2,12\n3,40\n4,7\n5,9\n",
+        )
+        .unwrap();
+        let job_file = dir.path().join("job.toml");
+        std::fs::write(
+            &job_file,
+            "[model]\nkind = \"linear_regression\"\n[data]\nkind = \"csv\"\npath = \"prices.csv\"\n",
+        )
+        .unwrap();
+        let spec = JobSpec::from_file(&job_file).unwrap();
+        assert_eq!(
+            spec.data.path.as_deref(),
+            Some(dir.path().join("prices.csv").as_path())
+        );
+        let job = spec.clone().validate().unwrap();
+        assert_eq!(
+            job.shape.task,
+            downpour_core::Task::Regression { outputs: 1 }
+        );
+        assert_eq!(job.spec.data.task, Some(TaskKind::Regression));
+        // A classification model on the same file still reads classes (347 + 1 of them).
+        let mut softmax = spec;
+        softmax.model.kind = ModelKind::SoftmaxRegression;
+        softmax.model.hidden.clear();
+        let job = softmax.validate().unwrap();
+        assert_eq!(
+            job.shape.task,
+            downpour_core::Task::Classification { classes: 348 }
+        );
     }
 
     #[test]

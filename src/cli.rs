@@ -1,4 +1,4 @@
-//! The command line: `downpour train | server | worker`, and the job flags they share.
+//! The command line: `downpour train | server | worker | evaluate | ...`, and the job flags they share.
 //!
 //! A job is read from `--job FILE` (TOML, see the README) when given, then any flag
 //! below overrides the matching field. The result is validated once, before anything starts.
@@ -37,6 +37,8 @@ pub enum Command {
     Health(HealthArgs),
     /// Save a running server's current parameters as safetensors (all shards, assembled).
     Export(ExportArgs),
+    /// Print the test metrics of saved weights on the job's split (`--split-out` writes the split).
+    Evaluate(crate::evaluate::EvaluateArgs),
     /// The speedup lab: run a job for several worker counts and modes, with repeats, and
     /// report throughput, speedup, time to a target, the phase breakdown and a prediction.
     Bench(crate::bench::BenchArgs),

@@ -61,6 +61,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 args.out.display()
             ));
         }
+        Command::Evaluate(args) => {
+            let outcome = downpour::evaluate::evaluate(args)?;
+            print_text(&downpour::evaluate::describe(&outcome));
+            if let Some(out) = &args.split_out {
+                print_text(&format!("wrote {}\n", out.display()));
+            }
+        }
         Command::Train(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -7,6 +7,7 @@ mod bad_pushes;
 mod bench;
 mod checkpoints;
 mod cli_errors;
+mod data;
 mod examples;
 mod fault_tolerance;
 pub mod lifecycle;

@@ -154,10 +154,10 @@ mod tests {
 
     fn layout() -> ParameterLayout {
         ModelSpec::default()
-            .layout(&DataShape {
-                features: 64,
-                task: Task::Classification { classes: 10 },
-            })
+            .layout(&DataShape::tabular(
+                64,
+                Task::Classification { classes: 10 },
+            ))
             .unwrap()
     }
 
@@ -194,10 +194,10 @@ mod tests {
             ..ModelSpec::default()
         };
         let params = spec
-            .layout(&DataShape {
-                features: 64,
-                task: Task::Classification { classes: 10 },
-            })
+            .layout(&DataShape::tabular(
+                64,
+                Task::Classification { classes: 10 },
+            ))
             .unwrap()
             .initialize(3);
         let bound = (6.0f32 / (128.0 + 10.0)).sqrt(); // layers.1: 128 in, 10 out

@@ -22,7 +22,7 @@ pub mod status;
 pub mod tensor;
 pub mod timing;
 
-pub use data::{DataShape, DataSpec, Dataset, Targets, Task};
+pub use data::{DataShape, DataSpec, Dataset, ImageShape, Targets, Task};
 pub use layout::ParameterLayout;
 pub use model_spec::ModelSpec;
 pub use plan::{Assignment, BatchSize, TrainingPlan};

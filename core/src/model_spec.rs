@@ -258,10 +258,7 @@ mod tests {
     use super::*;
 
     fn digits_shape() -> DataShape {
-        DataShape {
-            features: 64,
-            task: Task::Classification { classes: 10 },
-        }
+        DataShape::tabular(64, Task::Classification { classes: 10 })
     }
 
     #[test]

@@ -166,7 +166,11 @@ pub fn parse(text: &str, path: &str, options: &CsvOptions) -> Result<Dataset, Da
             Array2::from_shape_vec((rows.len(), 1), targets).expect("one target per row"),
         ),
     };
-    Ok(Dataset { features, targets })
+    Ok(Dataset {
+        features,
+        targets,
+        image: None,
+    })
 }
 
 /// The 0-based index of the label column among `width` columns.

@@ -5,7 +5,7 @@
 //! counts 0–16, scaled here to `[0, 1]`.
 
 use super::csv::{self, CsvOptions};
-use super::{Dataset, Targets};
+use super::{Dataset, ImageShape, Targets};
 
 /// The CSV as shipped: columns `label,pixel0..pixel63`, pixels 0–16.
 const DIGITS_CSV: &str = include_str!("../../data/digits.csv");
@@ -16,6 +16,12 @@ pub const SAMPLES: usize = 1797;
 pub const FEATURES: usize = 64;
 /// The ten digits.
 pub const CLASSES: usize = 10;
+/// Each image: one channel of 8×8 pixels, row by row.
+pub const IMAGE: ImageShape = ImageShape {
+    channels: 1,
+    height: 8,
+    width: 8,
+};
 /// The largest pixel value in the file: features are divided by it.
 pub const PIXEL_MAX: f32 = 16.0;
 
@@ -32,6 +38,7 @@ pub fn digits() -> Dataset {
     if let Targets::Classes { classes, .. } = &mut data.targets {
         *classes = CLASSES;
     }
+    data.image = Some(IMAGE);
     data
 }
 
@@ -43,6 +50,8 @@ mod tests {
     fn has_1797_scaled_images_of_ten_balanced_classes() {
         let data = digits();
         assert_eq!(data.features.dim(), (SAMPLES, FEATURES));
+        assert_eq!(data.shape().image, Some(IMAGE));
+        assert_eq!(IMAGE.values(), FEATURES);
         assert!(data.features.iter().all(|&p| (0.0..=1.0).contains(&p)));
         assert_eq!(data.features.iter().copied().fold(0.0, f32::max), 1.0);
         let Targets::Classes { labels, classes } = &data.targets else {

@@ -97,7 +97,11 @@ pub fn parse(text: &str, path: &str, options: &LibsvmOptions) -> Result<Dataset,
             )
         }
     };
-    Ok(Dataset { features, targets })
+    Ok(Dataset {
+        features,
+        targets,
+        image: None,
+    })
 }
 
 /// The `index:value` tokens of one line as `(0-based column, value)`, columns increasing.

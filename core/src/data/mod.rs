@@ -91,13 +91,56 @@ impl fmt::Display for Task {
     }
 }
 
+/// The shape of one image: its features are the pixels in `(C, H, W)` row-major order
+/// (PyTorch's layout: channel, then row, then column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageShape {
+    /// Colour channels (1 for greyscale).
+    pub channels: usize,
+    /// Rows of pixels.
+    pub height: usize,
+    /// Columns of pixels.
+    pub width: usize,
+}
+
+impl ImageShape {
+    /// Values per image, `channels × height × width`: the feature count.
+    #[must_use]
+    pub fn values(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+impl fmt::Display for ImageShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}×{}×{}", self.channels, self.height, self.width)
+    }
+}
+
 /// The dimensions a model needs to know.
+///
+/// Invariant: when `image` is set, `features == image.values()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataShape {
     /// Feature columns.
     pub features: usize,
     /// The task.
     pub task: Task,
+    /// The image every sample is, for image data; `None` for tabular data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageShape>,
+}
+
+impl DataShape {
+    /// The shape of tabular data (no image shape).
+    #[must_use]
+    pub fn tabular(features: usize, task: Task) -> Self {
+        Self {
+            features,
+            task,
+            image: None,
+        }
+    }
 }
 
 /// The targets of a dataset, one row per sample.
@@ -116,13 +159,16 @@ pub enum Targets {
 
 /// Features and targets in memory.
 ///
-/// Invariant: `features.nrows()` equals the number of targets.
+/// Invariant: `features.nrows()` equals the number of targets; when `image` is set,
+/// `features.ncols() == image.values()`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     /// `[samples, features]`.
     pub features: Array2<f32>,
     /// One target per row of `features`.
     pub targets: Targets,
+    /// The image each row is, for image data (`(C, H, W)` pixel order); `None` for tabular data.
+    pub image: Option<ImageShape>,
 }
 
 impl Dataset {
@@ -148,6 +194,7 @@ impl Dataset {
         DataShape {
             features: self.features.ncols(),
             task,
+            image: self.image,
         }
     }
 
@@ -162,6 +209,10 @@ impl Dataset {
                 classes: *classes,
             },
         };
-        Self { features, targets }
+        Self {
+            features,
+            targets,
+            image: self.image,
+        }
     }
 }

@@ -383,7 +383,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::data::{DataShape, Targets, Task};
+    use crate::data::{Targets, Task};
 
     fn spec(kind: DatasetKind) -> DataSpec {
         DataSpec::builtin(kind)
@@ -540,7 +540,8 @@ mod tests {
         for (kind, samples, features, task) in shapes {
             let data = spec(kind).load(1).unwrap();
             assert_eq!(data.len(), samples, "{kind:?}");
-            assert_eq!(data.shape(), DataShape { features, task }, "{kind:?}");
+            let shape = data.shape();
+            assert_eq!((shape.features, shape.task), (features, task), "{kind:?}");
         }
         let custom = DataSpec {
             samples: Some(30),

@@ -76,6 +76,7 @@ mod tests {
                 labels: (0..n).map(|i| i % 3).collect(),
                 classes: 3,
             },
+            image: None,
         }
     }
 

@@ -91,6 +91,7 @@ impl LinearProblem {
         Dataset {
             features,
             targets: Targets::Regression(targets),
+            image: None,
         }
     }
 }
@@ -160,6 +161,7 @@ impl ClusterProblem {
                 labels,
                 classes: self.classes,
             },
+            image: None,
         }
     }
 }

@@ -17,6 +17,7 @@ pub fn xor() -> Dataset {
             labels: vec![0, 1, 1, 0],
             classes: 2,
         },
+        image: None,
     }
 }
 
@@ -38,10 +39,7 @@ mod tests {
         }
         assert_eq!(
             data.shape(),
-            DataShape {
-                features: 2,
-                task: Task::Classification { classes: 2 }
-            }
+            DataShape::tabular(2, Task::Classification { classes: 2 })
         );
     }
 }

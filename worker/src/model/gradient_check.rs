@@ -62,7 +62,11 @@ pub(super) fn random_batch(shape: &DataShape, samples: usize, seed: u64) -> Data
             classes,
         },
     };
-    Dataset { features, targets }
+    Dataset {
+        features,
+        targets,
+        image: shape.image,
+    }
 }
 
 /// A model's parameters and one batch, widened to `f64`.
@@ -282,17 +286,11 @@ fn one_layer(kind: ModelKind) -> ModelSpec {
 }
 
 fn classes(features: usize, classes: usize) -> DataShape {
-    DataShape {
-        features,
-        task: Task::Classification { classes },
-    }
+    DataShape::tabular(features, Task::Classification { classes })
 }
 
 fn regression(features: usize, outputs: usize) -> DataShape {
-    DataShape {
-        features,
-        task: Task::Regression { outputs },
-    }
+    DataShape::tabular(features, Task::Regression { outputs })
 }
 
 #[test]

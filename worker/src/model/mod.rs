@@ -302,10 +302,7 @@ mod tests {
     use super::*;
 
     fn digits() -> DataShape {
-        DataShape {
-            features: 64,
-            task: Task::Classification { classes: 10 },
-        }
+        DataShape::tabular(64, Task::Classification { classes: 10 })
     }
 
     fn one_layer(kind: ModelKind) -> ModelSpec {
@@ -318,14 +315,8 @@ mod tests {
 
     /// One model of each kind, with data it trains on.
     fn every_kind() -> Vec<(ModelSpec, DataShape)> {
-        let regression = DataShape {
-            features: 5,
-            task: Task::Regression { outputs: 3 },
-        };
-        let binary = DataShape {
-            features: 5,
-            task: Task::Classification { classes: 2 },
-        };
+        let regression = DataShape::tabular(5, Task::Regression { outputs: 3 });
+        let binary = DataShape::tabular(5, Task::Classification { classes: 2 });
         let mlp = |activation, head| ModelSpec {
             kind: ModelKind::Mlp,
             hidden: vec![7, 6],
@@ -419,10 +410,7 @@ mod tests {
 
     #[test]
     fn accuracy_counts_argmax_and_logistic_threshold() {
-        let shape = DataShape {
-            features: 1,
-            task: Task::Classification { classes: 2 },
-        };
+        let shape = DataShape::tabular(1, Task::Classification { classes: 2 });
         let model = Model::new(&one_layer(ModelKind::LogisticRegression), &shape).unwrap();
         // p = sigmoid(x): class 1 exactly for x > 0.
         let params = ParamSet::new(vec![
@@ -441,6 +429,7 @@ mod tests {
                 labels: vec![0, 1, 1, 1],
                 classes: 2,
             },
+            image: None,
         };
         let metrics = model.evaluate(&params, &data).unwrap();
         assert_eq!(metrics.accuracy, Some(0.75));
@@ -532,10 +521,7 @@ mod tests {
         );
 
         let regression = random_batch(
-            &DataShape {
-                features: 64,
-                task: Task::Regression { outputs: 1 },
-            },
+            &DataShape::tabular(64, Task::Regression { outputs: 1 }),
             2,
             1,
         );

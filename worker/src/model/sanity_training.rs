@@ -43,6 +43,7 @@ fn a_small_mlp_learns_xor_with_a_softmax_head() {
             labels: vec![0, 1, 1, 0],
             classes: 2,
         },
+        image: None,
     };
     let spec = ModelSpec {
         kind: ModelKind::Mlp,
@@ -68,6 +69,7 @@ fn a_small_mlp_learns_xor_as_regression_with_an_mse_head() {
     let data = Dataset {
         features: xor_features(),
         targets: Targets::Regression(array![[0.0], [1.0], [1.0], [0.0]]),
+        image: None,
     };
     let spec = ModelSpec {
         kind: ModelKind::Mlp,
@@ -90,10 +92,8 @@ fn a_small_mlp_learns_xor_as_regression_with_an_mse_head() {
 fn linear_regression_recovers_known_weights() {
     let weight = array![[1.5f32, -2.0, 0.5], [0.0, 0.75, -1.0]];
     let bias = array![0.25f32, -0.5];
-    let shape = downpour_core::DataShape {
-        features: 3,
-        task: downpour_core::Task::Regression { outputs: 2 },
-    };
+    let shape =
+        downpour_core::DataShape::tabular(3, downpour_core::Task::Regression { outputs: 2 });
     let mut data = random_batch(&shape, 50, 5);
     let y = data.features.dot(&weight.t()) + &bias;
     data.targets = Targets::Regression(y);

@@ -9,6 +9,7 @@ mod checkpoints;
 mod cli_errors;
 mod examples;
 mod fault_tolerance;
+mod layers;
 pub mod lifecycle;
 mod optimizers;
 mod shards_and_staleness;

@@ -63,6 +63,24 @@ impl<F> Default for ConvScratch<F> {
     }
 }
 
+/// Writes the transpose of the row-major `[rows, cols]` matrix `src` into `dst`
+/// (`[cols, rows]`), in tiles that stay in cache on both sides.
+fn transpose<F: Copy>(src: &[F], rows: usize, cols: usize, dst: &mut [F]) {
+    const TILE: usize = 16;
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..r1 {
+                let row = &src[r * cols..r * cols + cols];
+                for c in c0..c1 {
+                    dst[c * rows + r] = row[c];
+                }
+            }
+        }
+    }
+}
+
 /// `buffer[..n]`, growing `buffer` with zeros first if it is shorter (it never shrinks).
 pub(crate) fn prefix<F: Scalar>(buffer: &mut Vec<F>, n: usize) -> &mut [F] {
     if buffer.len() < n {
@@ -177,14 +195,14 @@ impl ConvGeometry {
             F::zero(),
             &mut mat_view,
         );
-        for b in 0..batch {
-            let image = &mut output[b * self.out_values()..(b + 1) * self.out_values()];
-            let block = &mat[b * positions * self.out_c..(b + 1) * positions * self.out_c];
-            for (c, &bias) in params.bias.iter().enumerate() {
-                let channel = &mut image[c * positions..(c + 1) * positions];
-                for (p, out) in channel.iter_mut().enumerate() {
-                    *out = block[p * self.out_c + c] + bias;
-                }
+        let block = positions * self.out_c;
+        for (image, mat) in output
+            .chunks_exact_mut(self.out_values())
+            .zip(mat.chunks_exact(block))
+        {
+            transpose(mat, positions, self.out_c, image);
+            for (channel, &bias) in image.chunks_exact_mut(positions).zip(params.bias) {
+                channel.iter_mut().for_each(|v| *v += bias);
             }
         }
     }
@@ -203,18 +221,17 @@ impl ConvGeometry {
         let batch = delta.len() / self.out_values();
         let (rows, positions) = (batch * self.positions(), self.positions());
         let mat = prefix(&mut scratch.mat, rows * self.out_c);
-        for b in 0..batch {
-            let image = &delta[b * self.out_values()..(b + 1) * self.out_values()];
-            let block = &mut mat[b * positions * self.out_c..(b + 1) * positions * self.out_c];
-            for c in 0..self.out_c {
-                for (p, &d) in image[c * positions..(c + 1) * positions].iter().enumerate() {
-                    block[p * self.out_c + c] = d;
-                }
-            }
+        let block = positions * self.out_c;
+        for (image, mat) in delta
+            .chunks_exact(self.out_values())
+            .zip(mat.chunks_exact_mut(block))
+        {
+            transpose(image, self.out_c, positions, mat);
         }
         let mat = ArrayView2::from_shape((rows, self.out_c), &*mat).expect("sized above");
-        let cols = ArrayView2::from_shape((rows, self.patch()), &scratch.cols[..rows * self.patch()])
-            .expect("the forward pass filled it");
+        let cols =
+            ArrayView2::from_shape((rows, self.patch()), &scratch.cols[..rows * self.patch()])
+                .expect("the forward pass filled it");
         general_mat_mul(F::one(), &mat.t(), &cols, F::zero(), &mut gradient.weight);
         gradient.bias.assign(&mat.sum_axis(Axis(0)));
         if let Some(d_input) = d_input {
@@ -248,7 +265,10 @@ mod tests {
                                 for kx in 0..g.kernel {
                                     let y = (oy * g.stride + ky) as isize - g.padding as isize;
                                     let xx = (ox * g.stride + kx) as isize - g.padding as isize;
-                                    if y < 0 || xx < 0 || y >= g.in_h as isize || xx >= g.in_w as isize
+                                    if y < 0
+                                        || xx < 0
+                                        || y >= g.in_h as isize
+                                        || xx >= g.in_w as isize
                                     {
                                         continue;
                                     }
@@ -282,16 +302,23 @@ mod tests {
                 out_h: (in_h + 2 * padding - kernel) / stride + 1,
                 out_w: (in_w + 2 * padding - kernel) / stride + 1,
             };
-            let w = Array2::from_shape_fn((3, g.patch()), |(i, j)| ((i * 7 + j * 3) % 11) as f64 - 5.0);
+            let w =
+                Array2::from_shape_fn((3, g.patch()), |(i, j)| ((i * 7 + j * 3) % 11) as f64 - 5.0);
             let bias = Array1::from(vec![0.5, -1.0, 2.0]);
-            let x: Vec<f64> = (0..2 * g.in_values()).map(|i| ((i * 5) % 13) as f64 - 6.0).collect();
+            let x: Vec<f64> = (0..2 * g.in_values())
+                .map(|i| ((i * 5) % 13) as f64 - 6.0)
+                .collect();
             let mut out = vec![f64::NAN; 2 * g.out_values()];
             let params = Linear {
                 weight: w.view(),
                 bias: bias.view(),
             };
             g.forward(&params, &x, &mut out, &mut ConvScratch::default());
-            assert_eq!(out, direct(&g, &w, &bias, &x), "stride {stride} padding {padding}");
+            assert_eq!(
+                out,
+                direct(&g, &w, &bias, &x),
+                "stride {stride} padding {padding}"
+            );
         }
     }
 }

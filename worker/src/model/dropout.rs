@@ -61,7 +61,10 @@ mod tests {
         fill_mask(0.25, key, 2, &mut mask);
         let dropped = mask.iter().filter(|&&m| m == 0.0).count();
         assert!((2300..2700).contains(&dropped), "{dropped} dropped");
-        assert!(mask.iter().all(|&m| m == 0.0 || (m - 4.0 / 3.0).abs() < 1e-12));
+        assert!(
+            mask.iter()
+                .all(|&m| m == 0.0 || (m - 4.0 / 3.0).abs() < 1e-12)
+        );
 
         let again = |key: StepKey, layer| {
             let mut m = vec![0.0f64; 10_000];

@@ -152,7 +152,12 @@ impl Problem {
         let network = &self.model.network;
         let mut ws = network.workspace();
         let mut outputs = network
-            .forward(&self.layers(), self.features.view(), Mode::Train(KEY), &mut ws)
+            .forward(
+                &self.layers(),
+                self.features.view(),
+                Mode::Train(KEY),
+                &mut ws,
+            )
             .to_owned();
         network
             .loss
@@ -368,17 +373,19 @@ fn image(channels: usize, height: usize, width: usize, classes: usize) -> DataSh
             height,
             width,
         }),
-        ..DataShape::tabular(
-            channels * height * width,
-            Task::Classification { classes },
-        )
+        ..DataShape::tabular(channels * height * width, Task::Classification { classes })
     }
 }
 
 fn sequential(layers: &[&str], head: Head) -> ModelSpec {
     ModelSpec {
         head,
-        ..ModelSpec::sequential(layers.iter().map(|l| l.parse::<LayerSpec>().unwrap()).collect())
+        ..ModelSpec::sequential(
+            layers
+                .iter()
+                .map(|l| l.parse::<LayerSpec>().unwrap())
+                .collect(),
+        )
     }
 }
 

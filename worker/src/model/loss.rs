@@ -285,7 +285,8 @@ mod tests {
         assert_eq!(grad, array![[0.5], [-0.5]]);
 
         let mut huge = array![[1000.0f32], [-1000.0]];
-        let value = Loss::BinaryCrossEntropy.mean_and_gradient(&mut huge.view_mut(), Target::Labels(&[1, 0]));
+        let value = Loss::BinaryCrossEntropy
+            .mean_and_gradient(&mut huge.view_mut(), Target::Labels(&[1, 0]));
         assert_eq!(value, 0.0);
     }
 
@@ -303,7 +304,8 @@ mod tests {
         assert!((grad[[0, 2]] - (softmax[[0, 2]] - 1.0)).abs() < 1e-15);
 
         let mut huge = array![[1000.0f32, 0.0], [0.0, 1000.0]];
-        let value = Loss::CrossEntropy.mean_and_gradient(&mut huge.view_mut(), Target::Labels(&[1, 1]));
+        let value =
+            Loss::CrossEntropy.mean_and_gradient(&mut huge.view_mut(), Target::Labels(&[1, 1]));
         assert_eq!(value, 500.0);
         assert!(huge.iter().all(|g| g.is_finite()));
         assert_eq!(huge, array![[0.5, -0.5], [0.0, 0.0]]);

@@ -196,21 +196,18 @@ impl Model {
             for start in (0..samples).step_by(EVALUATION_CHUNK_ROWS) {
                 let rows = start..samples.min(start + EVALUATION_CHUNK_ROWS);
                 let chunk_target = target.rows(rows.clone());
-                let mut chunk_outputs: ArrayViewMut2<'_, f32> = self.network.forward(
-                    &layers,
-                    features.slice(s![rows, ..]),
-                    Mode::Evaluate,
-                    ws,
-                );
+                let mut chunk_outputs: ArrayViewMut2<'_, f32> =
+                    self.network
+                        .forward(&layers, features.slice(s![rows, ..]), Mode::Evaluate, ws);
                 outputs = chunk_outputs.ncols();
                 if let Target::Labels(labels) = chunk_target {
                     let predicted = self.network.loss.predicted_classes(chunk_outputs.view());
                     correct += predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
                 }
-                loss_sum += self
-                    .network
-                    .loss
-                    .sum_and_gradient(&mut chunk_outputs, chunk_target, 0.0);
+                loss_sum +=
+                    self.network
+                        .loss
+                        .sum_and_gradient(&mut chunk_outputs, chunk_target, 0.0);
             }
         });
         let loss = loss_sum / self.network.loss.divisor(samples, outputs) as f64;

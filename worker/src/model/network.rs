@@ -217,8 +217,8 @@ impl Network {
                 Op::Dense => {
                     let p = &params[layer.params.expect("dense layers have parameters")];
                     let x = ArrayView2::from_shape((samples, layer.in_values), x).expect("sized");
-                    let out = ArrayViewMut2::from_shape((samples, layer.out_values), out)
-                        .expect("sized");
+                    let out =
+                        ArrayViewMut2::from_shape((samples, layer.out_values), out).expect("sized");
                     p.forward(x, out);
                 }
                 Op::Conv(g) => {
@@ -230,8 +230,8 @@ impl Network {
                     if !in_place {
                         out.copy_from_slice(x);
                     }
-                    let out = ArrayViewMut2::from_shape((samples, layer.out_values), out)
-                        .expect("sized");
+                    let out =
+                        ArrayViewMut2::from_shape((samples, layer.out_values), out).expect("sized");
                     activate(a, out);
                 }
                 Op::Dropout(rate) => match mode {
@@ -273,8 +273,8 @@ impl Network {
         let mut below = std::mem::take(&mut ws.deltas[1]);
         let logits = slot(ws, self.layers[last].output, input, samples * width);
         prefix(&mut delta, outputs).copy_from_slice(logits);
-        let mut d = ArrayViewMut2::from_shape((samples, width), &mut delta[..outputs])
-            .expect("sized");
+        let mut d =
+            ArrayViewMut2::from_shape((samples, width), &mut delta[..outputs]).expect("sized");
         let loss = self.loss.mean_and_gradient(&mut d, target);
 
         for (index, layer) in self.layers.iter().enumerate().rev() {
@@ -314,7 +314,11 @@ impl Network {
                 }
                 Op::Pool(geometry) => {
                     if wants_input_delta {
-                        geometry.backward(&delta[..n_out], &ws.argmax[index][..n_out], prefix(&mut below, n_in));
+                        geometry.backward(
+                            &delta[..n_out],
+                            &ws.argmax[index][..n_out],
+                            prefix(&mut below, n_in),
+                        );
                         std::mem::swap(&mut delta, &mut below);
                     }
                 }
@@ -323,8 +327,11 @@ impl Network {
                         let out = slot(ws, layer.output, input, n_out);
                         let out = ArrayView2::from_shape((samples, layer.out_values), out)
                             .expect("sized");
-                        let d = ArrayViewMut2::from_shape((samples, layer.out_values), &mut delta[..n_out])
-                            .expect("sized");
+                        let d = ArrayViewMut2::from_shape(
+                            (samples, layer.out_values),
+                            &mut delta[..n_out],
+                        )
+                        .expect("sized");
                         backpropagate(a, d, out);
                     }
                 }

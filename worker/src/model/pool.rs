@@ -30,6 +30,15 @@ impl PoolGeometry {
     /// Writes each window's maximum of `input [B, in_values]` into `output [B, out_values]`
     /// and its position in `input` into `argmax` (one per output value).
     pub(crate) fn forward<F: Scalar>(&self, input: &[F], output: &mut [F], argmax: &mut [u32]) {
+        if self.size == 2 {
+            self.forward_2x2(input, output, argmax);
+        } else {
+            self.forward_any(input, output, argmax);
+        }
+    }
+
+    /// [`PoolGeometry::forward`] for any window size.
+    fn forward_any<F: Scalar>(&self, input: &[F], output: &mut [F], argmax: &mut [u32]) {
         let planes = input.len() / (self.in_h * self.in_w);
         let mut o = 0;
         for plane in 0..planes {
@@ -51,6 +60,38 @@ impl PoolGeometry {
                         argmax[o] = best as u32;
                     }
                     o += 1;
+                }
+            }
+        }
+    }
+
+    /// [`PoolGeometry::forward`] for 2×2 windows, the common case, a pair of rows at a time.
+    fn forward_2x2<F: Scalar>(&self, input: &[F], output: &mut [F], argmax: &mut [u32]) {
+        let (w, plane) = (self.in_w, self.in_h * self.in_w);
+        let outputs = output
+            .chunks_exact_mut(self.out_w)
+            .zip(argmax.chunks_exact_mut(self.out_w));
+        let rows = (0..input.len() / plane)
+            .flat_map(|p| (0..self.out_h).map(move |oy| p * plane + 2 * oy * w));
+        for ((out, arg), start) in outputs.zip(rows) {
+            let top = &input[start..start + w];
+            let bottom = &input[start + w..start + 2 * w];
+            for (ox, (o, a)) in out.iter_mut().zip(arg.iter_mut()).enumerate() {
+                let x = 2 * ox;
+                let mut best = (top[x], start + x);
+                for (v, at) in [
+                    (top[x + 1], start + x + 1),
+                    (bottom[x], start + w + x),
+                    (bottom[x + 1], start + w + x + 1),
+                ] {
+                    if v > best.0 {
+                        best = (v, at);
+                    }
+                }
+                *o = best.0;
+                #[allow(clippy::cast_possible_truncation)]
+                {
+                    *a = best.1 as u32;
                 }
             }
         }
@@ -80,7 +121,9 @@ mod tests {
             out_h: 1,
             out_w: 2,
         };
-        let x = [1.0f64, 5.0, 2.0, 0.0, 9.0, 3.0, 4.0, 7.0, 7.0, 9.0, 8.0, 8.0, 8.0, 8.0, 8.0];
+        let x = [
+            1.0f64, 5.0, 2.0, 0.0, 9.0, 3.0, 4.0, 7.0, 7.0, 9.0, 8.0, 8.0, 8.0, 8.0, 8.0,
+        ];
         let (mut out, mut argmax) = ([0.0; 2], [0u32; 2]);
         g.forward(&x, &mut out, &mut argmax);
         assert_eq!(out, [5.0, 7.0]);
@@ -92,5 +135,24 @@ mod tests {
         expected[1] = 10.0;
         expected[7] = 20.0;
         assert_eq!(dx, expected);
+    }
+
+    #[test]
+    fn the_2x2_path_agrees_with_the_general_one() {
+        let g = PoolGeometry {
+            channels: 3,
+            in_h: 7,
+            in_w: 9,
+            size: 2,
+            out_h: 3,
+            out_w: 4,
+        };
+        let x: Vec<f64> = (0..2 * 3 * 63).map(|i| ((i * 37) % 101) as f64).collect();
+        let n = 2 * 3 * 12;
+        let (mut fast, mut general) = (vec![0.0; n], vec![0.0; n]);
+        let (mut fast_at, mut general_at) = (vec![0u32; n], vec![0u32; n]);
+        g.forward_2x2(&x, &mut fast, &mut fast_at);
+        g.forward_any(&x, &mut general, &mut general_at);
+        assert_eq!((fast, fast_at), (general, general_at));
     }
 }

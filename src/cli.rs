@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use downpour_core::BatchSize;
 use downpour_core::data::{DatasetKind, TaskKind};
+use downpour_core::layer_spec::LayerSpec;
 use downpour_core::model_spec::{Activation, ModelKind};
 use downpour_core::plan::FullBatch;
 use downpour_server::job::{ConsistencyMode, StalenessPolicy};
@@ -224,9 +225,14 @@ pub struct JobArgs {
     /// step of staleness (consistency.prefetch).
     #[arg(long, env = "DOWNPOUR_PREFETCH")]
     pub prefetch: bool,
-    /// Model kind: linear_regression, logistic_regression, softmax_regression or mlp (model.kind).
+    /// Model kind: linear_regression, logistic_regression, softmax_regression, mlp, cnn
+    /// (the convolutional preset, for image data) or sequential (model.kind).
     #[arg(long, value_parser = parse_model)]
     pub model: Option<ModelKind>,
+    /// The layers of a sequential model, comma-separated, e.g.
+    /// "conv2d 8 3, relu, max_pool2d 2, flatten, dense 10" (model.layers; see docs/models.md).
+    #[arg(long, value_delimiter = ',', value_parser = parse_layer)]
+    pub layers: Option<Vec<LayerSpec>>,
     /// Hidden layer widths, comma-separated, e.g. 128,64 (model.hidden).
     #[arg(long, value_delimiter = ',')]
     pub hidden: Option<Vec<usize>>,
@@ -364,6 +370,13 @@ impl JobArgs {
         if let Some(h) = &self.hidden {
             spec.model.hidden.clone_from(h);
         }
+        if let Some(layers) = &self.layers {
+            spec.model.kind = ModelKind::Sequential;
+            spec.model.layers.clone_from(layers);
+            if self.hidden.is_none() {
+                spec.model.hidden.clear();
+            }
+        }
         if let Some(a) = self.activation {
             spec.model.activation = a;
         }
@@ -424,8 +437,12 @@ fn parse_named<T: serde::de::DeserializeOwned>(s: &str, expected: &str) -> Resul
 fn parse_model(s: &str) -> Result<ModelKind, String> {
     parse_named(
         s,
-        "linear_regression, logistic_regression, softmax_regression, mlp",
+        "linear_regression, logistic_regression, softmax_regression, mlp, cnn, sequential",
     )
+}
+
+fn parse_layer(s: &str) -> Result<LayerSpec, String> {
+    s.trim().parse()
 }
 
 fn parse_activation(s: &str) -> Result<Activation, String> {
@@ -476,6 +493,39 @@ mod tests {
     }
 
     #[test]
+    fn the_cnn_preset_and_sequential_layers_are_chosen_by_flag() {
+        let Command::Train(t) = parse(&["train", "--model", "cnn"]).command else {
+            panic!("not train")
+        };
+        let spec = t.job.to_spec().unwrap();
+        assert_eq!(spec.model.kind, ModelKind::Cnn);
+        assert!(spec.model.hidden.is_empty());
+        let Command::Train(t) = parse(&[
+            "train",
+            "--layers",
+            "conv2d 8 3 padding=1, relu, max_pool2d 2, flatten, dense 10",
+        ])
+        .command
+        else {
+            panic!("not train")
+        };
+        let spec = t.job.to_spec().unwrap();
+        assert_eq!(spec.model.kind, ModelKind::Sequential);
+        let layers: Vec<String> = spec.model.layers.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            layers,
+            [
+                "conv2d 8 3 padding=1",
+                "relu",
+                "max_pool2d 2",
+                "flatten",
+                "dense 10"
+            ]
+        );
+        assert!(spec.model.hidden.is_empty());
+    }
+
+    #[test]
     fn choosing_a_dataset_takes_its_defaults() {
         let Command::Train(t) = parse(&["train", "--dataset", "xor"]).command else {
             panic!("not train")
@@ -496,10 +546,14 @@ mod tests {
             err.contains("expected one of sync, ssp, async, got eventual"),
             "{err}"
         );
-        let err = Cli::try_parse_from(["downpour", "train", "--model", "cnn"])
+        let err = Cli::try_parse_from(["downpour", "train", "--model", "rnn"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("got cnn"), "{err}");
+        assert!(err.contains("got rnn"), "{err}");
+        let err = Cli::try_parse_from(["downpour", "train", "--layers", "dense 4, lstm 3"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"lstm 3\": unknown layer"), "{err}");
     }
 
     #[test]

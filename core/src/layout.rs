@@ -4,8 +4,25 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal, Uniform};
 
-use crate::model_spec::WeightInit;
+use serde::{Deserialize, Serialize};
+
 use crate::tensor::{NamedTensor, ParamSet, Tensor};
+
+/// Weight initialisation (PyTorch's `torch.nn.init` formulas, gain 1 for Xavier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightInit {
+    /// `U(-a, a)`, `a = sqrt(6 / (fan_in + fan_out))` (Glorot and Bengio, 2010).
+    XavierUniform,
+    /// `N(0, 2 / (fan_in + fan_out))`.
+    XavierNormal,
+    /// `U(-a, a)`, `a = sqrt(6 / fan_in)` (He et al., 2015).
+    HeUniform,
+    /// `N(0, 2 / fan_in)`.
+    HeNormal,
+    /// All weights zero (sensible only for convex models).
+    Zeros,
+}
 
 /// How one parameter tensor starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,7 +64,7 @@ impl ParameterLayout {
     /// Builds a layout.
     ///
     /// # Panics
-    /// When two parameters share a name (layouts come from [`crate::ModelSpec::layout`]).
+    /// When two parameters share a name (layouts come from `ModelSpec::layout`, which names them uniquely).
     #[must_use]
     pub fn new(params: Vec<ParameterSpec>) -> Self {
         for (i, p) in params.iter().enumerate() {
@@ -149,17 +166,41 @@ pub fn stream_seed(seed: u64, stream: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ModelSpec;
-    use crate::data::{DataShape, Task};
+
+    /// A layer of `fan_in` inputs and `fan_out` outputs: `{prefix}.weight` and `{prefix}.bias`.
+    fn dense(
+        prefix: &str,
+        fan_in: usize,
+        fan_out: usize,
+        scheme: WeightInit,
+    ) -> [ParameterSpec; 2] {
+        [
+            ParameterSpec {
+                name: format!("{prefix}.weight"),
+                shape: vec![fan_out, fan_in],
+                init: Init::Weight {
+                    scheme,
+                    fan_in,
+                    fan_out,
+                },
+            },
+            ParameterSpec {
+                name: format!("{prefix}.bias"),
+                shape: vec![fan_out],
+                init: Init::Constant(0.0),
+            },
+        ]
+    }
+
+    /// The default model's layout on the digits: 64 → 128 → 10.
+    fn mlp(scheme: WeightInit) -> ParameterLayout {
+        let mut params = dense("layers.0", 64, 128, scheme).to_vec();
+        params.extend(dense("layers.1", 128, 10, scheme));
+        ParameterLayout::new(params)
+    }
 
     fn layout() -> ParameterLayout {
-        ModelSpec::default()
-            .layout(&DataShape {
-                features: 64,
-                task: Task::Classification { classes: 10 },
-                image: None,
-            })
-            .unwrap()
+        mlp(WeightInit::HeNormal)
     }
 
     #[test]
@@ -190,18 +231,7 @@ mod tests {
 
     #[test]
     fn xavier_uniform_stays_within_its_bound() {
-        let spec = ModelSpec {
-            init: Some(WeightInit::XavierUniform),
-            ..ModelSpec::default()
-        };
-        let params = spec
-            .layout(&DataShape {
-                features: 64,
-                task: Task::Classification { classes: 10 },
-                image: None,
-            })
-            .unwrap()
-            .initialize(3);
+        let params = mlp(WeightInit::XavierUniform).initialize(3);
         let bound = (6.0f32 / (128.0 + 10.0)).sqrt(); // layers.1: 128 in, 10 out
         let w = params.get("layers.1.weight").unwrap().data();
         assert!(w.iter().all(|v| v.abs() <= bound));

@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`tensor`]: dense f32 tensors and ordered sets of named tensors.
-//! - [`model_spec`]: the model a job trains, and the parameter layout it implies.
+//! - [`model_spec`]: the model a job trains (a kind, a preset or its own layers), and the parameter layout it implies.
+//! - [`layer_spec`]: one layer as written in a job file (`"conv2d 32 3"`), parsed and printed.
+//! - [`layer_stack`]: layers resolved for an input: each one's input and output shape, its parameters' names.
 //! - [`layout`]: parameter names, shapes, and deterministic Xavier/He initialisation.
 //! - [`data`]: built-in datasets, CSV and LibSVM files, the train/test split.
 //! - [`sharding`]: which training samples each worker owns, and the per-epoch batch order.
@@ -13,6 +15,8 @@
 //! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
 
 pub mod data;
+pub mod layer_spec;
+pub mod layer_stack;
 pub mod layout;
 pub mod model_spec;
 pub mod partition;
@@ -22,7 +26,7 @@ pub mod status;
 pub mod tensor;
 pub mod timing;
 
-pub use data::{DataShape, DataSpec, Dataset, Targets, Task};
+pub use data::{DataShape, DataSpec, Dataset, ImageShape, Targets, Task};
 pub use layout::ParameterLayout;
 pub use model_spec::ModelSpec;
 pub use plan::{Assignment, BatchSize, TrainingPlan};

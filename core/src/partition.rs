@@ -283,11 +283,10 @@ mod tests {
     fn one_shard_keeps_whole_tensors_and_their_names() {
         let spec = ModelSpec::default();
         let l = spec
-            .layout(&DataShape {
-                features: 64,
-                task: Task::Classification { classes: 10 },
-                image: None,
-            })
+            .layout(&DataShape::tabular(
+                64,
+                Task::Classification { classes: 10 },
+            ))
             .unwrap();
         let plan = ShardPlan::new(&l, 1);
         let names: Vec<&str> = plan.pieces(0).iter().map(|p| p.name.as_str()).collect();
@@ -306,11 +305,10 @@ mod tests {
     fn slicing_and_writing_back_round_trips() {
         let spec = ModelSpec::default();
         let l = spec
-            .layout(&DataShape {
-                features: 64,
-                task: Task::Classification { classes: 10 },
-                image: None,
-            })
+            .layout(&DataShape::tabular(
+                64,
+                Task::Classification { classes: 10 },
+            ))
             .unwrap();
         let full = l.initialize(3);
         for s in 1..=4 {

@@ -14,7 +14,7 @@ use downpour_core::{ParamSet, sharding};
 use downpour_server::Job;
 use downpour_server::store::{ParameterStore, UpdateRule};
 
-use downpour_worker::model::{Model, ModelError};
+use downpour_worker::model::{Model, ModelError, StepKey};
 
 /// Why local training failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +124,12 @@ pub fn train_locally(job: &Job) -> Result<LocalRun, LocalTrainError> {
         // Selecting the batch counts as compute, as in the worker.
         let computing = Instant::now();
         let batch_data = train.select(positions);
-        model.loss_and_gradient(store.params(), &batch_data, &mut grads)?;
+        let key = StepKey {
+            seed: plan.seed,
+            worker: 0,
+            step,
+        };
+        model.loss_and_gradient_at(store.params(), &batch_data, &mut grads, key)?;
         run.compute += computing.elapsed();
         let applying = Instant::now();
         store.apply(grads.clone(), 1.0);

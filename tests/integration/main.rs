@@ -10,6 +10,7 @@ mod cli_errors;
 mod data;
 mod examples;
 mod fault_tolerance;
+mod layers;
 pub mod lifecycle;
 mod optimizers;
 mod shards_and_staleness;

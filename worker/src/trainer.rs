@@ -20,7 +20,7 @@ use downpour_core::status::Evaluation;
 use downpour_core::{Dataset, ParamSet, TrainingPlan};
 
 use crate::client::{ClientError, Registration, ServerClient};
-use crate::model::{Model, ModelError};
+use crate::model::{Model, ModelError, StepKey};
 use crate::phases::PhaseClock;
 use crate::sharded_server::ShardedServer;
 
@@ -217,6 +217,15 @@ impl Workload {
         })
     }
 
+    /// What seeds worker `id`'s dropout masks at `step`.
+    fn step_key(&self, id: u32, step: u64) -> StepKey {
+        StepKey {
+            seed: self.plan.seed,
+            worker: u64::from(id),
+            step,
+        }
+    }
+
     /// The training-set positions of `step`'s batch of each of `shards`.
     fn batch_positions(
         &self,
@@ -406,8 +415,9 @@ async fn train_lockstep(
                 }
                 None => {
                     let batch = work.train.select(&positions);
+                    let key = work.step_key(id, step);
                     work.model
-                        .loss_and_gradient(server.params(), &batch, grads)?
+                        .loss_and_gradient_at(server.params(), &batch, grads, key)?
                 }
             };
             if !options.step_delay.is_zero() {
@@ -492,7 +502,8 @@ async fn train_prefetching(
         let params = server.take_params();
         let gradient = spare_gradient.take().unwrap_or_else(|| params.zeros_like());
         let samples = positions.len() as u64;
-        let compute = spawn_compute(work, options, positions, params, gradient);
+        let key = work.step_key(id, step);
+        let compute = spawn_compute(work, options, positions, params, gradient, key);
         let last = step + 1 == work.total_steps;
         let joined = Instant::now();
         let communicate = async {
@@ -576,6 +587,7 @@ fn spawn_compute(
     positions: Vec<usize>,
     params: ParamSet,
     mut gradient: ParamSet,
+    key: StepKey,
 ) -> tokio::task::JoinHandle<Result<Computed, WorkerError>> {
     let train = Arc::clone(&work.train);
     let model = Arc::clone(&work.model);
@@ -592,7 +604,7 @@ fn spawn_compute(
             }
             None => {
                 let batch = train.select(&positions);
-                Some(model.loss_and_gradient(&params, &batch, &mut gradient)?)
+                Some(model.loss_and_gradient_at(&params, &batch, &mut gradient, key)?)
             }
         };
         if !delay.is_zero() {

@@ -167,6 +167,18 @@ pub struct DataShape {
     pub image: Option<ImageShape>,
 }
 
+impl DataShape {
+    /// The shape of tabular data (no image shape).
+    #[must_use]
+    pub fn tabular(features: usize, task: Task) -> Self {
+        Self {
+            features,
+            task,
+            image: None,
+        }
+    }
+}
+
 /// The targets of a dataset, one row per sample.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Targets {

@@ -8,15 +8,17 @@
 //! [`the_check_catches_wrong_gradients`] shows. The public `f32` path is then
 //! compared with the checked `f64` gradient on the same inputs.
 
+use downpour_core::layer_spec::LayerSpec;
 use downpour_core::model_spec::{Activation, Head, ModelKind, ModelSpec};
-use downpour_core::{DataShape, Dataset, NamedTensor, ParamSet, Targets, Task, Tensor};
+use downpour_core::{DataShape, Dataset, ImageShape, NamedTensor, ParamSet, Targets, Task, Tensor};
 use ndarray::{Array1, Array2};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::Model;
 use super::linear::{Linear, LinearGradient};
 use super::loss::Target;
+use super::network::Mode;
+use super::{Model, StepKey};
 
 /// Step of the central differences.
 const STEP: f64 = 1e-6;
@@ -62,15 +64,28 @@ pub(super) fn random_batch(shape: &DataShape, samples: usize, seed: u64) -> Data
             classes,
         },
     };
-    Dataset::new(features, targets)
+    Dataset {
+        features,
+        targets,
+        image: shape.image,
+        class_names: None,
+    }
 }
+
+/// The step every check computes: it fixes the dropout masks, so the loss is a smooth
+/// function of the parameters and central differences apply.
+const KEY: StepKey = StepKey {
+    seed: 5,
+    worker: 2,
+    step: 11,
+};
 
 /// A model's parameters and one batch, widened to `f64`.
 #[derive(Debug, Clone)]
 struct Problem {
     /// The model whose passes are checked.
     model: Model,
-    /// Each layer's `[out, in]` weight.
+    /// Each parametrised layer's weight as the matrix `[out, in]` (`[out, in·kh·kw]`).
     weights: Vec<Array2<f64>>,
     /// Each layer's `[out]` bias; as many as `weights`.
     biases: Vec<Array1<f64>>,
@@ -90,10 +105,9 @@ impl Problem {
             .iter()
             .step_by(2)
             .map(|e| {
-                let [r, c] = e.tensor.shape() else {
-                    panic!("weights are matrices")
-                };
-                Array2::from_shape_vec((*r, *c), widen(&e.tensor)).expect("shape fits")
+                let out = e.tensor.shape()[0];
+                Array2::from_shape_vec((out, e.tensor.len() / out), widen(&e.tensor))
+                    .expect("shape fits")
             })
             .collect();
         let biases = entries
@@ -136,9 +150,19 @@ impl Problem {
 
     /// The mean loss, by the forward pass alone.
     fn loss(&self) -> f64 {
-        let network = self.model.network;
-        let mut outputs = network.forward(&self.layers(), self.features.view());
-        network.loss.mean_and_gradient(&mut outputs, self.target())
+        let network = &self.model.network;
+        let mut ws = network.workspace();
+        let mut outputs = network
+            .forward(
+                &self.layers(),
+                self.features.view(),
+                Mode::Train(KEY),
+                &mut ws,
+            )
+            .to_owned();
+        network
+            .loss
+            .mean_and_gradient(&mut outputs.view_mut(), self.target())
     }
 
     /// The backward pass's gradient, flattened in layout order.
@@ -161,12 +185,18 @@ impl Problem {
                 bias: b.view_mut(),
             })
             .collect();
-        self.model.network.loss_and_gradient(
-            &self.layers(),
-            self.features.view(),
-            self.target(),
-            &mut gradients,
-        );
+        let mut ws = self.model.network.workspace();
+        // Twice on one workspace: buffers left by a pass must not change the next.
+        for _ in 0..2 {
+            self.model.network.loss_and_gradient(
+                &self.layers(),
+                self.features.view(),
+                self.target(),
+                &mut gradients,
+                KEY,
+                &mut ws,
+            );
+        }
         weights
             .iter()
             .zip(&biases)
@@ -254,7 +284,7 @@ fn check(spec: &ModelSpec, shape: &DataShape, seed: u64) {
         .tensors_mut()
         .for_each(|t| t.data_mut().fill(f32::NAN));
     let loss = model
-        .loss_and_gradient(&params, &batch, &mut grads)
+        .loss_and_gradient_at(&params, &batch, &mut grads, KEY)
         .unwrap();
     let loss_error = (f64::from(loss) - problem.loss()).abs() / (1.0 + problem.loss().abs());
     assert!(
@@ -282,19 +312,11 @@ fn one_layer(kind: ModelKind) -> ModelSpec {
 }
 
 fn classes(features: usize, classes: usize) -> DataShape {
-    DataShape {
-        features,
-        task: Task::Classification { classes },
-        image: None,
-    }
+    DataShape::tabular(features, Task::Classification { classes })
 }
 
 fn regression(features: usize, outputs: usize) -> DataShape {
-    DataShape {
-        features,
-        task: Task::Regression { outputs },
-        image: None,
-    }
+    DataShape::tabular(features, Task::Regression { outputs })
 }
 
 #[test]
@@ -343,6 +365,82 @@ fn every_mlp_activation_and_head_matches_central_differences() {
             check(&spec, shape, 40 + seed as u64);
         }
     }
+}
+
+fn image(channels: usize, height: usize, width: usize, classes: usize) -> DataShape {
+    DataShape {
+        image: Some(ImageShape {
+            channels,
+            height,
+            width,
+        }),
+        ..DataShape::tabular(channels * height * width, Task::Classification { classes })
+    }
+}
+
+fn sequential(layers: &[&str], head: Head) -> ModelSpec {
+    ModelSpec {
+        head,
+        ..ModelSpec::sequential(
+            layers
+                .iter()
+                .map(|l| l.parse::<LayerSpec>().unwrap())
+                .collect(),
+        )
+    }
+}
+
+/// Two convolutions (the second strided and padded, so patches overlap the border and
+/// skip positions), pooling with a ragged edge, flatten, and dense layers, under both heads.
+#[test]
+fn convolution_pooling_and_flatten_match_central_differences() {
+    let layers = [
+        "conv2d 3 3 padding=1",
+        "relu",
+        "max_pool2d 2",
+        "conv2d 4 2 stride=2 padding=1",
+        "tanh",
+        "flatten",
+        "dense 5",
+        "sigmoid",
+        "dense 3",
+    ];
+    for (seed, head) in [(60, Head::SoftmaxCrossEntropy), (61, Head::Mse)] {
+        check(&sequential(&layers, head), &image(2, 7, 7, 3), seed);
+    }
+    // A strided convolution straight onto a pooled image, whose windows do not tile it.
+    check(
+        &sequential(
+            &["conv2d 2 3 stride=2", "max_pool2d 2", "flatten", "dense 3"],
+            Head::SoftmaxCrossEntropy,
+        ),
+        &image(1, 11, 9, 3),
+        62,
+    );
+}
+
+/// Dropout with the step's mask fixed, after a dense layer and after a convolution,
+/// and activations that cannot work in place (after dropout, after the input).
+#[test]
+fn dropout_with_a_fixed_mask_matches_central_differences() {
+    check(
+        &sequential(
+            &[
+                "sigmoid",
+                "conv2d 3 3",
+                "dropout 0.3",
+                "tanh",
+                "flatten",
+                "dense 6",
+                "dropout 0.5",
+                "sigmoid",
+                "dense 3",
+            ],
+            Head::SoftmaxCrossEntropy,
+        ),
+        &image(1, 5, 5, 3),
+        70,
+    );
 }
 
 /// The tolerance is tight enough for the check to fail on the usual mistakes.

@@ -1,14 +1,16 @@
-//! The affine layer every model is built of: PyTorch's `nn.Linear`, `y = x Wᵀ + b`.
+//! The affine layer: PyTorch's `nn.Linear`, `y = x Wᵀ + b`, and the parameters of every
+//! layer that has some (a convolution's weight is the same matrix, `[out, in·kh·kw]`).
 //!
-//! A whole batch goes through at once: the products are ndarray `dot`s (matrixmultiply),
-//! never a loop over samples, and the gradients are written into the caller's buffers.
+//! A whole batch goes through at once: the products are ndarray matrix products
+//! (matrixmultiply), never a loop over samples, written into the caller's buffers.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
 use super::scalar::Scalar;
 
-/// One layer's parameters, borrowed.
+/// One layer's parameters, borrowed: a dense layer's, or a convolution's with its
+/// `[out, in, kh, kw]` weight read as the matrix `[out, in·kh·kw]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Linear<'a, F> {
     /// `[out, in]`.
@@ -27,11 +29,10 @@ pub(crate) struct LinearGradient<'a, F> {
 }
 
 impl<F: Scalar> Linear<'_, F> {
-    /// `input Wᵀ + b` for an `[samples, in]` input: `[samples, out]`.
-    pub(crate) fn forward(&self, input: ArrayView2<'_, F>) -> Array2<F> {
-        let mut output = input.dot(&self.weight.t());
+    /// Writes `input Wᵀ + b` for an `[samples, in]` input into `output`, `[samples, out]`.
+    pub(crate) fn forward(&self, input: ArrayView2<'_, F>, mut output: ArrayViewMut2<'_, F>) {
+        general_mat_mul(F::one(), &input, &self.weight.t(), F::zero(), &mut output);
         output += &self.bias;
-        output
     }
 
     /// Writes the parameter gradient for `delta`, the loss gradient w.r.t. this
@@ -54,15 +55,15 @@ impl<F: Scalar> Linear<'_, F> {
         gradient.bias.assign(&delta.sum_axis(Axis(0)));
     }
 
-    /// The loss gradient w.r.t. this layer's input: `delta W`, `[samples, in]`.
-    pub(crate) fn input_delta(&self, delta: ArrayView2<'_, F>) -> Array2<F> {
-        delta.dot(&self.weight)
+    /// Writes the loss gradient w.r.t. this layer's input, `delta W` (`[samples, in]`), into `below`.
+    pub(crate) fn input_delta(&self, delta: ArrayView2<'_, F>, mut below: ArrayViewMut2<'_, F>) {
+        general_mat_mul(F::one(), &delta, &self.weight, F::zero(), &mut below);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use ndarray::{Array1, array};
+    use ndarray::{Array1, Array2, array};
 
     use super::*;
 
@@ -75,10 +76,9 @@ mod tests {
             bias: bias.view(),
         };
         let input = array![[1.0, 1.0], [2.0, 0.0]];
-        assert_eq!(
-            layer.forward(input.view()),
-            array![[3.5, -1.0, 3.0], [2.5, 0.0, 5.0]]
-        );
+        let mut output = Array2::from_elem((2, 3), f64::NAN);
+        layer.forward(input.view(), output.view_mut());
+        assert_eq!(output, array![[3.5, -1.0, 3.0], [2.5, 0.0, 5.0]]);
 
         let delta = array![[1.0, 0.0, 1.0], [0.0, 2.0, 0.0]];
         let mut weight_grad = Array2::from_elem((3, 2), f64::NAN);
@@ -93,9 +93,8 @@ mod tests {
         );
         assert_eq!(weight_grad, array![[1.0, 1.0], [4.0, 0.0], [1.0, 1.0]]);
         assert_eq!(bias_grad, array![1.0, 2.0, 1.0]);
-        assert_eq!(
-            layer.input_delta(delta.view()),
-            array![[4.0, 3.0], [0.0, -2.0]]
-        );
+        let mut below = Array2::from_elem((2, 2), f64::NAN);
+        layer.input_delta(delta.view(), below.view_mut());
+        assert_eq!(below, array![[4.0, 3.0], [0.0, -2.0]]);
     }
 }

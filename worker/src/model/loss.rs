@@ -14,7 +14,7 @@
 use std::ops::Range;
 
 use downpour_core::model_spec::{Head, ModelKind, ModelSpec};
-use ndarray::{Array1, Array2, ArrayView2, Zip, s};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, Zip, s};
 
 use super::activation::sigmoid;
 use super::scalar::Scalar;
@@ -55,13 +55,16 @@ impl Loss {
     /// The loss a spec trains with.
     pub(crate) fn of_spec(spec: &ModelSpec) -> Self {
         match (spec.kind, spec.head) {
-            (ModelKind::LinearRegression, _) | (ModelKind::Mlp, Head::Mse) => {
+            (ModelKind::LinearRegression, _)
+            | (ModelKind::Mlp | ModelKind::Cnn | ModelKind::Sequential, Head::Mse) => {
                 Self::MeanSquaredError
             }
             (ModelKind::LogisticRegression, _) => Self::BinaryCrossEntropy,
-            (ModelKind::SoftmaxRegression, _) | (ModelKind::Mlp, Head::SoftmaxCrossEntropy) => {
-                Self::CrossEntropy
-            }
+            (ModelKind::SoftmaxRegression, _)
+            | (
+                ModelKind::Mlp | ModelKind::Cnn | ModelKind::Sequential,
+                Head::SoftmaxCrossEntropy,
+            ) => Self::CrossEntropy,
         }
     }
 
@@ -80,7 +83,7 @@ impl Loss {
     /// An empty batch gives NaN (as in PyTorch); callers refuse one beforehand.
     pub(crate) fn mean_and_gradient<F: Scalar>(
         self,
-        outputs: &mut Array2<F>,
+        outputs: &mut ArrayViewMut2<'_, F>,
         target: Target<'_, F>,
     ) -> f64 {
         let n = self.divisor(outputs.nrows(), outputs.ncols()) as f64;
@@ -95,7 +98,7 @@ impl Loss {
     /// same shape, or one label per row below the number of classes.
     pub(crate) fn sum_and_gradient<F: Scalar>(
         self,
-        outputs: &mut Array2<F>,
+        outputs: &mut ArrayViewMut2<'_, F>,
         target: Target<'_, F>,
         scale: F,
     ) -> f64 {
@@ -103,7 +106,7 @@ impl Loss {
         let mut sum = 0.0;
         match (self, target) {
             (Self::MeanSquaredError, Target::Values(y)) => {
-                Zip::from(outputs).and(y).for_each(|z, &t| {
+                Zip::from(&mut *outputs).and(y).for_each(|z, &t| {
                     let d = *z - t;
                     sum += (d * d).widen();
                     *z = two * d * scale;
@@ -230,7 +233,7 @@ mod tests {
 
     fn mean(loss: Loss, outputs: Array2<f64>, target: Target<'_, f64>) -> (f64, Array2<f64>) {
         let mut grad = outputs;
-        let value = loss.mean_and_gradient(&mut grad, target);
+        let value = loss.mean_and_gradient(&mut grad.view_mut(), target);
         (value, grad)
     }
 
@@ -282,7 +285,8 @@ mod tests {
         assert_eq!(grad, array![[0.5], [-0.5]]);
 
         let mut huge = array![[1000.0f32], [-1000.0]];
-        let value = Loss::BinaryCrossEntropy.mean_and_gradient(&mut huge, Target::Labels(&[1, 0]));
+        let value = Loss::BinaryCrossEntropy
+            .mean_and_gradient(&mut huge.view_mut(), Target::Labels(&[1, 0]));
         assert_eq!(value, 0.0);
     }
 
@@ -300,7 +304,8 @@ mod tests {
         assert!((grad[[0, 2]] - (softmax[[0, 2]] - 1.0)).abs() < 1e-15);
 
         let mut huge = array![[1000.0f32, 0.0], [0.0, 1000.0]];
-        let value = Loss::CrossEntropy.mean_and_gradient(&mut huge, Target::Labels(&[1, 1]));
+        let value =
+            Loss::CrossEntropy.mean_and_gradient(&mut huge.view_mut(), Target::Labels(&[1, 1]));
         assert_eq!(value, 500.0);
         assert!(huge.iter().all(|g| g.is_finite()));
         assert_eq!(huge, array![[0.5, -0.5], [0.0, 0.0]]);

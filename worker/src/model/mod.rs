@@ -1,31 +1,38 @@
 //! Models with forward and backward passes on ndarray: linear, logistic and softmax
-//! regression, and multi-layer perceptrons.
+//! regression, multi-layer perceptrons, the `cnn` preset and any `sequential` stack of
+//! dense, convolution, pooling, flatten, activation and dropout layers.
 //!
-//! Every model is a stack of affine layers with an activation between layers and a
-//! loss on the last one; the one-layer models are the stack of one. A [`Model`] is
-//! built from a [`ModelSpec`] for data of a [`DataShape`], holds no parameters, and
-//! computes the loss and its gradient for a batch on parameters it is handed,
-//! writing the gradient into a caller-owned buffer.
+//! Every model is a stack of layers with a loss on the last one (the one-layer models
+//! are the stack of one dense layer). A [`Model`] is built from a [`ModelSpec`] for
+//! data of a [`DataShape`], holds no parameters, and computes the loss and its gradient
+//! for a batch on parameters it is handed, writing the gradient into a caller-owned
+//! buffer; its intermediate buffers are kept and reused from call to call.
 //!
 //! # Layout
 //! - [`Model`] (here): checks parameters and data, then runs the network.
 //! - [`error`]: [`ModelError`], why a model refused its spec, parameters or data.
 //! - [`metrics`]: [`Metrics`], what an evaluation reports.
-//! - `network`: the layer stack's forward and backward passes.
+//! - [`dropout`]: [`StepKey`], which step a gradient is for, and the masks it seeds.
+//! - `network`: the layer stack's forward and backward passes, and their reusable workspace.
 //! - `linear`: the affine layer `x Wᵀ + b` and its gradients.
+//! - `conv`: the convolution as im2col and one matrix product, and its gradients.
+//! - `pool`: max-pooling and its gradient.
 //! - `activation`: ReLU, sigmoid and tanh, and their derivatives.
 //! - `loss`: mean squared error, binary and softmax cross-entropy, and their output links.
 //! - `scalar`: the float type the passes are generic over (`f32`, and `f64` for checks).
 //! - `gradient_check` (tests): every backward pass against central differences in `f64`.
-//! - `sanity_training` (tests): plain gradient descent learns XOR and known linear weights.
+//! - `sanity_training` (tests): plain gradient descent learns XOR, known linear weights, and digits with a CNN.
 
+pub mod dropout;
 pub mod error;
 pub mod metrics;
 
 mod activation;
+mod conv;
 mod linear;
 mod loss;
 mod network;
+mod pool;
 mod scalar;
 
 #[cfg(test)]
@@ -33,30 +40,61 @@ mod gradient_check;
 #[cfg(test)]
 mod sanity_training;
 
-use downpour_core::{DataShape, Dataset, ModelSpec, ParamSet, ParameterLayout, Targets, Task};
-use ndarray::{Array2, ArrayView2, s};
+use std::fmt;
+use std::sync::Mutex;
 
+use downpour_core::{
+    DataShape, Dataset, ModelSpec, ParamSet, ParameterLayout, Targets, Task, Tensor,
+};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
+
+pub use dropout::StepKey;
 pub use error::ModelError;
 pub use metrics::Metrics;
 
 use linear::{Linear, LinearGradient};
 use loss::{Loss, Target};
-use network::Network;
+use network::{Mode, Network, Workspace};
 
 /// Rows evaluated at once, bounding the memory [`Model::evaluate`] needs on a large dataset.
 const EVALUATION_CHUNK_ROWS: usize = 4096;
 
 /// A model's computation for data of one shape: it holds no parameter values.
-#[derive(Debug, Clone)]
 pub struct Model {
-    /// The parameters' names and shapes, in order: each layer's weight `[out, in]`
-    /// then its bias `[out]`, input side first; an even, non-zero number of them.
+    /// The parameters' names and shapes, in order: each parametrised layer's weight
+    /// (`[out, in]` or `[out, in, kh, kw]`) then its bias `[out]`, input side first.
     layout: ParameterLayout,
     /// The data the model takes: its feature count is the first layer's input
     /// width, and every batch's targets must be for exactly this task.
     shape: DataShape,
-    /// The activation between layers, and the loss on the last layer's outputs.
+    /// The layers and the loss on the last one's outputs.
     network: Network,
+    /// Buffers of finished passes, for the next ones. A pass takes one (or makes one when
+    /// none is free) and puts it back when done, so concurrent passes on a shared model
+    /// never share a buffer; a std mutex, held only to pop and push, never during a pass.
+    workspaces: Mutex<Vec<Workspace<f32>>>,
+}
+
+impl Clone for Model {
+    /// The same model with no buffers yet.
+    fn clone(&self) -> Self {
+        Self {
+            layout: self.layout.clone(),
+            shape: self.shape,
+            network: self.network.clone(),
+            workspaces: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("layout", &self.layout)
+            .field("shape", &self.shape)
+            .field("network", &self.network)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Model {
@@ -64,20 +102,19 @@ impl Model {
     ///
     /// # Errors
     /// [`ModelError::Spec`] when the spec is invalid or cannot learn the task
-    /// (e.g. logistic regression on ten classes).
+    /// (e.g. logistic regression on ten classes, a convolution on tabular data).
     pub fn new(spec: &ModelSpec, shape: &DataShape) -> Result<Self, ModelError> {
+        let stack = spec.stack(shape)?;
         let layout = spec.layout(shape)?;
         Ok(Self {
             layout,
             shape: *shape,
-            network: Network {
-                activation: spec.activation,
-                loss: Loss::of_spec(spec),
-            },
+            network: Network::new(&stack, Loss::of_spec(spec)),
+            workspaces: Mutex::new(Vec::new()),
         })
     }
 
-    /// The parameters' names and shapes (PyTorch's: `linear.weight`, `layers.0.bias`, ...).
+    /// The parameters' names and shapes (PyTorch's: `linear.weight`, `layers.0.bias`, `3.weight`, ...).
     #[must_use]
     pub fn layout(&self) -> &ParameterLayout {
         &self.layout
@@ -89,7 +126,22 @@ impl Model {
         &self.shape
     }
 
-    /// Mean loss over `batch` and its gradient w.r.t. every parameter, written into `grads`.
+    /// [`Model::loss_and_gradient_at`] with the default [`StepKey`] (seed, worker and
+    /// step 0): for models without dropout, where the key changes nothing.
+    ///
+    /// # Errors
+    /// As [`Model::loss_and_gradient_at`].
+    pub fn loss_and_gradient(
+        &self,
+        params: &ParamSet,
+        batch: &Dataset,
+        grads: &mut ParamSet,
+    ) -> Result<f32, ModelError> {
+        self.loss_and_gradient_at(params, batch, grads, StepKey::default())
+    }
+
+    /// Mean loss over `batch` and its gradient w.r.t. every parameter, written into
+    /// `grads`, for the step `key` names (it seeds the dropout masks).
     ///
     /// The loss is PyTorch's default reduction: mean squared error over every
     /// element (samples × outputs), binary or softmax cross-entropy over samples.
@@ -102,24 +154,32 @@ impl Model {
     /// features, or targets of another task or out of range ([`ModelError::EmptyBatch`],
     /// [`ModelError::Features`], [`ModelError::TargetKind`], [`ModelError::TargetCount`],
     /// [`ModelError::Label`]). `grads` is untouched then.
-    pub fn loss_and_gradient(
+    pub fn loss_and_gradient_at(
         &self,
         params: &ParamSet,
         batch: &Dataset,
         grads: &mut ParamSet,
+        key: StepKey,
     ) -> Result<f32, ModelError> {
         let target = self.target(batch)?;
         let layers = self.layers(params)?;
         let mut gradients = self.gradients(grads)?;
-        let loss =
-            self.network
-                .loss_and_gradient(&layers, batch.features.view(), target, &mut gradients);
+        let loss = self.with_workspace(|ws| {
+            self.network.loss_and_gradient(
+                &layers,
+                batch.features.as_standard_layout().view(),
+                target,
+                &mut gradients,
+                key,
+                ws,
+            )
+        });
         #[allow(clippy::cast_possible_truncation)]
         Ok(loss as f32)
     }
 
-    /// The mean loss on `data` (as in training), plus accuracy on classification
-    /// data or the mean squared error on regression data.
+    /// The mean loss on `data` (as in training, without dropout), plus accuracy on
+    /// classification data or the mean squared error on regression data.
     ///
     /// # Errors
     /// As [`Model::loss_and_gradient`], for `params` and `data`.
@@ -127,25 +187,29 @@ impl Model {
         let target = self.target(data)?;
         let layers = self.layers(params)?;
         let samples = data.len();
+        // Row-major, as the passes need: borrowed when it already is (datasets are), copied otherwise.
+        let features = data.features.as_standard_layout();
         let mut loss_sum = 0.0;
         let mut correct = 0;
         let mut outputs = 0;
-        for start in (0..samples).step_by(EVALUATION_CHUNK_ROWS) {
-            let rows = start..samples.min(start + EVALUATION_CHUNK_ROWS);
-            let chunk_target = target.rows(rows.clone());
-            let mut chunk_outputs = self
-                .network
-                .forward(&layers, data.features.slice(s![rows, ..]));
-            outputs = chunk_outputs.ncols();
-            if let Target::Labels(labels) = chunk_target {
-                let predicted = self.network.loss.predicted_classes(chunk_outputs.view());
-                correct += predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+        self.with_workspace(|ws| {
+            for start in (0..samples).step_by(EVALUATION_CHUNK_ROWS) {
+                let rows = start..samples.min(start + EVALUATION_CHUNK_ROWS);
+                let chunk_target = target.rows(rows.clone());
+                let mut chunk_outputs: ArrayViewMut2<'_, f32> =
+                    self.network
+                        .forward(&layers, features.slice(s![rows, ..]), Mode::Evaluate, ws);
+                outputs = chunk_outputs.ncols();
+                if let Target::Labels(labels) = chunk_target {
+                    let predicted = self.network.loss.predicted_classes(chunk_outputs.view());
+                    correct += predicted.iter().zip(labels).filter(|(p, l)| p == l).count();
+                }
+                loss_sum +=
+                    self.network
+                        .loss
+                        .sum_and_gradient(&mut chunk_outputs, chunk_target, 0.0);
             }
-            loss_sum += self
-                .network
-                .loss
-                .sum_and_gradient(&mut chunk_outputs, chunk_target, 0.0);
-        }
+        });
         let loss = loss_sum / self.network.loss.divisor(samples, outputs) as f64;
         let (accuracy, mse) = match self.shape.task {
             Task::Classification { .. } => (Some(correct as f64 / samples as f64), None),
@@ -174,15 +238,29 @@ impl Model {
     ) -> Result<Array2<f32>, ModelError> {
         self.check_features(features.ncols())?;
         let layers = self.layers(params)?;
-        Ok(self
-            .network
-            .loss
-            .link(self.network.forward(&layers, features)))
+        let contiguous = features.as_standard_layout();
+        let logits = self.with_workspace(|ws| {
+            self.network
+                .forward(&layers, contiguous.view(), Mode::Evaluate, ws)
+                .to_owned()
+        });
+        Ok(self.network.loss.link(logits))
     }
 
-    /// Number of layers (a weight and a bias each).
-    fn depth(&self) -> usize {
-        self.layout.params().len() / 2
+    /// Runs `pass` on a free workspace, then keeps the workspace for the next pass.
+    fn with_workspace<T>(&self, pass: impl FnOnce(&mut Workspace<f32>) -> T) -> T {
+        let taken = self
+            .workspaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let mut ws = taken.unwrap_or_else(|| self.network.workspace());
+        let result = pass(&mut ws);
+        self.workspaces
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(ws);
+        result
     }
 
     fn check_features(&self, actual: usize) -> Result<(), ModelError> {
@@ -259,37 +337,44 @@ impl Model {
         Ok(())
     }
 
-    /// The parameters as one borrowed [`Linear`] per layer.
+    /// The parameters as one borrowed [`Linear`] per parametrised layer.
     fn layers<'a>(&self, params: &'a ParamSet) -> Result<Vec<Linear<'a, f32>>, ModelError> {
         self.check_tensors(params, "params")?;
-        params
+        Ok(params
             .entries()
             .chunks_exact(2)
-            .map(|pair| {
-                Ok(Linear {
-                    weight: pair[0].tensor.view2()?,
-                    bias: pair[1].tensor.view1()?,
-                })
+            .map(|pair| Linear {
+                weight: matrix(&pair[0].tensor),
+                bias: ndarray::ArrayView1::from(pair[1].tensor.data()),
             })
-            .collect()
+            .collect())
     }
 
-    /// The gradient buffer as one mutable [`LinearGradient`] per layer.
+    /// The gradient buffer as one mutable [`LinearGradient`] per parametrised layer.
     fn gradients<'a>(
         &self,
         grads: &'a mut ParamSet,
     ) -> Result<Vec<LinearGradient<'a, f32>>, ModelError> {
         self.check_tensors(grads, "grads")?;
         let mut tensors = grads.tensors_mut();
-        let mut gradients = Vec::with_capacity(self.depth());
+        let mut gradients = Vec::with_capacity(self.network.parametrised());
         while let (Some(weight), Some(bias)) = (tensors.next(), tensors.next()) {
+            let (out, len) = (weight.shape()[0], weight.len());
             gradients.push(LinearGradient {
-                weight: weight.view2_mut()?,
-                bias: bias.view1_mut()?,
+                weight: ArrayViewMut2::from_shape((out, len / out), weight.data_mut())
+                    .expect("a weight's values are its shape's product"),
+                bias: ndarray::ArrayViewMut1::from(bias.data_mut()),
             });
         }
         Ok(gradients)
     }
+}
+
+/// A weight tensor as the matrix `[out, everything else]` (row-major, as PyTorch's).
+fn matrix(tensor: &Tensor) -> ArrayView2<'_, f32> {
+    let out = tensor.shape()[0];
+    ArrayView2::from_shape((out, tensor.len() / out), tensor.data())
+        .expect("a weight's values are its shape's product")
 }
 
 #[cfg(test)]
@@ -302,11 +387,7 @@ mod tests {
     use super::*;
 
     fn digits() -> DataShape {
-        DataShape {
-            features: 64,
-            task: Task::Classification { classes: 10 },
-            image: None,
-        }
+        DataShape::tabular(64, Task::Classification { classes: 10 })
     }
 
     fn one_layer(kind: ModelKind) -> ModelSpec {
@@ -319,16 +400,8 @@ mod tests {
 
     /// One model of each kind, with data it trains on.
     fn every_kind() -> Vec<(ModelSpec, DataShape)> {
-        let regression = DataShape {
-            features: 5,
-            task: Task::Regression { outputs: 3 },
-            image: None,
-        };
-        let binary = DataShape {
-            features: 5,
-            task: Task::Classification { classes: 2 },
-            image: None,
-        };
+        let regression = DataShape::tabular(5, Task::Regression { outputs: 3 });
+        let binary = DataShape::tabular(5, Task::Classification { classes: 2 });
         let mlp = |activation, head| ModelSpec {
             kind: ModelKind::Mlp,
             hidden: vec![7, 6],
@@ -422,11 +495,7 @@ mod tests {
 
     #[test]
     fn accuracy_counts_argmax_and_logistic_threshold() {
-        let shape = DataShape {
-            features: 1,
-            task: Task::Classification { classes: 2 },
-            image: None,
-        };
+        let shape = DataShape::tabular(1, Task::Classification { classes: 2 });
         let model = Model::new(&one_layer(ModelKind::LogisticRegression), &shape).unwrap();
         // p = sigmoid(x): class 1 exactly for x > 0.
         let params = ParamSet::new(vec![
@@ -538,11 +607,7 @@ mod tests {
         );
 
         let regression = random_batch(
-            &DataShape {
-                features: 64,
-                task: Task::Regression { outputs: 1 },
-                image: None,
-            },
+            &DataShape::tabular(64, Task::Regression { outputs: 1 }),
             2,
             1,
         );

@@ -94,11 +94,8 @@ fn a_small_mlp_learns_xor_as_regression_with_an_mse_head() {
 fn linear_regression_recovers_known_weights() {
     let weight = array![[1.5f32, -2.0, 0.5], [0.0, 0.75, -1.0]];
     let bias = array![0.25f32, -0.5];
-    let shape = downpour_core::DataShape {
-        features: 3,
-        task: downpour_core::Task::Regression { outputs: 2 },
-        image: None,
-    };
+    let shape =
+        downpour_core::DataShape::tabular(3, downpour_core::Task::Regression { outputs: 2 });
     let mut data = random_batch(&shape, 50, 5);
     let y = data.features.dot(&weight.t()) + &bias;
     data.targets = Targets::Regression(y);

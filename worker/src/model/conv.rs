@@ -1,0 +1,324 @@
+//! PyTorch's `nn.Conv2d` (cross-correlation, square kernel, stride, zero padding) as
+//! im2col followed by one matrix product for the whole batch.
+//!
+//! With `P = out_h·out_w` kernel positions and `K = in_c·k·k` values per patch:
+//! - forward: `cols [B·P, K]` holds every patch (zeros where the padding is), then
+//!   `out_mat = cols Wᵀ` (`[B·P, C_out]`), then `out[b, c, p] = out_mat[b·P + p, c] + bias[c]`;
+//! - backward: `d_mat [B·P, C_out]` is the output gradient read the same way,
+//!   `∂W = d_matᵀ cols`, `∂b = Σ_rows d_mat`, and the input gradient is
+//!   `col2im(d_mat W)`: every patch value's gradient added back where it was read.
+//!
+//! `W [C_out, K]` is PyTorch's `[out, in, kh, kw]` weight read row-major, so a patch is
+//! laid out `(c, ky, kx)`, channel slowest, to match.
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+
+use super::linear::{Linear, LinearGradient};
+use super::scalar::Scalar;
+
+/// The sizes of one convolution on one input shape.
+///
+/// Invariant: `out_h = (in_h + 2 padding - kernel) / stride + 1`, likewise `out_w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConvGeometry {
+    /// Input channels.
+    pub(crate) in_c: usize,
+    /// Input rows.
+    pub(crate) in_h: usize,
+    /// Input columns.
+    pub(crate) in_w: usize,
+    /// Output channels.
+    pub(crate) out_c: usize,
+    /// Kernel side.
+    pub(crate) kernel: usize,
+    /// Step between kernel positions.
+    pub(crate) stride: usize,
+    /// Zeros on every side of the input.
+    pub(crate) padding: usize,
+    /// Output rows.
+    pub(crate) out_h: usize,
+    /// Output columns.
+    pub(crate) out_w: usize,
+}
+
+/// The buffers one convolution reuses from step to step.
+#[derive(Debug)]
+pub(crate) struct ConvScratch<F> {
+    /// `[B·P, K]`: the patches of the last forward pass (read again by the backward pass).
+    cols: Vec<F>,
+    /// `[B·P, C_out]`: the output before reordering, then the output gradient.
+    mat: Vec<F>,
+    /// `[B·P, K]`: the patches' gradient.
+    dcols: Vec<F>,
+}
+
+impl<F> Default for ConvScratch<F> {
+    fn default() -> Self {
+        Self {
+            cols: Vec::new(),
+            mat: Vec::new(),
+            dcols: Vec::new(),
+        }
+    }
+}
+
+/// Writes the transpose of the row-major `[rows, cols]` matrix `src` into `dst`
+/// (`[cols, rows]`), in tiles that stay in cache on both sides.
+fn transpose<F: Copy>(src: &[F], rows: usize, cols: usize, dst: &mut [F]) {
+    const TILE: usize = 16;
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..r1 {
+                let row = &src[r * cols..r * cols + cols];
+                for c in c0..c1 {
+                    dst[c * rows + r] = row[c];
+                }
+            }
+        }
+    }
+}
+
+/// `buffer[..n]`, growing `buffer` with zeros first if it is shorter (it never shrinks).
+pub(crate) fn prefix<F: Scalar>(buffer: &mut Vec<F>, n: usize) -> &mut [F] {
+    if buffer.len() < n {
+        buffer.resize(n, F::zero());
+    }
+    &mut buffer[..n]
+}
+
+impl ConvGeometry {
+    /// Values per patch, `in_c·k·k` (the weight matrix's columns).
+    pub(crate) fn patch(&self) -> usize {
+        self.in_c * self.kernel * self.kernel
+    }
+
+    /// Kernel positions per image, `out_h·out_w`.
+    pub(crate) fn positions(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    /// Values per input image.
+    pub(crate) fn in_values(&self) -> usize {
+        self.in_c * self.in_h * self.in_w
+    }
+
+    /// Values per output image.
+    pub(crate) fn out_values(&self) -> usize {
+        self.out_c * self.positions()
+    }
+
+    /// Visits every kernel row of every patch of `batch` images, in pieces:
+    /// `visit(col, Some(at), len)` for `len` values at `cols[col..]` read from
+    /// `input[at..]`, `visit(col, None, len)` for `len` padding values at `cols[col..]`.
+    fn for_each_patch_row(&self, batch: usize, mut visit: impl FnMut(usize, Option<usize>, usize)) {
+        let (k, s, p) = (self.kernel, self.stride, self.padding);
+        let patch = self.patch();
+        for b in 0..batch {
+            let image = b * self.in_values();
+            for oy in 0..self.out_h {
+                for ox in 0..self.out_w {
+                    let row = ((b * self.out_h + oy) * self.out_w + ox) * patch;
+                    // Columns of the kernel row that fall inside the image: kx in lo..hi.
+                    let x0 = (ox * s) as isize - p as isize;
+                    let lo = (-x0).clamp(0, k as isize) as usize;
+                    let hi = (self.in_w as isize - x0).clamp(0, k as isize) as usize;
+                    for c in 0..self.in_c {
+                        for ky in 0..k {
+                            let col = row + (c * k + ky) * k;
+                            let y = (oy * s + ky) as isize - p as isize;
+                            if y < 0 || y >= self.in_h as isize || lo >= hi {
+                                visit(col, None, k);
+                                continue;
+                            }
+                            if lo > 0 {
+                                visit(col, None, lo);
+                            }
+                            let start = image
+                                + (c * self.in_h + y as usize) * self.in_w
+                                + (x0 + lo as isize) as usize;
+                            visit(col + lo, Some(start), hi - lo);
+                            if hi < k {
+                                visit(col + hi, None, k - hi);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills `cols [B·P, K]` with the patches of `input [B, in_values]` (zeros for padding).
+    pub(crate) fn im2col<F: Scalar>(&self, input: &[F], cols: &mut [F]) {
+        let batch = input.len() / self.in_values();
+        self.for_each_patch_row(batch, |col, at, len| match at {
+            Some(at) => cols[col..col + len].copy_from_slice(&input[at..at + len]),
+            None => cols[col..col + len].fill(F::zero()),
+        });
+    }
+
+    /// Adds every patch value's gradient in `dcols [B·P, K]` to where it was read in
+    /// `d_input [B, in_values]` (which the caller zeroed); padding gradients are dropped.
+    pub(crate) fn col2im<F: Scalar>(&self, dcols: &[F], d_input: &mut [F]) {
+        let batch = d_input.len() / self.in_values();
+        self.for_each_patch_row(batch, |col, at, len| {
+            if let Some(at) = at {
+                for (d, &g) in d_input[at..at + len].iter_mut().zip(&dcols[col..col + len]) {
+                    *d += g;
+                }
+            }
+        });
+    }
+
+    /// Writes the convolution of `input [B, in_values]` into `output [B, out_values]`.
+    pub(crate) fn forward<F: Scalar>(
+        &self,
+        params: &Linear<'_, F>,
+        input: &[F],
+        output: &mut [F],
+        scratch: &mut ConvScratch<F>,
+    ) {
+        let batch = input.len() / self.in_values();
+        let (rows, positions) = (batch * self.positions(), self.positions());
+        let cols = prefix(&mut scratch.cols, rows * self.patch());
+        self.im2col(input, cols);
+        let cols = ArrayView2::from_shape((rows, self.patch()), &*cols).expect("sized above");
+        let mat = prefix(&mut scratch.mat, rows * self.out_c);
+        let mut mat_view =
+            ArrayViewMut2::from_shape((rows, self.out_c), &mut *mat).expect("sized above");
+        general_mat_mul(
+            F::one(),
+            &cols,
+            &params.weight.t(),
+            F::zero(),
+            &mut mat_view,
+        );
+        let block = positions * self.out_c;
+        for (image, mat) in output
+            .chunks_exact_mut(self.out_values())
+            .zip(mat.chunks_exact(block))
+        {
+            transpose(mat, positions, self.out_c, image);
+            for (channel, &bias) in image.chunks_exact_mut(positions).zip(params.bias) {
+                channel.iter_mut().for_each(|v| *v += bias);
+            }
+        }
+    }
+
+    /// Writes the parameter gradient for `delta [B, out_values]` (the loss gradient
+    /// w.r.t. the output of the last [`ConvGeometry::forward`]) into `gradient`, and the
+    /// input gradient into `d_input [B, in_values]` when asked.
+    pub(crate) fn backward<F: Scalar>(
+        &self,
+        params: &Linear<'_, F>,
+        delta: &[F],
+        gradient: &mut LinearGradient<'_, F>,
+        d_input: Option<&mut [F]>,
+        scratch: &mut ConvScratch<F>,
+    ) {
+        let batch = delta.len() / self.out_values();
+        let (rows, positions) = (batch * self.positions(), self.positions());
+        let mat = prefix(&mut scratch.mat, rows * self.out_c);
+        let block = positions * self.out_c;
+        for (image, mat) in delta
+            .chunks_exact(self.out_values())
+            .zip(mat.chunks_exact_mut(block))
+        {
+            transpose(image, self.out_c, positions, mat);
+        }
+        let mat = ArrayView2::from_shape((rows, self.out_c), &*mat).expect("sized above");
+        let cols =
+            ArrayView2::from_shape((rows, self.patch()), &scratch.cols[..rows * self.patch()])
+                .expect("the forward pass filled it");
+        general_mat_mul(F::one(), &mat.t(), &cols, F::zero(), &mut gradient.weight);
+        gradient.bias.assign(&mat.sum_axis(Axis(0)));
+        if let Some(d_input) = d_input {
+            let dcols = prefix(&mut scratch.dcols, rows * self.patch());
+            let mut dcols_view =
+                ArrayViewMut2::from_shape((rows, self.patch()), &mut *dcols).expect("sized above");
+            general_mat_mul(F::one(), &mat, &params.weight, F::zero(), &mut dcols_view);
+            d_input.fill(F::zero());
+            self.col2im(dcols, d_input);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::{Array1, Array2};
+
+    use super::*;
+
+    /// The direct definition: `out[b, co, oy, ox] = bias[co] + Σ w[co, c, ky, kx] x[b, c, oy s + ky - p, ox s + kx - p]`.
+    fn direct(g: &ConvGeometry, w: &Array2<f64>, bias: &Array1<f64>, x: &[f64]) -> Vec<f64> {
+        let batch = x.len() / g.in_values();
+        let mut out = vec![0.0; batch * g.out_values()];
+        for b in 0..batch {
+            for co in 0..g.out_c {
+                for oy in 0..g.out_h {
+                    for ox in 0..g.out_w {
+                        let mut sum = bias[co];
+                        for c in 0..g.in_c {
+                            for ky in 0..g.kernel {
+                                for kx in 0..g.kernel {
+                                    let y = (oy * g.stride + ky) as isize - g.padding as isize;
+                                    let xx = (ox * g.stride + kx) as isize - g.padding as isize;
+                                    if y < 0
+                                        || xx < 0
+                                        || y >= g.in_h as isize
+                                        || xx >= g.in_w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let v = x[b * g.in_values()
+                                        + (c * g.in_h + y as usize) * g.in_w
+                                        + xx as usize];
+                                    sum += w[[co, (c * g.kernel + ky) * g.kernel + kx]] * v;
+                                }
+                            }
+                        }
+                        out[b * g.out_values() + (co * g.out_h + oy) * g.out_w + ox] = sum;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn im2col_and_one_product_equal_the_direct_sum_with_stride_and_padding() {
+        for (stride, padding) in [(1, 0), (2, 1), (1, 2), (3, 0)] {
+            let (in_h, in_w, kernel) = (7, 6, 3);
+            let g = ConvGeometry {
+                in_c: 2,
+                in_h,
+                in_w,
+                out_c: 3,
+                kernel,
+                stride,
+                padding,
+                out_h: (in_h + 2 * padding - kernel) / stride + 1,
+                out_w: (in_w + 2 * padding - kernel) / stride + 1,
+            };
+            let w =
+                Array2::from_shape_fn((3, g.patch()), |(i, j)| ((i * 7 + j * 3) % 11) as f64 - 5.0);
+            let bias = Array1::from(vec![0.5, -1.0, 2.0]);
+            let x: Vec<f64> = (0..2 * g.in_values())
+                .map(|i| ((i * 5) % 13) as f64 - 6.0)
+                .collect();
+            let mut out = vec![f64::NAN; 2 * g.out_values()];
+            let params = Linear {
+                weight: w.view(),
+                bias: bias.view(),
+            };
+            g.forward(&params, &x, &mut out, &mut ConvScratch::default());
+            assert_eq!(
+                out,
+                direct(&g, &w, &bias, &x),
+                "stride {stride} padding {padding}"
+            );
+        }
+    }
+}

@@ -7,8 +7,8 @@ fn every_example_job_validates() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let spec = downpour_server::JobSpec::from_toml(&text)
+            // As the CLI reads it: data paths relative to the job file's folder.
+            let spec = downpour_server::JobSpec::from_file(&path)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             spec.validate()
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

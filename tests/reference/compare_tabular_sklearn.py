@@ -9,8 +9,8 @@ The issue's goal: with --standardize, Downpour is within 2 points of scikit-lear
 Usage (from the repository root, after `cargo build --release`):
     /work/venv-torch/bin/python tests/reference/compare_tabular_sklearn.py [path/to/downpour]
 
-The numbers it printed on this repository are in docs/tabular.md and, as reference values,
-in tests/integration/tabular.rs.
+The numbers it printed on this repository are in the README's data section and, as
+reference values, in tests/integration/data.rs.
 """
 
 import csv

@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput};
 use downpour_core::model_spec::ModelKind;
-use downpour_core::{DataShape, Dataset, ImageShape, ModelSpec, Targets, Task};
+use downpour_core::{DataShape, Dataset, ImageShape, ModelSpec, Targets};
 use downpour_worker::model::{Model, StepKey};
 use ndarray::Array2;
 use rand::rngs::StdRng;

@@ -12,7 +12,7 @@
 //! laid out `(c, ky, kx)`, channel slowest, to match.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{ArrayView2, ArrayViewMut2};
 
 use super::linear::{Linear, LinearGradient};
 use super::scalar::Scalar;
@@ -233,7 +233,11 @@ impl ConvGeometry {
             ArrayView2::from_shape((rows, self.patch()), &scratch.cols[..rows * self.patch()])
                 .expect("the forward pass filled it");
         general_mat_mul(F::one(), &mat.t(), &cols, F::zero(), &mut gradient.weight);
-        gradient.bias.assign(&mat.sum_axis(Axis(0)));
+        // Row by row into the buffer: no temporary.
+        gradient.bias.fill(F::zero());
+        for row in mat.rows() {
+            gradient.bias += &row;
+        }
         if let Some(d_input) = d_input {
             let dcols = prefix(&mut scratch.dcols, rows * self.patch());
             let mut dcols_view =

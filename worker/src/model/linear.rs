@@ -5,7 +5,7 @@
 //! (matrixmultiply), never a loop over samples, written into the caller's buffers.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2};
 
 use super::scalar::Scalar;
 
@@ -52,7 +52,11 @@ impl<F: Scalar> Linear<'_, F> {
             F::zero(),
             &mut gradient.weight,
         );
-        gradient.bias.assign(&delta.sum_axis(Axis(0)));
+        // Row by row into the buffer: no temporary.
+        gradient.bias.fill(F::zero());
+        for row in delta.rows() {
+            gradient.bias += &row;
+        }
     }
 
     /// Writes the loss gradient w.r.t. this layer's input, `delta W` (`[samples, in]`), into `below`.

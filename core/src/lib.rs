@@ -2,6 +2,7 @@
 //! beyond reading a data file.
 //!
 //! # Layout
+//! - [`consistency`]: the consistency modes and stale-gradient policies, by name.
 //! - [`exchange`]: the facts of a pushed gradient, as they travel together.
 //! - [`tensor`]: dense f32 tensors and ordered sets of named tensors.
 //! - [`model_spec`]: the model a job trains, and the parameter layout it implies.
@@ -14,6 +15,7 @@
 //! - [`status`]: what the server reports: progress, counters, losses, evaluations.
 //! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
 
+pub mod consistency;
 pub mod data;
 pub mod exchange;
 pub mod layout;

@@ -1,8 +1,9 @@
 //! Conversions between wire messages and domain types.
 //!
 //! Server and worker never build wire messages by hand: they call these.
-//! Tensors travel as little-endian f32 bytes (parameter sets in pieces, see
-//! [`crate::pieces`]); the training plan and the status, which are rich, rarely sent and
+//! Tensors travel as little-endian f32 bytes (parameter sets in pieces, cut and
+//! assembled by `crate::pieces`, which builds on this module and not the reverse);
+//! the training plan and the status, which are rich, rarely sent and
 //! meant for people too, travel as JSON.
 
 use bytes::Bytes;
@@ -13,7 +14,6 @@ use downpour_core::status::{Evaluation, ServerStatus};
 use downpour_core::timing::PhaseTimes;
 use downpour_core::{NamedTensor, ParamSet, Push, Tensor, TrainingPlan};
 
-use crate::pieces::ParamAssembler;
 use crate::v1;
 
 /// A wire message that does not decode into a domain value.
@@ -266,21 +266,10 @@ impl TryFrom<v1::Tensor> for NamedTensor {
 /// Encodes a parameter or gradient set, one whole tensor (one piece) each.
 ///
 /// The server caches this encoding per version and streams it in slices
-/// ([`crate::pieces::EncodedPieces`]).
+/// (`crate::pieces::EncodedPieces`).
 #[must_use]
 pub fn params_to_wire(set: &ParamSet) -> Vec<v1::Tensor> {
     set.entries().iter().map(v1::Tensor::from).collect()
-}
-
-/// Decodes a parameter or gradient set from its pieces, keeping the wire order.
-///
-/// # Errors
-/// [`WireError`] for a malformed piece, an incomplete tensor or a repeated name
-/// (see [`ParamAssembler`]).
-pub fn params_from_wire(tensors: Vec<v1::Tensor>) -> Result<ParamSet, WireError> {
-    let mut assembler = ParamAssembler::new();
-    assembler.extend(tensors)?;
-    assembler.finish()
 }
 
 /// Encodes the training plan for a [`v1::RegisterResponse`].
@@ -518,12 +507,5 @@ mod tests {
             ..PhaseTimes::default()
         };
         assert_eq!(PhaseTimes::from(v1::PhaseTimes::from(&p)), p);
-    }
-
-    #[test]
-    fn duplicate_names_in_one_message_are_refused() {
-        let t = wire("w", vec![1], vec![0; 4]);
-        let err = params_from_wire(vec![t.clone(), t]).unwrap_err();
-        assert_eq!(err, WireError::DuplicateName { name: "w".into() });
     }
 }

@@ -444,6 +444,17 @@ impl ParamAssembler {
     }
 }
 
+/// Decodes a parameter or gradient set from its pieces, keeping the wire order.
+///
+/// # Errors
+/// [`WireError`] for a malformed piece, an incomplete tensor or a repeated name
+/// (see [`ParamAssembler`]).
+pub fn params_from_wire(tensors: Vec<v1::Tensor>) -> Result<ParamSet, WireError> {
+    let mut assembler = ParamAssembler::new();
+    assembler.extend(tensors)?;
+    assembler.finish()
+}
+
 /// A message of a stream that carries parameter pieces.
 pub trait CarriesPieces {
     /// Takes the message's pieces, leaving it with none.
@@ -884,5 +895,12 @@ mod tests {
         );
         let overflow = assemble([vec![piece("w", &[u64::MAX, 2], 0, &[])]]).unwrap_err();
         assert!(matches!(overflow, WireError::TooLarge { .. }), "{overflow}");
+    }
+
+    #[test]
+    fn duplicate_names_in_one_message_are_refused() {
+        let t = piece("w", &[1], 0, &[0.0]);
+        let err = params_from_wire(vec![t.clone(), t]).unwrap_err();
+        assert_eq!(err, WireError::DuplicateName { name: "w".into() });
     }
 }

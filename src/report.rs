@@ -145,7 +145,7 @@ impl RunReport {
         let training_seconds = status.elapsed_seconds;
         Self {
             job: status.job.clone(),
-            consistency: status.consistency.clone(),
+            consistency: status.consistency.name().to_string(),
             hardware,
             epochs: status.epochs.clone(),
             evaluations: status.evaluations.clone(),

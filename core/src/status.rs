@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::consistency::ConsistencyMode;
 use crate::timing::TimingReport;
 
 /// Test metrics computed by a worker on the parameters of one version.
@@ -189,8 +190,8 @@ pub struct EpochMetrics {
 pub struct ServerStatus {
     /// The job the server runs, as the job file would state it.
     pub job: serde_json::Value,
-    /// `sync`, `ssp` or `async`.
-    pub consistency: String,
+    /// The consistency mode (`sync`, `ssp` or `async` in JSON).
+    pub consistency: ConsistencyMode,
     /// The shard that answered, and its traffic.
     pub shard: ShardStatus,
     /// Checkpoints resumed from and written.

@@ -14,6 +14,15 @@ pub enum Offer {
     Duplicate,
 }
 
+/// What a released step held.
+#[derive(Debug)]
+pub struct Released {
+    /// Workers that arrived at the step (with a gradient or with none).
+    pub count: usize,
+    /// The mean of their gradients; `None` when none had data.
+    pub mean: Option<ParamSet>,
+}
+
 /// The barrier of one sync-mode job.
 ///
 /// Invariant: every gradient in `pending` is for `step`, conformed to the layout.
@@ -69,6 +78,19 @@ impl SyncBarrier {
         }
         self.pending.insert(worker, gradient);
         Offer::Accepted
+    }
+
+    /// The barrier's rule: the step is released once it holds something and no active
+    /// worker still `owed` it (each has pushed it, left, or died). Returns what was held.
+    pub fn release_unless_owed(&mut self, owed: bool) -> Option<Released> {
+        if owed || self.is_empty() {
+            return None;
+        }
+        let count = self.len();
+        Some(Released {
+            count,
+            mean: self.release(),
+        })
     }
 
     /// Releases the mean of the held gradients (summed in worker-id order, then divided

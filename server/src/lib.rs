@@ -7,6 +7,7 @@
 //! - [`clip`]: global gradient-norm clipping.
 //! - [`store`]: the parameter store: weights, optimizer state, version, gradient checks.
 //! - [`barrier`]: the sync (BSP) barrier that averages one gradient per worker per step.
+//! - [`consistency`]: the consistency rule as a type: when a step may start, what a stale gradient becomes.
 //! - [`checkpoint`]: checkpoint files: atomic writes, checksums, retention, resuming from the newest valid one.
 //! - [`membership`]: registered workers, their liveness and counters.
 //! - [`ownership`]: which worker computes which logical data shard.
@@ -19,6 +20,7 @@
 pub mod barrier;
 pub mod checkpoint;
 pub mod clip;
+pub mod consistency;
 pub mod job;
 pub mod membership;
 pub mod optim;

@@ -6,11 +6,15 @@ use downpour_core::partition::ShardPlan;
 use downpour_core::status::{
     CheckpointStatus, Evaluation, ServerStatus, ShardStatus, StalenessStats, WorkerState,
 };
-use downpour_core::{Assignment, ParamSet, TrainingPlan};
+use std::sync::Arc;
 
-use crate::barrier::{Offer, SyncBarrier};
+use downpour_core::schema::{Conformed, TensorSchema};
+use downpour_core::{Assignment, ParamSet, Push, TrainingPlan};
+
+use crate::barrier::Offer;
 use crate::checkpoint::{Snapshot, TensorState};
-use crate::job::{ConsistencyMode, Job, StalenessPolicy};
+use crate::consistency::Consistency;
+use crate::job::Job;
 use crate::membership::{Membership, WorkerRecord};
 use crate::optim::ParamState;
 use crate::ownership::DataOwnership;
@@ -55,6 +59,14 @@ pub enum CoreError {
     /// A checkpoint that does not fit the model or the optimizer.
     #[error("cannot resume from the checkpoint: {0}")]
     Resume(String),
+    /// A gradient with no tensors that claims samples.
+    #[error("worker {worker} sent no gradient for a batch of {samples} samples")]
+    EmptyGradient {
+        /// The worker.
+        worker: u32,
+        /// The samples it claims.
+        samples: u64,
+    },
     /// A gradient computed from a version the server has not reached.
     #[error("base version {base} is ahead of the server's version {current}")]
     FutureVersion {
@@ -147,6 +159,9 @@ pub struct ServerCore {
     traffic: ShardStatus,
     /// Weights, optimizer state, version.
     store: ParameterStore,
+    /// The names and shapes of the tensors this shard holds (fixed for its life): the
+    /// one check of which tensors a gradient holds.
+    schema: Arc<TensorSchema>,
     /// Registered workers.
     membership: Membership,
     /// Who computes which logical data shard (decided on shard 0 only).
@@ -155,8 +170,8 @@ pub struct ServerCore {
     started: bool,
     /// How long a worker may stay silent before it is declared dead.
     heartbeat_timeout: std::time::Duration,
-    /// Sync mode's barrier (unused in async mode).
-    barrier: SyncBarrier,
+    /// The consistency rule, with the sync barrier in sync mode.
+    consistency: Consistency,
     /// Losses and evaluations.
     metrics: TrainingMetrics,
     /// Gradients applied (async) or received into applied steps (sync).
@@ -223,6 +238,7 @@ impl ServerCore {
             ..ShardStatus::default()
         };
         Self {
+            schema: Arc::new(TensorSchema::of(store.params())),
             next_eval_at: job.eval_interval(),
             role,
             traffic,
@@ -233,7 +249,7 @@ impl ServerCore {
             heartbeat_timeout: std::time::Duration::from_secs_f64(
                 job.spec.fault_tolerance.heartbeat_timeout,
             ),
-            barrier: SyncBarrier::default(),
+            consistency: Consistency::of(&job.spec.consistency, 0),
             metrics: TrainingMetrics::default(),
             gradients_applied: 0,
             final_evaluator: None,
@@ -247,7 +263,7 @@ impl ServerCore {
     /// Whether a checkpoint taken now is consistent: no sync step is half collected.
     #[must_use]
     pub fn at_step_boundary(&self) -> bool {
-        self.barrier.is_empty()
+        self.consistency.between_steps()
     }
 
     /// Everything needed to resume this shard: weights, optimizer state, version, and
@@ -334,7 +350,11 @@ impl ServerCore {
         let rule = core.store.rule().clone();
         core.store = ParameterStore::resumed(snapshot.params, states, rule, snapshot.version);
         core.membership = state.membership;
-        let sync = (core.job.mode() == ConsistencyMode::Sync).then_some(snapshot.version);
+        let sync = core
+            .consistency
+            .barrier()
+            .is_some()
+            .then_some(snapshot.version);
         core.membership.restored(now, sync);
         core.ownership = state.ownership;
         core.started = state.started;
@@ -344,7 +364,7 @@ impl ServerCore {
         core.staleness = state.staleness;
         core.step_staleness = state.step_staleness;
         core.traffic = state.traffic;
-        core.barrier = SyncBarrier::at_step(snapshot.version);
+        core.consistency = Consistency::of(&core.job.spec.consistency, snapshot.version);
         Ok(core)
     }
 
@@ -375,6 +395,12 @@ impl ServerCore {
     #[must_use]
     pub fn params(&self) -> &ParamSet {
         self.store.params()
+    }
+
+    /// The tensors this shard holds: what a gradient must be conformed to.
+    #[must_use]
+    pub fn schema(&self) -> &Arc<TensorSchema> {
+        &self.schema
     }
 
     /// The parameter store (weights, optimizer state, version).
@@ -470,12 +496,9 @@ impl ServerCore {
         if !self.started {
             return 0;
         }
-        let step = match self.job.mode() {
-            ConsistencyMode::Sync => self.version() + u64::from(!self.barrier.is_empty()),
-            ConsistencyMode::Async | ConsistencyMode::Ssp => {
-                self.membership.slowest_active_step().unwrap_or(0)
-            }
-        };
+        let step = self
+            .consistency
+            .join_step(self.version(), self.membership.slowest_active_step());
         step.min(self.job.total_steps())
     }
 
@@ -500,7 +523,9 @@ impl ServerCore {
     /// Whether every worker has pushed its last step (or left, or died) and every gradient is applied.
     #[must_use]
     pub fn training_done(&self) -> bool {
-        self.started && self.membership.active_ids().next().is_none() && self.barrier.is_empty()
+        self.started
+            && self.membership.active_ids().next().is_none()
+            && self.consistency.between_steps()
     }
 
     /// Whether training is done and the final parameters have been evaluated (shard 0),
@@ -581,16 +606,11 @@ impl ServerCore {
                 PullOutcome::Wait
             }
         } else {
-            let ready = match self.job.mode() {
-                ConsistencyMode::Sync => self.version() >= step,
-                ConsistencyMode::Async => true,
-                ConsistencyMode::Ssp => {
-                    let bound = self.job.spec.consistency.staleness.unwrap_or(u64::MAX);
-                    self.membership
-                        .slowest_active_step()
-                        .is_none_or(|slowest| step <= slowest.saturating_add(bound))
-                }
-            };
+            let ready = self.consistency.may_start(
+                step,
+                self.version(),
+                self.membership.slowest_active_step(),
+            );
             if ready {
                 PullOutcome::Ready {
                     version: self.version(),
@@ -608,7 +628,7 @@ impl ServerCore {
         Ok(outcome)
     }
 
-    /// Takes a worker's gradient for `step`, computed from `base_version`.
+    /// Takes a worker's gradient for `push.step`, computed from `push.base_version`.
     ///
     /// Sync mode holds it at the barrier and applies the average once every active worker
     /// has pushed the step; async mode applies it at once.
@@ -617,32 +637,23 @@ impl ServerCore {
     /// [`CoreError`] for an unknown or departed worker, a step out of order or beyond the
     /// job, a base version from the future, or a gradient that does not fit the model.
     /// A refused push leaves the parameters untouched (and counts as rejected).
-    pub fn push(
-        &mut self,
-        worker: u32,
-        step: u64,
-        base_version: u64,
-        loss: f64,
-        samples: u64,
-        gradient: ParamSet,
-    ) -> Result<PushOutcome, CoreError> {
+    pub fn push(&mut self, push: &Push, gradient: Conformed) -> Result<PushOutcome, CoreError> {
         self.traffic.pushes += 1;
-        let result = self.accept_push(worker, step, base_version, loss, samples, gradient);
+        let result = self.accept_push(push, gradient);
         if result.is_err() {
-            self.note_rejected(worker);
+            self.note_rejected(push.worker);
         }
         result
     }
 
-    fn accept_push(
-        &mut self,
-        worker: u32,
-        step: u64,
-        base_version: u64,
-        loss: f64,
-        samples: u64,
-        gradient: ParamSet,
-    ) -> Result<PushOutcome, CoreError> {
+    fn accept_push(&mut self, push: &Push, gradient: Conformed) -> Result<PushOutcome, CoreError> {
+        let Push {
+            worker,
+            step,
+            base_version,
+            loss,
+            samples,
+        } = *push;
         let record = self.member(worker)?;
         let version = self.version();
         if step < record.next_step {
@@ -675,16 +686,19 @@ impl ServerCore {
             });
         }
         // An empty push: the worker had no data shard this step; it only keeps pace.
-        let gradient = if gradient.is_empty() && samples == 0 {
-            None
-        } else {
-            Some(self.store.conform(gradient)?)
+        let gradient = match (gradient.is_empty(), samples) {
+            (true, 0) => None,
+            (true, _) => return Err(CoreError::EmptyGradient { worker, samples }),
+            (false, _) => {
+                self.store.check_finite(&gradient)?;
+                Some(gradient.into_set())
+            }
         };
         let staleness = version - base_version;
         let mut dropped = false;
-        match self.job.mode() {
-            ConsistencyMode::Sync => {
-                if self.barrier.offer(worker, gradient) == Offer::Duplicate {
+        match &mut self.consistency {
+            Consistency::Sync(barrier) => {
+                if barrier.offer(worker, gradient) == Offer::Duplicate {
                     return Ok(PushOutcome {
                         version,
                         staleness,
@@ -693,25 +707,14 @@ impl ServerCore {
                     });
                 }
             }
-            ConsistencyMode::Async | ConsistencyMode::Ssp => {
-                let c = &self.job.spec.consistency;
-                match (gradient, c.policy) {
-                    (None, _) => {}
-                    (Some(gradient), policy) => match policy {
-                        StalenessPolicy::Accept => {
-                            self.store.apply(gradient, 1.0);
+            Consistency::Ssp { policy, .. } | Consistency::Async { policy } => {
+                if let Some(gradient) = gradient {
+                    match policy.lr_scale(staleness) {
+                        Some(scale) => {
+                            self.store.apply(gradient, scale);
                         }
-                        StalenessPolicy::Damp => {
-                            self.store.apply(gradient, 1.0 / (1.0 + staleness as f32));
-                        }
-                        StalenessPolicy::Drop => {
-                            if staleness > c.max_staleness.unwrap_or(u64::MAX) {
-                                dropped = true;
-                            } else {
-                                self.store.apply(gradient, 1.0);
-                            }
-                        }
-                    },
+                        None => dropped = true,
+                    }
                 }
                 self.gradients_applied += 1;
             }
@@ -801,7 +804,7 @@ impl ServerCore {
         let samples_trained = self.membership.iter().map(|(_, r)| r.samples).sum();
         ServerStatus {
             job: serde_json::to_value(&self.job.spec).expect("a job spec always serialises"),
-            consistency: self.job.mode().name().to_string(),
+            consistency: self.consistency.mode(),
             shard: self.traffic.clone(),
             checkpoint: self.checkpoint.clone(),
             version: self.version(),
@@ -826,39 +829,30 @@ impl ServerCore {
     /// Job progress in steps of one worker: the version in sync mode, gradients applied
     /// divided by workers in async mode.
     fn progress_steps(&self) -> u64 {
-        match self.job.mode() {
-            ConsistencyMode::Sync => self.version(),
-            ConsistencyMode::Async | ConsistencyMode::Ssp => {
-                self.gradients_applied / self.job.workers() as u64
-            }
-        }
+        self.consistency
+            .progress_steps(self.version(), self.gradients_applied, self.job.workers())
     }
 
     /// Versions per epoch of the whole job.
     fn versions_per_epoch(&self) -> u64 {
-        match self.job.mode() {
-            ConsistencyMode::Sync => self.job.steps_per_epoch,
-            ConsistencyMode::Async | ConsistencyMode::Ssp => {
-                self.job.steps_per_epoch * self.job.workers() as u64
-            }
-        }
+        self.consistency
+            .versions_per_epoch(self.job.steps_per_epoch, self.job.workers())
     }
 
     /// In sync mode, applies the barrier's average once no active worker owes the step.
     fn complete_barrier(&mut self) {
-        if self.job.mode() != ConsistencyMode::Sync || self.barrier.is_empty() {
+        let Consistency::Sync(barrier) = &mut self.consistency else {
             return;
-        }
-        let step = self.barrier.step();
+        };
+        let step = barrier.step();
         let owed = self
             .membership
             .iter()
             .any(|(_, r)| r.state.is_member() && r.next_step <= step);
-        if owed {
+        let Some(released) = barrier.release_unless_owed(owed) else {
             return;
-        }
-        let count = self.barrier.len() as u64;
-        match self.barrier.release() {
+        };
+        match released.mean {
             Some(mean) => {
                 self.store.apply(mean, 1.0);
             }
@@ -866,7 +860,7 @@ impl ServerCore {
                 self.store.skip();
             }
         }
-        self.gradients_applied += count;
+        self.gradients_applied += released.count as u64;
     }
 
     /// The lowest active worker evaluates when the job's progress reaches the next evaluation point.

@@ -1,8 +1,8 @@
 //! The speedup lab end to end: a tiny sweep writes its table, files and plots; and the
 //! single-process baseline trains exactly what one sync worker trains.
 
-use downpour::bench::BenchReport;
-use downpour::bench::local_trainer::train_locally;
+use downpour_bench::BenchReport;
+use downpour_bench::local_trainer::train_locally;
 use downpour_server::JobSpec;
 
 use crate::support::{assert_success, bits, downpour, train};

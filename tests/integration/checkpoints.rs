@@ -192,7 +192,7 @@ async fn a_running_servers_weights_export_as_safetensors() {
         .iter()
         .map(|e| e.name.clone())
         .collect::<Vec<_>>();
-    let exported = downpour::weights::read_safetensors(&out)
+    let exported = downpour_launch::weights::read_safetensors(&out)
         .unwrap()
         .reordered(names.iter().map(String::as_str))
         .expect("the same tensors");

@@ -60,7 +60,7 @@ fn a_worker_killed_mid_epoch_in_sync_mode_costs_at_most_one_point() {
     );
 
     let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
-    let report: downpour::report::RunReport = serde_json::from_str(&text).unwrap();
+    let report: downpour_launch::report::RunReport = serde_json::from_str(&text).unwrap();
     let dead: Vec<_> = report
         .workers
         .iter()

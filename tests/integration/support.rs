@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use downpour::report::RunReport;
 use downpour_core::ParamSet;
+use downpour_launch::report::RunReport;
 
 /// The binary under test.
 pub fn downpour() -> Command {
@@ -29,7 +29,7 @@ pub struct Run {
 impl Run {
     /// The final weights.
     pub fn weights(&self) -> ParamSet {
-        downpour::weights::read_safetensors(&self.dir.join("weights.safetensors"))
+        downpour_launch::weights::read_safetensors(&self.dir.join("weights.safetensors"))
             .expect("weights file")
     }
 

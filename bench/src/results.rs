@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use downpour_core::timing::PhaseTimes;
 use downpour_server::job::ConsistencyMode;
 
-use crate::bench::apply_rate::ApplyRate;
-use crate::bench::config::{BenchConfig, Configuration, Target, mode_label};
-use crate::bench::cost_model::{self, Bound, JobShape, Prediction, Profile};
-use crate::bench::machine::Machine;
-use crate::bench::measure::{BaselineMeasurement, RunMeasurement};
-use crate::bench::stats::Summary;
-use crate::bench::transport::{TransportResult, TransportSettings};
+use crate::apply_rate::ApplyRate;
+use crate::config::{BenchConfig, Configuration, Target, mode_label};
+use crate::cost_model::{self, Bound, JobShape, Prediction, Profile};
+use crate::machine::Machine;
+use crate::measure::{BaselineMeasurement, RunMeasurement};
+use crate::stats::Summary;
+use crate::transport::{TransportResult, TransportSettings};
 
 /// Relative disagreement between predicted and measured speedup beyond which the notes
 /// explain it.
@@ -567,7 +567,7 @@ fn explain(
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::*;
-    use crate::bench::config::parse_args;
+    use crate::config::parse_args;
 
     /// Sync, one and two workers, two repeats, the default job.
     pub fn config() -> BenchConfig {

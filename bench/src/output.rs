@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::bench::config::Target;
-use crate::bench::results::{BenchReport, ConfigSummary};
-use crate::bench::stats::Summary;
-use crate::bench::transport::gb_per_second;
+use crate::config::Target;
+use crate::results::{BenchReport, ConfigSummary};
+use crate::stats::Summary;
+use crate::transport::gb_per_second;
 
 /// The phases of the breakdown, in step order: a step is their sum less [`OVERLAP`].
 pub const PHASES: [&str; 9] = [
@@ -242,7 +242,7 @@ fn baseline_table(out: &mut String, r: &BenchReport) {
             let _ = writeln!(
                 out,
                 "| downpour {} N=1 | {} | {:.2} | {} | {:.3} | {:.3} |",
-                crate::bench::config::mode_label(*mode, r.prefetch),
+                crate::config::mode_label(*mode, r.prefetch),
                 pm(&s.samples_per_second, 0),
                 ratio,
                 time_to_target(s),
@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn the_markdown_table_and_the_csv_carry_the_numbers() {
-        let r = crate::bench::results::fixtures::report();
+        let r = crate::results::fixtures::report();
         let md = markdown(&r);
         assert!(
             md.contains("| sync | 1 | 2 | 1900 ± 100 | 1.81 ± 0.10 | 90.5% |"),

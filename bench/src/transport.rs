@@ -37,9 +37,9 @@ use downpour_proto::limits::{
 use downpour_worker::ServerClient;
 use downpour_worker::client::{ClientError, Push};
 
-use crate::bench::stats::Summary;
-use crate::launch::{LaunchError, wait_for_address};
-use crate::processes::ChildProcess;
+use crate::stats::Summary;
+use downpour_launch::launch::{LaunchError, wait_for_address};
+use downpour_launch::processes::ChildProcess;
 
 /// Why a transport benchmark failed.
 #[derive(Debug, thiserror::Error)]

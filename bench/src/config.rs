@@ -12,7 +12,7 @@ use downpour_core::status::Evaluation;
 use downpour_server::job::ConsistencyMode;
 use downpour_server::{Job, JobError, JobSpec};
 
-use crate::cli::JobArgs;
+use downpour_launch::cli::JobArgs;
 
 /// A sweep that cannot run, with the value at fault.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +178,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub server_counts: Vec<usize>,
     /// Consistency modes to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "sync,async", value_parser = crate::cli::parse_mode)]
+    #[arg(long, value_delimiter = ',', default_value = "sync,async", value_parser = downpour_launch::cli::parse_mode)]
     pub modes: Vec<ConsistencyMode>,
     /// Runs of every configuration; figures are medians over them.
     #[arg(long, default_value_t = 3)]

@@ -1,4 +1,4 @@
-//! `downpour bench`, the speedup lab: the same job for several worker counts and
+//! `downpour bench`, the speedup lab (crate `downpour-bench`, over the launcher crate `downpour-launch`): the same job for several worker counts and
 //! consistency modes, with repeats, as real processes on this machine; throughput,
 //! speedup, efficiency, time to a target and the per-step phase breakdown, each a median
 //! with its spread; a cost model's prediction beside them; transport and optimizer
@@ -42,9 +42,9 @@ use tokio_util::sync::CancellationToken;
 pub use config::{BenchArgs, BenchConfig, ConfigError};
 pub use results::BenchReport;
 
-use crate::launch::LaunchError;
 use baseline::BaselineError;
 use config::Configuration;
+use downpour_launch::launch::LaunchError;
 use machine::Machine;
 use measure::{BaselineMeasurement, RunMeasurement};
 use plots::PlotError;

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use downpour_core::{BatchSize, sharding};
 use downpour_server::job::ConsistencyMode;
 
-use crate::bench::measure::RunMeasurement;
-use crate::bench::stats::Summary;
+use crate::measure::RunMeasurement;
+use crate::stats::Summary;
 
 /// What one worker's step costs, measured at N = 1 (medians over repeats).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -192,8 +192,13 @@ pub struct BenchArgs {
     /// Simulated compute: workers sleep MS milliseconds per step instead of computing.
     #[arg(long, value_name = "MS")]
     pub simulate_compute_ms: Option<u64>,
-    /// Parameter counts for the transport microbenchmark, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    /// Parameter counts for the transport microbenchmark, comma-separated (the default:
+    /// 70 KB, 1 MB, 10 MB and 40 MB of f32 values, the sizes jobs have).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "17500,250000,2500000,10000000"
+    )]
     pub transport_params: Vec<usize>,
     /// Transfers of each size and direction, alternating gRPC and raw TCP.
     #[arg(long, default_value_t = 5)]
@@ -470,7 +475,10 @@ mod tests {
         assert_eq!(c.configurations().len(), 8);
         assert_eq!(c.repeats, 3);
         assert_eq!(c.target, Target::Accuracy(0.95));
-        assert_eq!(c.transport_params, vec![1_000_000, 10_000_000]);
+        assert_eq!(
+            c.transport_params,
+            vec![17_500, 250_000, 2_500_000, 10_000_000]
+        );
         assert_eq!(c.job.workers(), 1);
         let spec = c.spec_for(Configuration {
             mode: ConsistencyMode::Async,

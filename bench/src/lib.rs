@@ -10,6 +10,8 @@
 //! - [`runner`]: one configuration through the launcher (`downpour train`'s code).
 //! - [`measure`]: what one run measured, read from its report.
 //! - [`local_trainer`]: the worker's model and the server's optimizer step in one process.
+//! - [`in_process`]: the server's core behind the worker's `ParameterService`: the worker's
+//!   own loop with no network.
 //! - [`baseline`]: the single-process trainer, repeated like the sweep.
 //! - [`transport`]: gRPC push and pull against raw TCP on loopback.
 //! - [`apply_rate`]: the optimizer step against memcpy.
@@ -25,6 +27,7 @@ pub mod baseline;
 pub mod compose;
 pub mod config;
 pub mod cost_model;
+pub mod in_process;
 pub mod local_trainer;
 pub mod machine;
 pub mod measure;

@@ -1,5 +1,7 @@
 //! The worker's training loop: register, then for each step pull, compute the gradient
-//! of the next mini-batch of the data shards it owns, push; evaluate when asked.
+//! of the next mini-batch of the data shards it owns, push; evaluate when asked. The loop
+//! is written once, over [`ParameterService`]: [`run`] drives it against the gRPC servers,
+//! [`train_with`] against any service (an in-process server, in the bench crate).
 //!
 //! A worker survives the server going away: on a recoverable error it reconnects with
 //! exponential backoff and jitter, registers again under its id, and resumes at the step
@@ -21,6 +23,7 @@ use downpour_core::{Dataset, ParamSet, TrainingPlan};
 
 use crate::client::{ClientError, Registration, ServerClient};
 use crate::model::{Model, ModelError};
+use crate::parameter_service::{ParameterService, PullRequest, PulledStep, StepPush};
 use crate::phases::PhaseClock;
 use crate::sharded_server::ShardedServer;
 
@@ -343,6 +346,41 @@ pub async fn run(
     }
 }
 
+/// Trains one worker, registered as `registration` says, against `server` from the
+/// registration's start step to the end of the job, then makes the final evaluation when
+/// asked and leaves: [`run`]'s loop without its connection, heartbeats and reconnections
+/// (for a service that cannot be lost, such as an in-process server).
+///
+/// # Errors
+/// [`WorkerError`] when the service refuses a call, the data or model fail, or on shutdown.
+pub async fn train_with<S: ParameterService>(
+    server: &mut S,
+    registration: &Registration,
+    options: &WorkerOptions,
+    shutdown: &CancellationToken,
+) -> Result<WorkerSummary, WorkerError> {
+    let work = Workload::load(registration)?;
+    let id = registration.assignment.worker_id;
+    let mut progress = Progress::default();
+    let final_evaluation = train_from(
+        server,
+        &work,
+        options,
+        id,
+        registration.start_step,
+        &mut progress,
+        shutdown,
+    )
+    .await?;
+    Ok(WorkerSummary {
+        worker_id: id,
+        steps: progress.steps,
+        samples: progress.samples,
+        recoveries: 0,
+        final_evaluation,
+    })
+}
+
 /// Counters that survive reconnections.
 #[derive(Debug, Default)]
 struct Progress {
@@ -355,8 +393,8 @@ struct Progress {
 }
 
 /// Trains from `step` to the end of the job, then takes part in the final evaluation and leaves.
-async fn train_from(
-    server: &mut ShardedServer,
+async fn train_from<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     options: &WorkerOptions,
     id: u32,
@@ -373,8 +411,8 @@ async fn train_from(
 }
 
 /// The plain loop: pull, compute, push, one after the other.
-async fn train_lockstep(
-    server: &mut ShardedServer,
+async fn train_lockstep<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     options: &WorkerOptions,
     id: u32,
@@ -393,23 +431,27 @@ async fn train_lockstep(
         let positions = work.batch_positions(&mut orders, step, &shards);
         let receipt = if positions.is_empty() {
             server
-                .push(&base, id, step, 0.0, 0, &empty, Some(clock.totals()))
+                .push(StepPush {
+                    worker: id,
+                    step,
+                    base: &base,
+                    loss: 0.0,
+                    samples: 0,
+                    gradient: &empty,
+                    phases: Some(clock.totals()),
+                })
                 .await?
         } else {
             let computing = Instant::now();
             let grads = gradient.get_or_insert_with(|| server.params().zeros_like());
-            let loss = match options.simulate_compute {
-                // Blocks the thread, as real compute would; the gradient stays zero.
-                Some(pause) => {
-                    std::thread::sleep(pause);
-                    0.0
-                }
-                None => {
-                    let batch = work.train.select(&positions);
-                    work.model
-                        .loss_and_gradient(server.params(), &batch, grads)?
-                }
-            };
+            let loss = compute_step(
+                work,
+                options.simulate_compute,
+                &positions,
+                server.params(),
+                grads,
+            )?
+            .unwrap_or(0.0);
             if !options.step_delay.is_zero() {
                 tokio::time::sleep(options.step_delay).await;
             }
@@ -417,15 +459,15 @@ async fn train_lockstep(
             let n = positions.len() as u64;
             progress.samples += n;
             server
-                .push(
-                    &base,
-                    id,
+                .push(StepPush {
+                    worker: id,
                     step,
-                    f64::from(loss),
-                    n,
-                    grads,
-                    Some(clock.totals()),
-                )
+                    base: &base,
+                    loss: f64::from(loss),
+                    samples: n,
+                    gradient: grads,
+                    phases: Some(clock.totals()),
+                })
                 .await?
         };
         clock.pushed(&receipt);
@@ -468,8 +510,8 @@ struct Computed {
 /// pulls the parameters for step t + 1. Each gradient is based on parameters that lack
 /// the worker's own previous gradient (one more step of staleness), and the step costs
 /// about the longer of compute and communication instead of their sum.
-async fn train_prefetching(
-    server: &mut ShardedServer,
+async fn train_prefetching<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     options: &WorkerOptions,
     id: u32,
@@ -504,7 +546,15 @@ async fn train_prefetching(
             let pulled = if last {
                 None
             } else {
-                Some(server.pull(id, step + 1, false).await?)
+                Some(
+                    server
+                        .pull(PullRequest {
+                            worker: id,
+                            step: step + 1,
+                            final_pull: false,
+                        })
+                        .await?,
+                )
             };
             Ok::<_, WorkerError>((receipt, pulled, started.elapsed()))
         };
@@ -556,12 +606,12 @@ async fn train_prefetching(
             clock.step_done(step_started.elapsed());
             return Ok(());
         }
-        let (evaluate, next_shards, pull_timing) = pulled.expect("pulled unless last");
-        clock.pulled(&pull_timing);
-        if evaluate {
+        let next = pulled.expect("pulled unless last");
+        clock.pulled(&next.timing);
+        if next.evaluate {
             evaluate_pulled(server, work, id, &mut clock).await?;
         }
-        shards = next_shards;
+        shards = next.data_shards;
         clock.step_done(step_started.elapsed());
         step_started = Instant::now();
         step += 1;
@@ -583,18 +633,7 @@ fn spawn_compute(
     let delay = options.step_delay;
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let loss = match simulate {
-            _ if positions.is_empty() => None,
-            // Blocks the thread, as real compute would; the gradient stays as it was.
-            Some(pause) => {
-                std::thread::sleep(pause);
-                Some(0.0)
-            }
-            None => {
-                let batch = train.select(&positions);
-                Some(model.loss_and_gradient(&params, &batch, &mut gradient)?)
-            }
-        };
+        let loss = compute_step_on(&train, &model, simulate, &positions, &params, &mut gradient)?;
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
@@ -607,50 +646,108 @@ fn spawn_compute(
     })
 }
 
+/// One step's compute, the rule lockstep and prefetch share: the gradient of the samples
+/// at `positions` on `params`, into `gradient`, and the batch's loss; with simulated
+/// compute, a sleep of that long instead (blocking the thread, as real compute would; the
+/// gradient stays as it was) and a loss of 0. `None` when the step has no data.
+///
+/// # Errors
+/// [`ModelError`] when the model refuses the batch.
+fn compute_step(
+    work: &Workload,
+    simulate: Option<Duration>,
+    positions: &[usize],
+    params: &ParamSet,
+    gradient: &mut ParamSet,
+) -> Result<Option<f32>, ModelError> {
+    compute_step_on(
+        &work.train,
+        &work.model,
+        simulate,
+        positions,
+        params,
+        gradient,
+    )
+}
+
+/// [`compute_step`] on the data and model themselves (a compute thread owns clones of
+/// their `Arc`s, not the workload).
+fn compute_step_on(
+    train: &Dataset,
+    model: &Model,
+    simulate: Option<Duration>,
+    positions: &[usize],
+    params: &ParamSet,
+    gradient: &mut ParamSet,
+) -> Result<Option<f32>, ModelError> {
+    if positions.is_empty() {
+        return Ok(None);
+    }
+    match simulate {
+        Some(pause) => {
+            std::thread::sleep(pause);
+            Ok(Some(0.0))
+        }
+        None => {
+            let batch = train.select(positions);
+            Ok(Some(model.loss_and_gradient(params, &batch, gradient)?))
+        }
+    }
+}
+
 /// Pushes a pending gradient with the worker's phase totals so far.
-async fn push_pending(
-    server: &mut ShardedServer,
+async fn push_pending<S: ParameterService>(
+    server: &mut S,
     id: u32,
     p: &Pending,
     clock: &PhaseClock,
 ) -> Result<crate::client::PushReceipt, WorkerError> {
     Ok(server
-        .push(
-            &p.base,
-            id,
-            p.step,
-            f64::from(p.loss),
-            p.samples,
-            &p.gradient,
-            Some(clock.totals()),
-        )
+        .push(StepPush {
+            worker: id,
+            step: p.step,
+            base: &p.base,
+            loss: f64::from(p.loss),
+            samples: p.samples,
+            gradient: &p.gradient,
+            phases: Some(clock.totals()),
+        })
         .await?)
 }
 
 /// Pulls the parameters for `step` (waiting as the mode says) and evaluates them when the
 /// server asks; returns the logical data shards to compute.
-async fn pull_step(
-    server: &mut ShardedServer,
+async fn pull_step<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     id: u32,
     step: u64,
     clock: &mut PhaseClock,
     shutdown: &CancellationToken,
 ) -> Result<Vec<u32>, WorkerError> {
-    let (evaluate, shards, timing) = tokio::select! {
-        pulled = server.pull(id, step, false) => pulled?,
+    let request = PullRequest {
+        worker: id,
+        step,
+        final_pull: false,
+    };
+    let PulledStep {
+        evaluate,
+        data_shards,
+        timing,
+    } = tokio::select! {
+        pulled = server.pull(request) => pulled?,
         () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
     };
     clock.pulled(&timing);
     if evaluate {
         evaluate_pulled(server, work, id, clock).await?;
     }
-    Ok(shards)
+    Ok(data_shards)
 }
 
 /// Evaluates the parameters just pulled and reports the result to shard 0.
-async fn evaluate_pulled(
-    server: &mut ShardedServer,
+async fn evaluate_pulled<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     id: u32,
     clock: &mut PhaseClock,
@@ -670,17 +767,22 @@ async fn evaluate_pulled(
 }
 
 /// After the last step: waits for training to end, makes the final evaluation when asked, leaves.
-async fn finish(
-    server: &mut ShardedServer,
+async fn finish<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     id: u32,
     shutdown: &CancellationToken,
 ) -> Result<Option<Evaluation>, WorkerError> {
-    let (evaluate, _, _) = tokio::select! {
-        pulled = server.pull(id, work.total_steps, true) => pulled?,
+    let request = PullRequest {
+        worker: id,
+        step: work.total_steps,
+        final_pull: true,
+    };
+    let last = tokio::select! {
+        pulled = server.pull(request) => pulled?,
         () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
     };
-    let final_evaluation = if evaluate {
+    let final_evaluation = if last.evaluate {
         let evaluation = evaluate_params(
             &work.model,
             server.params(),

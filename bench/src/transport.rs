@@ -4,8 +4,8 @@
 //! alternated in one run (the order swapping every step) so both see the same machine.
 //! The default sizes are those jobs have: 70 KB, 1 MB, 10 MB and 40 MB of parameters.
 //!
-//! - Exchange: [`exchange`], the one function a step's communication goes through (today
-//!   a push, then a pull of the version it produced), its wall clock minus the server's
+//! - Exchange: [`exchange`], the worker's own call (one round trip over its long-lived
+//!   Exchange stream: the gradient out, the next step's parameters back), its wall clock minus the server's
 //!   time applying the gradient (the optimizer's cost, reported by the server, not the
 //!   wire's). The cost model uses its median (`cost_model::Profile::measured_exchange`).
 //! - Raw TCP round trip: the gradient's bytes written with an 8-byte length, the peer
@@ -17,7 +17,8 @@
 //! [`downpour_proto::limits::PIECE_BYTES`] each, so encoding, transfer and decoding
 //! overlap (see `docs/architecture.md`, "Wire format"):
 //!
-//! - gRPC push: the client streaming call, from the first piece's encoding to the reply
+//! - gRPC push: a gradient sent over the exchange stream with no parameters asked back,
+//!   from the first piece's encoding to the receipt
 //!   (the client encodes piece k+1 while piece k is sent and the server assembles the
 //!   pieces as they arrive), minus the server's time applying the gradient (it reports
 //!   that).
@@ -46,7 +47,7 @@ use downpour_proto::limits::{
     CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PIECE_BYTES, STREAM_WINDOW_BYTES,
 };
 use downpour_worker::ServerClient;
-use downpour_worker::client::{ClientError, PullTiming, Push, PushReceipt};
+use downpour_worker::client::{ClientError, ExchangeStream, ExchangeTiming, Push};
 
 use crate::stats::Summary;
 use downpour_launch::launch::{LaunchError, wait_for_address};
@@ -247,7 +248,7 @@ fn job_toml(parameters: usize, transfers: usize) -> String {
          [training]\nworkers = 1\nbatch_size = 32\nepochs = {}\n\n\
          [optimizer]\nname = \"sgd\"\nlr = 1e-6\n\n\
          [consistency]\nmode = \"async\"\n",
-        transfers + 2
+        2 * transfers + 4
     )
 }
 
@@ -308,36 +309,35 @@ async fn one_size(
 
 /// What one exchange cost.
 #[derive(Debug, Clone, Copy)]
-pub struct ExchangeTiming {
-    /// The version the parameters that came back have.
+pub struct StepCost {
+    /// The version of the parameters that came back.
     pub version: u64,
     /// The exchange's wall clock minus the server's apply.
     pub wire: Duration,
-    /// The push part, as the client timed it.
-    pub push: PushReceipt,
-    /// The pull part, as the client timed it.
-    pub pull: PullTiming,
+    /// Where its time went, as the client saw it.
+    pub timing: ExchangeTiming,
 }
 
-/// One step's exchange through Downpour: `gradient` out, the parameters of the version
-/// it produces back (today a push, then a pull; the one place to swap for a fused call).
+/// One step's exchange through Downpour: `gradient` out with `push`'s facts, the
+/// parameters for the next step back, in one round trip over the worker's long-lived
+/// stream (the worker's own call).
 ///
 /// # Errors
-/// [`ClientError`] when a call fails.
+/// [`ClientError`] when the call fails.
 pub async fn exchange(
-    client: &mut ServerClient,
+    stream: &mut ExchangeStream,
     push: &Push,
     gradient: &ParamSet,
-) -> Result<ExchangeTiming, ClientError> {
+) -> Result<StepCost, ClientError> {
     let started = Instant::now();
-    let receipt = client.push_timed(push, gradient, None).await?;
-    let (pulled, timing) = client.pull_timed(push.worker, push.step + 1, false).await?;
+    let (receipt, pulled, timing) = stream
+        .exchange(push, gradient, None, Some(push.step + 1))
+        .await?;
     let wall = started.elapsed();
-    Ok(ExchangeTiming {
-        version: pulled.version,
-        wire: wall.saturating_sub(receipt.applied.min(receipt.call)),
-        push: receipt,
-        pull: timing,
+    Ok(StepCost {
+        version: pulled.map_or(receipt.version, |p| p.version),
+        wire: wall.saturating_sub(timing.applied.min(timing.call)),
+        timing,
     })
 }
 
@@ -369,7 +369,9 @@ async fn measure(address: &str, repeats: usize) -> Result<TransportResult, Trans
     let mut raw = RawClient::connect(raw_address, bytes)?;
     let mut samples = Samples::default();
     let mut version = 0;
-    for step in 0..=repeats as u64 {
+    let mut stream = client.open_exchange().await?;
+    for round in 0..=repeats as u64 {
+        let step = 2 * round;
         let push = Push {
             worker: id,
             step,
@@ -377,15 +379,26 @@ async fn measure(address: &str, repeats: usize) -> Result<TransportResult, Trans
             loss: 0.0,
             samples: 1,
         };
-        // Alternate which goes first, so neither always runs on a warmer machine.
-        let raw_first = step % 2 == 1;
+        // The gradient alone (no parameters back), then a pull: push and pull timed apart.
+        let (_, _, receipt) = stream.exchange(&push, &gradient, None, None).await?;
+        let (pulled, timing) = client.pull_timed(id, step + 1, false).await?;
+        version = pulled.version;
+        drop(pulled);
+        // Then the next step's exchange (gradient out, parameters back) and the raw round
+        // trip, which goes first alternating, so neither always runs on a warmer machine.
+        let fused = Push {
+            step: step + 1,
+            base_version: version,
+            ..push
+        };
+        let raw_first = round % 2 == 1;
         let mut raw_times = None;
         if raw_first {
             let (back, times) = raw_round(raw).await?;
             raw = back;
             raw_times = Some(times);
         }
-        let e = exchange(&mut client, &push, &gradient).await?;
+        let e = exchange(&mut stream, &fused, &gradient).await?;
         version = e.version;
         let (tcp_round_trip, tcp_push, tcp_pull) = match raw_times {
             Some(times) => times,
@@ -395,16 +408,15 @@ async fn measure(address: &str, repeats: usize) -> Result<TransportResult, Trans
                 times
             }
         };
-        if step == 0 {
+        if round == 0 {
             continue; // warm-up
         }
         samples.exchange.push(e.wire.as_secs_f64());
         samples.tcp_round_trip.push(tcp_round_trip.as_secs_f64());
-        let (receipt, timing) = (e.push, e.pull);
         let applied = receipt.applied.min(receipt.call);
         samples
             .grpc_push
-            .push((receipt.encode + receipt.call - applied).as_secs_f64());
+            .push((receipt.call - applied).as_secs_f64());
         samples
             .grpc_pull
             .push((timing.call + timing.decode).as_secs_f64());

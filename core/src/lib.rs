@@ -2,6 +2,7 @@
 //! beyond reading a data file.
 //!
 //! # Layout
+//! - [`exchange`]: the facts of a pushed gradient, as they travel together.
 //! - [`tensor`]: dense f32 tensors and ordered sets of named tensors.
 //! - [`model_spec`]: the model a job trains, and the parameter layout it implies.
 //! - [`layout`]: parameter names, shapes, and deterministic Xavier/He initialisation.
@@ -13,6 +14,7 @@
 //! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
 
 pub mod data;
+pub mod exchange;
 pub mod layout;
 pub mod model_spec;
 pub mod partition;
@@ -23,6 +25,7 @@ pub mod tensor;
 pub mod timing;
 
 pub use data::{DataShape, DataSpec, Dataset, Targets, Task};
+pub use exchange::Push;
 pub use layout::ParameterLayout;
 pub use model_spec::ModelSpec;
 pub use plan::{Assignment, BatchSize, TrainingPlan};

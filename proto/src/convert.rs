@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use downpour_core::status::{Evaluation, ServerStatus};
 use downpour_core::timing::PhaseTimes;
-use downpour_core::{NamedTensor, ParamSet, Tensor, TrainingPlan};
+use downpour_core::{NamedTensor, ParamSet, Push, Tensor, TrainingPlan};
 
 use crate::pieces::ParamAssembler;
 use crate::v1;
@@ -117,6 +117,9 @@ pub enum WireError {
         /// Which stream.
         what: &'static str,
     },
+    /// A long-lived stream ended in the middle of a set of pieces.
+    #[error("the stream ended before the last message of the set")]
+    Truncated,
     /// An embedded JSON document does not parse.
     #[error("malformed {what}: {reason}")]
     Json {
@@ -350,18 +353,47 @@ impl From<&Evaluation> for v1::EvaluationReport {
     }
 }
 
+impl From<&v1::PushHeader> for Push {
+    fn from(h: &v1::PushHeader) -> Self {
+        Self {
+            worker: h.worker_id,
+            step: h.step,
+            base_version: h.base_version,
+            loss: h.loss,
+            samples: h.samples,
+        }
+    }
+}
+
+/// The header of a gradient's first message: `push`'s facts, the worker's phase totals,
+/// and the step whose parameters to send back (`None`: only the receipt).
+#[must_use]
+pub fn push_header(
+    push: &Push,
+    phases: Option<&PhaseTimes>,
+    next_step: Option<u64>,
+) -> v1::PushHeader {
+    v1::PushHeader {
+        worker_id: push.worker,
+        step: push.step,
+        base_version: push.base_version,
+        loss: push.loss,
+        samples: push.samples,
+        phases: phases.map(v1::PhaseTimes::from),
+        next_step,
+    }
+}
+
 impl From<&PhaseTimes> for v1::PhaseTimes {
     fn from(p: &PhaseTimes) -> Self {
         Self {
             steps: p.steps,
-            wait: p.wait,
-            pull: p.pull,
-            decode: p.decode,
-            evaluate: p.evaluate,
             compute: p.compute,
-            encode: p.encode,
-            push: p.push,
+            send: p.send,
+            wait: p.wait,
+            receive: p.receive,
             apply: p.apply,
+            evaluate: p.evaluate,
             overlap: p.overlap,
             total: p.total,
         }
@@ -372,14 +404,12 @@ impl From<v1::PhaseTimes> for PhaseTimes {
     fn from(p: v1::PhaseTimes) -> Self {
         Self {
             steps: p.steps,
-            wait: p.wait,
-            pull: p.pull,
-            decode: p.decode,
-            evaluate: p.evaluate,
             compute: p.compute,
-            encode: p.encode,
-            push: p.push,
+            send: p.send,
+            wait: p.wait,
+            receive: p.receive,
             apply: p.apply,
+            evaluate: p.evaluate,
             overlap: p.overlap,
             total: p.total,
         }

@@ -13,8 +13,8 @@
 //!   zero-copy [`bytes::Bytes::slice`] (the server's pull, from its per-version cache).
 //! - [`ParamAssembler`]: takes pieces in order and builds the [`ParamSet`], refusing any
 //!   piece that does not continue its tensor exactly.
-//! - [`receive_set`]: reads a stream of such messages (a push on the server, a pull on
-//!   the worker) into an assembler as they arrive.
+//! - [`receive_set`]: reads one set of such messages (a gradient on the server, the
+//!   parameters on the worker) into an assembler as they arrive.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -448,12 +448,40 @@ impl ParamAssembler {
 pub trait CarriesPieces {
     /// Takes the message's pieces, leaving it with none.
     fn take_pieces(&mut self) -> Vec<v1::Tensor>;
+
+    /// Whether this message is the last of its set. A set that ends with its stream (a
+    /// pull's reply) never says so; a set on a long-lived stream (the exchange) does.
+    fn ends_set(&self) -> bool {
+        false
+    }
+
+    /// Whether the set must end with a message that says so ([`Self::ends_set`]): the
+    /// stream's end before it means the set was cut short.
+    const MARKS_ITS_END: bool = false;
 }
 
-impl CarriesPieces for v1::PushRequest {
+impl CarriesPieces for v1::ExchangeRequest {
     fn take_pieces(&mut self) -> Vec<v1::Tensor> {
         std::mem::take(&mut self.gradients)
     }
+
+    fn ends_set(&self) -> bool {
+        self.last
+    }
+
+    const MARKS_ITS_END: bool = true;
+}
+
+impl CarriesPieces for v1::ExchangeReply {
+    fn take_pieces(&mut self) -> Vec<v1::Tensor> {
+        std::mem::take(&mut self.params)
+    }
+
+    fn ends_set(&self) -> bool {
+        self.last
+    }
+
+    const MARKS_ITS_END: bool = true;
 }
 
 impl CarriesPieces for v1::PullResponse {
@@ -462,10 +490,10 @@ impl CarriesPieces for v1::PullResponse {
     }
 }
 
-/// A stream of parameter pieces, read to its end or to its first piece that does not fit.
+/// A set of parameter pieces, read to its end or to its first piece that does not fit.
 #[derive(Debug)]
 pub struct ReceivedSet<M> {
-    /// The stream's first message, its pieces taken: the one whose other fields count.
+    /// The set's first message, its pieces taken: the one whose other fields count.
     pub first: M,
     /// The assembled set, or the first wire error (reading stopped there).
     pub params: Result<ParamSet, WireError>,
@@ -475,23 +503,30 @@ pub struct ReceivedSet<M> {
     pub decode: Duration,
 }
 
-/// Reads `stream`, feeding each message's pieces to `assembler` as the message arrives.
-/// `None` when the stream carried no message.
+/// Reads one set from `stream`, feeding each message's pieces to `assembler` as the
+/// message arrives: up to the message that ends the set, or the stream's end. `None`
+/// when the stream ended before a set began (a long-lived stream closed between sets).
+///
+/// After a wire error the rest of the set is not read: the stream must be dropped.
 ///
 /// # Errors
 /// The transport's status when the stream breaks.
 pub async fn receive_set<M: CarriesPieces>(
-    mut stream: tonic::Streaming<M>,
+    stream: &mut tonic::Streaming<M>,
     mut assembler: ParamAssembler,
 ) -> Result<Option<ReceivedSet<M>>, tonic::Status> {
     let Some(mut first) = stream.message().await? else {
         return Ok(None);
     };
+    let mut ended = first.ends_set();
     let mut pieces = Some(first.take_pieces());
     let mut bytes = 0;
     let mut decode = Duration::ZERO;
     let params = loop {
         let Some(group) = pieces.take() else {
+            if M::MARKS_ITS_END && !ended {
+                break Err(WireError::Truncated);
+            }
             let started = Instant::now();
             let finished = assembler.finish();
             decode += started.elapsed();
@@ -504,7 +539,12 @@ pub async fn receive_set<M: CarriesPieces>(
         if let Err(e) = fed {
             break Err(e);
         }
-        pieces = stream.message().await?.map(|mut m| m.take_pieces());
+        if !ended {
+            pieces = stream.message().await?.map(|mut m| {
+                ended = m.ends_set();
+                m.take_pieces()
+            });
+        }
     };
     Ok(Some(ReceivedSet {
         first,

@@ -6,7 +6,7 @@ use downpour_core::partition::ShardPlan;
 use downpour_core::status::{
     CheckpointStatus, Evaluation, ServerStatus, ShardStatus, StalenessStats, WorkerState,
 };
-use downpour_core::{Assignment, ParamSet, TrainingPlan};
+use downpour_core::{Assignment, ParamSet, Push, TrainingPlan};
 
 use crate::barrier::{Offer, SyncBarrier};
 use crate::checkpoint::{Snapshot, TensorState};
@@ -608,7 +608,7 @@ impl ServerCore {
         Ok(outcome)
     }
 
-    /// Takes a worker's gradient for `step`, computed from `base_version`.
+    /// Takes a worker's gradient for `push.step`, computed from `push.base_version`.
     ///
     /// Sync mode holds it at the barrier and applies the average once every active worker
     /// has pushed the step; async mode applies it at once.
@@ -617,32 +617,23 @@ impl ServerCore {
     /// [`CoreError`] for an unknown or departed worker, a step out of order or beyond the
     /// job, a base version from the future, or a gradient that does not fit the model.
     /// A refused push leaves the parameters untouched (and counts as rejected).
-    pub fn push(
-        &mut self,
-        worker: u32,
-        step: u64,
-        base_version: u64,
-        loss: f64,
-        samples: u64,
-        gradient: ParamSet,
-    ) -> Result<PushOutcome, CoreError> {
+    pub fn push(&mut self, push: &Push, gradient: ParamSet) -> Result<PushOutcome, CoreError> {
         self.traffic.pushes += 1;
-        let result = self.accept_push(worker, step, base_version, loss, samples, gradient);
+        let result = self.accept_push(push, gradient);
         if result.is_err() {
-            self.note_rejected(worker);
+            self.note_rejected(push.worker);
         }
         result
     }
 
-    fn accept_push(
-        &mut self,
-        worker: u32,
-        step: u64,
-        base_version: u64,
-        loss: f64,
-        samples: u64,
-        gradient: ParamSet,
-    ) -> Result<PushOutcome, CoreError> {
+    fn accept_push(&mut self, push: &Push, gradient: ParamSet) -> Result<PushOutcome, CoreError> {
+        let Push {
+            worker,
+            step,
+            base_version,
+            loss,
+            samples,
+        } = *push;
         let record = self.member(worker)?;
         let version = self.version();
         if step < record.next_step {

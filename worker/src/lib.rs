@@ -5,7 +5,7 @@
 //! - [`client`]: typed calls to one parameter server.
 //! - [`sharded_server`]: one connection per server shard; parameters assembled from the parts.
 //! - [`parameter_service`]: what the training loop needs from a server, as a trait (gRPC here;
-//!   in process in the bench crate); pull and push facts as structs.
+//!   in process in the bench crate); pull and exchange facts as structs.
 //! - [`phases`]: a worker's running per-phase time totals, sent with each push.
 //! - [`trainer`]: the training loop: register, pull, compute, push, evaluate.
 
@@ -17,5 +17,5 @@ pub mod sharded_server;
 pub mod trainer;
 
 pub use client::{ClientError, ServerClient};
-pub use parameter_service::{ParameterService, PullRequest, PulledStep, StepPush};
+pub use parameter_service::{ParameterService, PullRequest, PulledStep, StepExchange};
 pub use trainer::{WorkerError, WorkerOptions, WorkerSummary, run, train_with};

@@ -4,17 +4,17 @@
 //! I/O-free core lives in a crate that depends on both (the bench crate's
 //! `in_process`), so this crate never depends on the server's.
 //!
-//! A service holds the parameters of the last pull (the loop computes on them in place),
-//! and the facts of a pull and of a push travel as one struct each.
+//! A service holds the parameters last received (the loop computes on them in place),
+//! and the facts of a pull and of an exchange travel as one struct each.
 
 use std::future::Future;
 
-use downpour_core::ParamSet;
 use downpour_core::status::Evaluation;
-
-use crate::client::{ClientError, PullTiming, PushReceipt};
-use crate::sharded_server::ShardedServer;
 use downpour_core::timing::PhaseTimes;
+use downpour_core::{ParamSet, Push};
+
+use crate::client::{ClientError, PullTiming};
+use crate::sharded_server::{Exchanged, ShardedServer};
 
 /// One pull: the parameters a worker needs for `step`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,23 +40,21 @@ pub struct PulledStep {
     pub timing: PullTiming,
 }
 
-/// One push: a gradient and the facts that travel with it.
+/// One step's exchange: a gradient and the facts that travel with it out, the
+/// parameters for `next_step` back.
 #[derive(Debug, Clone, Copy)]
-pub struct StepPush<'a> {
-    /// The worker.
-    pub worker: u32,
-    /// The step the gradient is for.
-    pub step: u64,
+pub struct StepExchange<'a> {
+    /// Who computed the gradient, for which step, its loss and samples (its
+    /// `base_version` is taken from `base`, one per server shard).
+    pub push: Push,
     /// The versions (one per server shard) of the parameters it was computed from.
     pub base: &'a [u64],
-    /// The batch's loss.
-    pub loss: f64,
-    /// Samples in the batch; 0 (with an empty `gradient`) when the worker had no data.
-    pub samples: u64,
-    /// The gradient.
+    /// The gradient (empty, with 0 samples, when the worker had no data this step).
     pub gradient: &'a ParamSet,
     /// The worker's phase totals so far, for the server's report.
     pub phases: Option<&'a PhaseTimes>,
+    /// The step whose parameters come back; `None` after the last step (a receipt only).
+    pub next_step: Option<u64>,
 }
 
 /// A parameter server as the training loop sees it.
@@ -85,14 +83,15 @@ pub trait ParameterService {
         request: PullRequest,
     ) -> impl Future<Output = Result<PulledStep, ClientError>> + Send;
 
-    /// Pushes a gradient.
+    /// Sends a step's gradient and receives the parameters for the next step, once the
+    /// consistency mode lets the worker start it (one round trip).
     ///
     /// # Errors
     /// [`ClientError`] when the server refuses or cannot be reached.
-    fn push(
+    fn exchange(
         &mut self,
-        push: StepPush<'_>,
-    ) -> impl Future<Output = Result<PushReceipt, ClientError>> + Send;
+        exchange: StepExchange<'_>,
+    ) -> impl Future<Output = Result<Exchanged, ClientError>> + Send;
 
     /// Reports an evaluation.
     ///
@@ -141,18 +140,8 @@ impl ParameterService for ShardedServer {
         })
     }
 
-    async fn push(&mut self, push: StepPush<'_>) -> Result<PushReceipt, ClientError> {
-        ShardedServer::push(
-            self,
-            push.base,
-            push.worker,
-            push.step,
-            push.loss,
-            push.samples,
-            push.gradient,
-            push.phases,
-        )
-        .await
+    async fn exchange(&mut self, e: StepExchange<'_>) -> Result<Exchanged, ClientError> {
+        ShardedServer::exchange(self, &e.push, e.base, e.gradient, e.phases, e.next_step).await
     }
 
     async fn report_evaluation(&mut self, evaluation: &Evaluation) -> Result<(), ClientError> {

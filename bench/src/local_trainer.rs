@@ -1,30 +1,32 @@
-//! The same training in one process, with no server and no network: the worker's model
-//! and batches, the server's parameter store and optimizer step. A baseline that shows
-//! what distribution costs at one worker.
+//! The same training in one process, with no server process and no network: the
+//! worker's own loop ([`downpour_worker::train_with`]) against the server's core in this
+//! process ([`crate::in_process`]). A baseline that shows what distribution costs at
+//! one worker.
 //!
-//! Steps follow a one-worker job exactly: the same initial weights, the same batch order,
-//! the same update, the evaluations at the same versions. A sync job with one worker
-//! ends with bit-identical weights.
+//! It is one worker of the job, so it follows a one-worker job exactly: the same initial
+//! weights, the same batch order, the same update, the evaluations at the same versions.
+//! A sync job with one worker ends with bit-identical weights.
 
 use std::time::{Duration, Instant};
 
-use downpour_core::data::DataError;
-use downpour_core::status::Evaluation;
-use downpour_core::{ParamSet, sharding};
-use downpour_server::Job;
-use downpour_server::store::{ParameterStore, UpdateRule};
+use tokio_util::sync::CancellationToken;
 
-use downpour_worker::model::{Model, ModelError};
+use downpour_core::ParamSet;
+use downpour_core::status::Evaluation;
+use downpour_server::Job;
+use downpour_worker::{WorkerError, WorkerOptions, train_with};
+
+use crate::in_process::InProcessServer;
 
 /// Why local training failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalTrainError {
-    /// The job's dataset could not be loaded.
-    #[error("loading the job's data: {0}")]
-    Data(#[from] DataError),
-    /// The model could not be built or run on the data.
-    #[error("model: {0}")]
-    Model(#[from] ModelError),
+    /// The worker failed: its data, its model, or a call the core refused.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// The runtime the loop runs on could not be built.
+    #[error("building the runtime: {0}")]
+    Runtime(#[from] std::io::Error),
 }
 
 /// An evaluation and when it was made.
@@ -70,74 +72,48 @@ impl LocalRun {
     }
 }
 
-/// Trains `job` as one worker would, in this process, on this thread.
+/// Trains `job` as its one worker would, in this process, on this thread.
 ///
 /// # Errors
-/// [`LocalTrainError`] when the data cannot be loaded or the model refuses it.
+/// [`LocalTrainError`] when the data cannot be loaded, the model refuses it, or the core
+/// refuses a call.
 pub fn train_locally(job: &Job) -> Result<LocalRun, LocalTrainError> {
-    let plan = job.plan();
-    let (train, test) = plan.data.load_split(plan.seed)?;
-    let model = Model::new(&plan.model, &train.shape())?;
-    let rule = UpdateRule {
-        optimizer: job.optimizer.clone(),
-        base_lr: job.spec.optimizer.lr(),
-        schedule: job.spec.schedule,
-        clip_grad_norm: job.spec.training.clip_grad_norm,
+    let server = InProcessServer::new(job.clone());
+    let (mut client, registration) = server
+        .register("single-process", None)
+        .map_err(WorkerError::from)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let options = WorkerOptions::new("in-process");
+    let summary = runtime.block_on(train_with(
+        &mut client,
+        &registration,
+        &options,
+        &CancellationToken::new(),
+    ))?;
+    let record = server.record();
+    let started = record.first_pull.unwrap_or_else(Instant::now);
+    let phases = record.phases.unwrap_or_default();
+    let run = LocalRun {
+        steps: summary.steps,
+        samples: summary.samples,
+        training: record
+            .last_update
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(started)),
+        compute: Duration::from_secs_f64(phases.compute),
+        apply: record.applying,
+        evaluate: Duration::from_secs_f64(phases.evaluate),
+        evaluations: record
+            .evaluations
+            .into_iter()
+            .map(|(at, evaluation)| TimedEvaluation {
+                seconds: at.saturating_duration_since(started).as_secs_f64(),
+                evaluation,
+            })
+            .collect(),
+        params: server.core().params().clone(),
     };
-    let mut store = ParameterStore::new(job.layout.initialize(plan.seed), rule);
-    let steps_per_epoch = sharding::steps_per_epoch(train.len(), 1, plan.batch_size) as u64;
-    let total_steps = steps_per_epoch * plan.epochs as u64;
-    let batch = plan
-        .batch_size
-        .resolve(sharding::largest_shard(train.len(), 1));
-    let eval_interval = job.eval_interval();
-    let mut grads = store.params().zeros_like();
-    let mut order = Vec::new();
-    let mut run = LocalRun {
-        steps: total_steps,
-        samples: 0,
-        training: Duration::ZERO,
-        compute: Duration::ZERO,
-        apply: Duration::ZERO,
-        evaluate: Duration::ZERO,
-        evaluations: Vec::new(),
-        params: ParamSet::default(),
-    };
-
-    let started = Instant::now();
-    for step in 0..total_steps {
-        let (epoch, step_in_epoch) = (step / steps_per_epoch, step % steps_per_epoch);
-        if step_in_epoch == 0 {
-            order = sharding::epoch_order(train.len(), 0, 1, plan.seed, epoch);
-        }
-        // The server asks for an evaluation when the version reaches a multiple of the interval.
-        if step > 0 && step.is_multiple_of(eval_interval) {
-            let evaluating = Instant::now();
-            let metrics = model.evaluate(store.params(), &test)?;
-            run.evaluate += evaluating.elapsed();
-            run.evaluations.push(TimedEvaluation {
-                seconds: started.elapsed().as_secs_f64(),
-                evaluation: metrics.to_evaluation(0, store.version(), false),
-            });
-        }
-        let positions = sharding::batch_positions(&order, step_in_epoch as usize, batch);
-        // Selecting the batch counts as compute, as in the worker.
-        let computing = Instant::now();
-        let batch_data = train.select(positions);
-        model.loss_and_gradient(store.params(), &batch_data, &mut grads)?;
-        run.compute += computing.elapsed();
-        let applying = Instant::now();
-        store.apply(grads.clone(), 1.0);
-        run.apply += applying.elapsed();
-        run.samples += positions.len() as u64;
-    }
-    run.training = started.elapsed();
-    let metrics = model.evaluate(store.params(), &test)?;
-    run.evaluations.push(TimedEvaluation {
-        seconds: started.elapsed().as_secs_f64(),
-        evaluation: metrics.to_evaluation(0, store.version(), true),
-    });
-    run.params = store.params().clone();
     tracing::info!(
         steps = run.steps,
         samples = run.samples,

@@ -7,6 +7,7 @@
 //! - [`model_spec`]: the model a job trains, and the parameter layout it implies.
 //! - [`layout`]: parameter names, shapes, and deterministic Xavier/He initialisation.
 //! - [`data`]: built-in datasets, CSV and LibSVM files, the train/test split.
+//! - [`schema`]: the tensors a gradient must hold, checked once, and the conformed set.
 //! - [`sharding`]: which training samples each worker owns, and the per-epoch batch order.
 //! - [`partition`]: how the parameters are split over S server shards.
 //! - [`plan`]: what a worker receives when it registers.
@@ -19,6 +20,7 @@ pub mod layout;
 pub mod model_spec;
 pub mod partition;
 pub mod plan;
+pub mod schema;
 pub mod sharding;
 pub mod status;
 pub mod tensor;

@@ -6,6 +6,9 @@
 //! meant for people too, travel as JSON.
 
 use bytes::Bytes;
+use downpour_core::schema::SchemaError;
+#[cfg(doc)]
+use downpour_core::schema::TensorSchema;
 use downpour_core::status::{Evaluation, ServerStatus};
 use downpour_core::timing::PhaseTimes;
 use downpour_core::{NamedTensor, ParamSet, Push, Tensor, TrainingPlan};
@@ -72,18 +75,6 @@ pub enum WireError {
         /// The shape of the offending piece.
         then: Vec<u64>,
     },
-    /// The tensors of a set declare more values in all than the receiver holds.
-    #[error(
-        "tensor {name}: the set's tensors declare {declared} values, more than the {limit} this server holds"
-    )]
-    TooManyValues {
-        /// The tensor whose shape went past the limit.
-        name: String,
-        /// Values declared so far, this tensor's included.
-        declared: u64,
-        /// The most the receiver accepts.
-        limit: u64,
-    },
     /// A tensor's pieces bring more values than its shape holds.
     #[error("tensor {name}: shape {shape:?} holds {expected} values, its pieces bring {actual}")]
     Overflow {
@@ -117,6 +108,9 @@ pub enum WireError {
         /// Which stream.
         what: &'static str,
     },
+    /// A tensor that does not fit the receiver's model (see [`TensorSchema`]).
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
     /// A long-lived stream ended in the middle of a set of pieces.
     #[error("the stream ended before the last message of the set")]
     Truncated,

@@ -21,6 +21,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use downpour_core::schema::TensorSchema;
 use downpour_core::{NamedTensor, ParamSet, Tensor};
 
 use crate::convert::{WireError, extend_f32_from_le_bytes, f32_to_le_bytes, wire_shape};
@@ -306,10 +307,9 @@ pub struct ParamAssembler {
     /// Most values allocated for a tensor before its data arrives
     /// ([`RESERVE_LIMIT_VALUES`]; smaller in tests).
     reserve_limit: usize,
-    /// Most values the tensors' shapes may declare in all (`u64::MAX`: no limit).
-    value_limit: u64,
-    /// Values the shapes of the tensors begun so far declare.
-    declared: u64,
+    /// The receiver's model, when it has one: each tensor is checked against it at its
+    /// first piece (its name by lookup, its shape), before its data is held.
+    schema: Option<Arc<TensorSchema>>,
     /// Tensors whose pieces all arrived (except the current one), in arrival order.
     done: Vec<NamedTensor>,
     /// The names of `done` and of `current`: a tensor may not come twice.
@@ -335,20 +335,20 @@ impl ParamAssembler {
     fn with_reserve_limit(reserve_limit: usize) -> Self {
         Self {
             reserve_limit,
-            value_limit: u64::MAX,
-            declared: 0,
+            schema: None,
             done: Vec::new(),
             names: HashSet::new(),
             current: None,
         }
     }
 
-    /// The same assembler, refusing sets whose shapes declare more than `limit` values in
-    /// all: a receiver that knows its model refuses an oversized tensor at its first piece,
-    /// before holding its data.
+    /// The same assembler, refusing at its first piece any tensor that `schema` does not
+    /// have or that has another shape there: a receiver that knows its model never holds
+    /// the data of a tensor that does not fit it. (The set as a whole, every tensor
+    /// present, is checked by [`TensorSchema::conform`].)
     #[must_use]
-    pub fn with_value_limit(mut self, limit: u64) -> Self {
-        self.value_limit = limit;
+    pub fn with_schema(mut self, schema: Arc<TensorSchema>) -> Self {
+        self.schema = Some(schema);
         self
     }
 
@@ -356,7 +356,8 @@ impl ParamAssembler {
     ///
     /// # Errors
     /// [`WireError::ByteLength`], [`WireError::PieceOffset`], [`WireError::ShapeChanged`],
-    /// [`WireError::Overflow`], [`WireError::TooLarge`], [`WireError::DuplicateName`], or
+    /// [`WireError::Overflow`], [`WireError::TooLarge`], [`WireError::DuplicateName`],
+    /// [`WireError::Schema`] (with a schema), or
     /// [`WireError::Incomplete`] for the previous tensor when a new one begins early.
     pub fn push(&mut self, piece: v1::Tensor) -> Result<(), WireError> {
         let v1::Tensor {
@@ -395,16 +396,15 @@ impl ParamAssembler {
                 offset,
             });
         }
-        let (dims, expected) = wire_shape(&name, &shape)?;
-        let declared = self.declared.saturating_add(expected as u64);
-        if declared > self.value_limit {
-            return Err(WireError::TooManyValues {
-                name,
-                declared,
-                limit: self.value_limit,
-            });
+        if let Some(schema) = &self.schema {
+            let i = schema.lookup(&name)?;
+            let dims: Vec<usize> = shape
+                .iter()
+                .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+                .collect();
+            schema.check_shape(i, &dims)?;
         }
-        self.declared = declared;
+        let (dims, expected) = wire_shape(&name, &shape)?;
         let mut tensor = PartialTensor::new(
             name.clone(),
             shape.clone(),
@@ -730,20 +730,26 @@ mod tests {
     }
 
     #[test]
-    fn shapes_declaring_more_than_the_receiver_holds_are_refused_at_their_first_piece() {
-        // A 10-value model: a 1e12-value tensor is refused before any allocation.
-        let mut a = ParamAssembler::new().with_value_limit(10);
-        a.push(piece("w", &[2, 3], 0, &[0.0; 6])).unwrap();
+    fn with_a_schema_a_tensor_that_does_not_fit_is_refused_at_its_first_piece() {
+        let model = set(&[6, 4]);
+        let schema = Arc::new(TensorSchema::of(&model));
+        let assembler = || ParamAssembler::new().with_schema(Arc::clone(&schema));
+        // A 1e12-value tensor is refused before any allocation.
+        let mut a = assembler();
         let err = a
-            .push(piece("b", &[1_000_000, 1_000_000], 0, &[1.0]))
+            .push(piece("t0", &[1_000_000, 1_000_000], 0, &[1.0]))
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "tensor b: the set's tensors declare 1000000000006 values, more than the 10 this server holds"
+            "tensor t0: expected shape [2, 3], got [1000000, 1000000]"
         );
-        let mut exact = ParamAssembler::new().with_value_limit(10);
-        exact.push(piece("w", &[2, 3], 0, &[0.0; 6])).unwrap();
-        exact.push(piece("b", &[4], 0, &[0.0; 4])).unwrap();
+        let err = assembler()
+            .push(piece("t9", &[2, 3], 0, &[0.0; 6]))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "unknown tensor t9; the model has t0, t1");
+        let mut exact = assembler();
+        exact.push(piece("t0", &[2, 3], 0, &[0.0; 6])).unwrap();
+        exact.push(piece("t1", &[2, 2], 0, &[0.0; 4])).unwrap();
         assert_eq!(exact.finish().unwrap().num_values(), 10);
     }
 

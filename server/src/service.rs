@@ -16,7 +16,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use downpour_core::{ParamSet, Push};
+use downpour_core::Push;
+use downpour_core::schema::{Conformed, TensorSchema};
 use downpour_proto::convert::{params_to_wire, plan_to_json, status_to_wire};
 use downpour_proto::limits::{
     CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PIECE_BYTES, STREAM_WINDOW_BYTES,
@@ -113,9 +114,9 @@ struct Shared {
     last_checkpoint: Mutex<LastCheckpoint>,
     /// True while a checkpoint is being written: one at a time.
     writing: AtomicBool,
-    /// Values of the parameters this shard holds (fixed for its life): a push whose
-    /// tensors declare more is refused at the first piece that does, before its data is held.
-    values: u64,
+    /// The tensors this shard holds (the core's, fixed for its life), shared here so that a
+    /// gradient is checked against it as its pieces arrive, outside the core's lock.
+    schema: Arc<TensorSchema>,
 }
 
 impl Shared {
@@ -346,8 +347,8 @@ impl Shared {
     async fn receive_gradient(
         &self,
         stream: &mut Streaming<v1::ExchangeRequest>,
-    ) -> Result<Option<(v1::PushHeader, ParamSet)>, Status> {
-        let assembler = ParamAssembler::new().with_value_limit(self.values);
+    ) -> Result<Option<(v1::PushHeader, Conformed)>, Status> {
+        let assembler = ParamAssembler::new().with_schema(Arc::clone(&self.schema));
         let Some(received) = receive_set(stream, assembler).await? else {
             return Ok(None);
         };
@@ -355,7 +356,10 @@ impl Shared {
             Status::invalid_argument("the first message of a step carries no header")
         })?;
         self.core().record_traffic(received.bytes, 0);
-        match received.params {
+        let conformed = received
+            .params
+            .and_then(|set| Ok(self.schema.conform(set)?));
+        match conformed {
             Ok(gradient) => {
                 self.timing().decoded(received.decode.as_secs_f64());
                 Ok(Some((header, gradient)))
@@ -375,7 +379,7 @@ impl Shared {
     fn accept(
         self: &Arc<Self>,
         header: &v1::PushHeader,
-        gradient: ParamSet,
+        gradient: Conformed,
     ) -> Result<Accepted, Status> {
         let push = Push::from(header);
         let accepted = {
@@ -520,7 +524,7 @@ impl ParameterServerService {
     pub fn new(core: ServerCore, shutdown: CancellationToken, options: ServeOptions) -> Self {
         let (changed, _) = watch::channel(0);
         let version = core.version();
-        let values = core.params().num_values() as u64;
+        let schema = Arc::clone(core.schema());
         Self {
             shared: Arc::new(Shared {
                 core: Mutex::new(core),
@@ -536,7 +540,7 @@ impl ParameterServerService {
                     at: Instant::now(),
                 }),
                 writing: AtomicBool::new(false),
-                values,
+                schema,
             }),
         }
     }
@@ -617,9 +621,10 @@ fn status_of(err: &CoreError) -> Status {
         | CoreError::OutOfOrder { .. }
         | CoreError::BeyondLastStep { .. } => Status::failed_precondition(msg),
         CoreError::Resume(_) => Status::internal(msg),
-        CoreError::Gradient(_) | CoreError::FutureVersion { .. } | CoreError::Role(_) => {
-            Status::invalid_argument(msg)
-        }
+        CoreError::Gradient(_)
+        | CoreError::EmptyGradient { .. }
+        | CoreError::FutureVersion { .. }
+        | CoreError::Role(_) => Status::invalid_argument(msg),
     }
 }
 

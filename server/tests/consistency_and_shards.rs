@@ -75,7 +75,7 @@ fn drive(c: &mut ServerCore, slow_every: u64) -> u64 {
                         loss: 0.1,
                         samples: 4,
                     },
-                    g,
+                    c.schema().conform(g).unwrap(),
                 )
                 .unwrap();
                 next[0] += 1;
@@ -93,7 +93,7 @@ fn drive(c: &mut ServerCore, slow_every: u64) -> u64 {
                             loss: 0.1,
                             samples: 4,
                         },
-                        g,
+                        c.schema().conform(g).unwrap(),
                     )
                     .unwrap();
                     next[k] += 1;
@@ -183,7 +183,7 @@ fn the_drop_policy_discards_gradients_staler_than_its_limit() {
                 loss: 0.1,
                 samples: 4,
             },
-            grad(&c, 1.0),
+            c.schema().conform(grad(&c, 1.0)).unwrap(),
         )
         .unwrap();
     }
@@ -198,7 +198,7 @@ fn the_drop_policy_discards_gradients_staler_than_its_limit() {
                 loss: 0.1,
                 samples: 4,
             },
-            grad(&c, 1.0),
+            c.schema().conform(grad(&c, 1.0)).unwrap(),
         )
         .unwrap();
     assert!(out.dropped);
@@ -215,7 +215,7 @@ fn the_drop_policy_discards_gradients_staler_than_its_limit() {
                 loss: 0.1,
                 samples: 4,
             },
-            grad(&c, 1.0),
+            c.schema().conform(grad(&c, 1.0)).unwrap(),
         )
         .unwrap();
     assert!(!out.dropped);
@@ -237,7 +237,7 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
             loss: 0.1,
             samples: 4,
         },
-        grad(&c, 1.0),
+        c.schema().conform(grad(&c, 1.0)).unwrap(),
     )
     .unwrap();
     let fresh_step = start - bias0(&c);
@@ -255,7 +255,7 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
                 loss: 0.1,
                 samples: 4,
             },
-            grad(&c, 1.0),
+            c.schema().conform(grad(&c, 1.0)).unwrap(),
         )
         .unwrap();
     }
@@ -269,7 +269,7 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
                 loss: 0.1,
                 samples: 4,
             },
-            grad(&c, 1.0),
+            c.schema().conform(grad(&c, 1.0)).unwrap(),
         )
         .unwrap();
     assert_eq!(out.staleness, 3);
@@ -331,7 +331,7 @@ fn sharded_sync_run(shards: usize) -> ParamSet {
                         loss: 0.1,
                         samples: 4,
                     },
-                    plan.slice(&full, s),
+                    core.schema().conform(plan.slice(&full, s)).unwrap(),
                 )
                 .unwrap();
             }

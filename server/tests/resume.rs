@@ -57,7 +57,7 @@ fn run_steps(core: &mut ServerCore, ids: &[u32], steps: std::ops::Range<u64>) {
                     loss: 0.5,
                     samples: 10,
                 },
-                g,
+                core.schema().conform(g).unwrap(),
             )
             .unwrap();
         }
@@ -98,7 +98,7 @@ fn resuming_a_sync_job_from_a_checkpoint_is_bit_identical() {
                 loss: 0.5,
                 samples: 10,
             },
-            g,
+            first.schema().conform(g).unwrap(),
         )
         .unwrap();
 

@@ -3,6 +3,7 @@
 use downpour_core::Push;
 use downpour_core::data::DatasetKind;
 use downpour_core::model_spec::ModelKind;
+use downpour_core::schema::SchemaError;
 use downpour_core::status::{Evaluation, WorkerState};
 use downpour_core::{BatchSize, DataSpec, NamedTensor, ParamSet, Tensor};
 use downpour_server::JobSpec;
@@ -61,7 +62,7 @@ fn sync_waits_for_every_worker_then_applies_the_average() {
                 loss: 0.5,
                 samples: 1,
             },
-            g.clone(),
+            c.schema().conform(g.clone()).unwrap(),
         )
         .unwrap();
     assert_eq!(out.version, 0, "the step waits for worker b");
@@ -77,7 +78,7 @@ fn sync_waits_for_every_worker_then_applies_the_average() {
                 loss: 0.7,
                 samples: 1,
             },
-            gradient(&c, 3.0),
+            c.schema().conform(gradient(&c, 3.0)).unwrap(),
         )
         .unwrap();
     assert_eq!(out.version, 1);
@@ -110,7 +111,7 @@ fn sync_results_do_not_depend_on_arrival_order() {
                         loss: 0.1,
                         samples: 1,
                     },
-                    gradient(&c, v),
+                    c.schema().conform(gradient(&c, v)).unwrap(),
                 )
                 .unwrap();
             }
@@ -144,7 +145,7 @@ fn async_applies_each_gradient_and_records_staleness() {
                 loss: 0.1,
                 samples: 1
             },
-            gradient(&c, 1.0)
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
         )
         .unwrap()
         .version,
@@ -159,7 +160,7 @@ fn async_applies_each_gradient_and_records_staleness() {
                 loss: 0.1,
                 samples: 1
             },
-            gradient(&c, 1.0)
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
         )
         .unwrap()
         .version,
@@ -175,7 +176,7 @@ fn async_applies_each_gradient_and_records_staleness() {
                 loss: 0.1,
                 samples: 1,
             },
-            gradient(&c, 1.0),
+            c.schema().conform(gradient(&c, 1.0)).unwrap(),
         )
         .unwrap();
     assert_eq!((out.version, out.staleness), (3, 2));
@@ -191,26 +192,27 @@ fn bad_pushes_are_refused_and_change_nothing() {
     let w = c.register("w", None).unwrap().assignment.worker_id;
     let before = c.params().clone();
 
+    // Which tensors a gradient holds is the schema's check, before the core.
     let mut unknown = gradient(&c, 1.0).into_entries();
     unknown[0].name = "layers.9.weight".into();
-    let err = c
-        .push(
-            &Push {
-                worker: w,
-                step: 0,
-                base_version: 0,
-                loss: 0.1,
-                samples: 1,
-            },
-            ParamSet::new(unknown),
-        )
-        .unwrap_err();
+    let err = c.schema().conform(ParamSet::new(unknown)).unwrap_err();
     assert!(
-        matches!(err, CoreError::Gradient(GradientError::UnknownTensor { ref name, .. }) if name == "layers.9.weight")
+        matches!(err, SchemaError::UnknownTensor { ref name, .. } if name == "layers.9.weight")
     );
 
     let mut wrong = gradient(&c, 1.0).into_entries();
     wrong[0].tensor = Tensor::zeros(&[3, 3]);
+    let err = c.schema().conform(ParamSet::new(wrong)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensor layers.0.weight: expected shape [4, 2], got [3, 3]"
+    );
+
+    let mut missing = gradient(&c, 1.0).into_entries();
+    missing.pop();
+    let err = c.schema().conform(ParamSet::new(missing)).unwrap_err();
+    assert_eq!(err.to_string(), "gradient for layers.1.bias is missing");
+
     let err = c
         .push(
             &Push {
@@ -218,14 +220,14 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 step: 0,
                 base_version: 0,
                 loss: 0.1,
-                samples: 1,
+                samples: 4,
             },
-            ParamSet::new(wrong),
+            c.schema().conform(ParamSet::default()).unwrap(),
         )
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "tensor layers.0.weight: expected shape [4, 2], got [3, 3]"
+        format!("worker {w} sent no gradient for a batch of 4 samples")
     );
 
     let mut nan = gradient(&c, 1.0);
@@ -239,7 +241,7 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 loss: 0.1,
                 samples: 1,
             },
-            nan,
+            c.schema().conform(nan).unwrap(),
         )
         .unwrap_err();
     assert_eq!(
@@ -258,26 +260,10 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 loss: 0.1,
                 samples: 1
             },
-            inf
+            c.schema().conform(inf).unwrap()
         ),
         Err(CoreError::Gradient(GradientError::NonFinite { .. }))
     ));
-
-    let mut missing = gradient(&c, 1.0).into_entries();
-    missing.pop();
-    let err = c
-        .push(
-            &Push {
-                worker: w,
-                step: 0,
-                base_version: 0,
-                loss: 0.1,
-                samples: 1,
-            },
-            ParamSet::new(missing),
-        )
-        .unwrap_err();
-    assert_eq!(err.to_string(), "gradient for layers.1.bias is missing");
 
     assert_eq!(
         c.push(
@@ -288,7 +274,7 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 loss: 0.1,
                 samples: 1
             },
-            gradient(&c, 1.0)
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
         )
         .unwrap_err(),
         CoreError::UnknownWorker(99)
@@ -302,7 +288,7 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 loss: 0.1,
                 samples: 1
             },
-            gradient(&c, 1.0)
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
         )
         .unwrap_err(),
         CoreError::OutOfOrder {
@@ -320,7 +306,7 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 loss: 0.1,
                 samples: 1
             },
-            gradient(&c, 1.0)
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
         )
         .unwrap_err(),
         CoreError::FutureVersion {
@@ -333,8 +319,8 @@ fn bad_pushes_are_refused_and_change_nothing() {
     assert_eq!(c.version(), 0);
     assert_eq!(
         c.status(0.0).workers[0].rejected_pushes,
-        7,
-        "every refusal but the unknown worker's"
+        5,
+        "every refusal the core saw but the unknown worker's (the schema's are counted at the edge)"
     );
 
     c.leave(w).unwrap();
@@ -347,7 +333,7 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 loss: 0.1,
                 samples: 1
             },
-            gradient(&c, 1.0)
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
         )
         .unwrap_err(),
         CoreError::DepartedWorker(w)
@@ -367,7 +353,7 @@ fn a_retried_push_is_applied_once() {
             loss: 0.1,
             samples: 1,
         },
-        gradient(&c, 1.0),
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
     )
     .unwrap();
     let after_first = c.params().clone();
@@ -380,7 +366,7 @@ fn a_retried_push_is_applied_once() {
                 loss: 0.1,
                 samples: 1,
             },
-            gradient(&c, 1.0),
+            c.schema().conform(gradient(&c, 1.0)).unwrap(),
         )
         .unwrap();
     assert!(again.duplicate);
@@ -411,7 +397,7 @@ fn an_extra_worker_idles_until_a_data_shard_frees() {
             loss: 0.1,
             samples: 1,
         },
-        gradient(&c, 1.0),
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
     )
     .unwrap();
     c.push(
@@ -422,7 +408,7 @@ fn an_extra_worker_idles_until_a_data_shard_frees() {
             loss: 0.1,
             samples: 1,
         },
-        gradient(&c, 3.0),
+        c.schema().conform(gradient(&c, 3.0)).unwrap(),
     )
     .unwrap();
     assert_eq!(c.version(), 0, "the idle worker is part of the step");
@@ -434,7 +420,7 @@ fn an_extra_worker_idles_until_a_data_shard_frees() {
             loss: 0.0,
             samples: 0,
         },
-        ParamSet::default(),
+        c.schema().conform(ParamSet::default()).unwrap(),
     )
     .unwrap();
     assert_eq!(c.version(), 1);
@@ -462,7 +448,7 @@ fn a_silent_worker_is_declared_dead_and_the_step_completes_without_it() {
             loss: 0.1,
             samples: 1,
         },
-        gradient(&c, 1.0),
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
     )
     .unwrap();
     assert!(
@@ -492,7 +478,7 @@ fn a_silent_worker_is_declared_dead_and_the_step_completes_without_it() {
                 loss: 0.1,
                 samples: 1
             },
-            gradient(&c, 1.0)
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
         )
         .unwrap_err(),
         CoreError::DepartedWorker(b)
@@ -526,7 +512,7 @@ fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
             loss: 0.1,
             samples: 2,
         },
-        gradient(c, 1.0),
+        c.schema().conform(gradient(c, 1.0)).unwrap(),
     )
     .unwrap();
     assert_eq!(c.version(), 1, "alone, the first worker drives the steps");
@@ -541,7 +527,7 @@ fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
             loss: 0.1,
             samples: 1,
         },
-        gradient(c, 1.0),
+        c.schema().conform(gradient(c, 1.0)).unwrap(),
     )
     .unwrap();
     assert_eq!(c.version(), 1, "the step waits for the newcomer");
@@ -553,7 +539,7 @@ fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
             loss: 0.1,
             samples: 1,
         },
-        gradient(c, 1.0),
+        c.schema().conform(gradient(c, 1.0)).unwrap(),
     )
     .unwrap();
     assert_eq!(c.version(), 2);
@@ -572,7 +558,7 @@ fn a_worker_coming_back_resumes_where_the_server_says() {
             loss: 0.1,
             samples: 1,
         },
-        gradient(&c, 1.0),
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
     )
     .unwrap();
     c.push(
@@ -583,7 +569,7 @@ fn a_worker_coming_back_resumes_where_the_server_says() {
             loss: 0.1,
             samples: 1,
         },
-        gradient(&c, 1.0),
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
     )
     .unwrap();
     let back = c.register("w", Some(w)).unwrap();
@@ -607,7 +593,7 @@ fn a_departed_worker_no_longer_holds_the_barrier() {
             loss: 0.1,
             samples: 1,
         },
-        gradient(&c, 1.0),
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
     )
     .unwrap();
     assert_eq!(c.version(), 0);
@@ -640,7 +626,7 @@ fn the_end_of_training_is_evaluated_exactly_once() {
                 loss: 0.1,
                 samples: 1,
             },
-            gradient(&c, 0.1),
+            c.schema().conform(gradient(&c, 0.1)).unwrap(),
         )
         .unwrap();
         c.push(
@@ -651,7 +637,7 @@ fn the_end_of_training_is_evaluated_exactly_once() {
                 loss: 0.1,
                 samples: 1,
             },
-            gradient(&c, 0.1),
+            c.schema().conform(gradient(&c, 0.1)).unwrap(),
         )
         .unwrap();
     }
@@ -718,7 +704,7 @@ fn the_lowest_active_worker_evaluates_once_per_epoch() {
                 loss: 0.1,
                 samples: 1,
             },
-            gradient(&c, 0.1),
+            c.schema().conform(gradient(&c, 0.1)).unwrap(),
         )
         .unwrap();
         c.push(
@@ -729,7 +715,7 @@ fn the_lowest_active_worker_evaluates_once_per_epoch() {
                 loss: 0.1,
                 samples: 1,
             },
-            gradient(&c, 0.1),
+            c.schema().conform(gradient(&c, 0.1)).unwrap(),
         )
         .unwrap();
     }
@@ -745,8 +731,9 @@ fn a_named_tensor_set_can_be_conformed_in_any_order() {
     let c = core(ConsistencyMode::Async, 1, 1);
     let mut entries: Vec<NamedTensor> = gradient(&c, 2.0).into_entries();
     entries.reverse();
-    let conformed = c.store().conform(ParamSet::new(entries)).unwrap();
+    let conformed = c.schema().conform(ParamSet::new(entries)).unwrap();
     let names: Vec<&str> = conformed
+        .set()
         .entries()
         .iter()
         .map(|e| e.name.as_str())

@@ -209,7 +209,7 @@ pub struct BenchArgs {
     /// Skip the single-process baseline.
     #[arg(long)]
     pub no_baseline: bool,
-    /// Directory for the CSV, JSON and SVG files and the runs [default: bench/<timestamp>].
+    /// Directory for the CSV, JSON and SVG files and the runs [default: runs/bench/<timestamp>].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Before each run, wait up to this many seconds for the machine to be quiet (other
@@ -440,7 +440,9 @@ fn default_out() -> PathBuf {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    PathBuf::from("bench").join(format!("{}-{}", now.as_secs(), std::process::id()))
+    PathBuf::from("runs")
+        .join("bench")
+        .join(format!("{}-{}", now.as_secs(), std::process::id()))
 }
 
 /// Parses `downpour bench ARGS` (tests).

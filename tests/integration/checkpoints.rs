@@ -130,10 +130,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
 /// Lets a server start, then stops it (SIGTERM) and returns what it logged.
 fn stop_after_start(child: std::process::Child) -> String {
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: sending a signal has no memory effects.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    crate::support::signal(child.id() as i32, libc::SIGTERM);
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -1,7 +1,8 @@
 //! Workspace-level integration tests: real `downpour` server and worker processes on loopback.
 //!
 //! One test binary pulls in every module (one link, one process pool); each module is
-//! one capability.
+//! one capability; `support` holds the helpers they share (running the binary, reading
+//! its files, processes and signals).
 
 mod bad_pushes;
 mod bench;
@@ -9,7 +10,7 @@ mod checkpoints;
 mod cli_errors;
 mod examples;
 mod fault_tolerance;
-pub mod lifecycle;
+mod lifecycle;
 mod optimizers;
 mod shards_and_staleness;
 mod support;

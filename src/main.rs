@@ -1,20 +1,43 @@
 //! The `downpour` binary: parse the command line, set up logging, run, report errors once.
+//! The launcher's subcommands come from `downpour-launch`, `bench` from `downpour-bench`.
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use downpour::bench::{BenchConfig, BenchError, BenchEvent};
-use downpour::cli::{Cli, Command};
-use downpour::launch::LaunchError;
-use downpour::progress::describe;
+use downpour_bench::{BenchArgs, BenchConfig, BenchError, BenchEvent};
+use downpour_launch::cli::Command as LaunchCommand;
+use downpour_launch::launch::LaunchError;
+use downpour_launch::progress::describe;
+
+/// Downpour: a distributed parameter-server trainer.
+#[derive(Debug, Parser)]
+#[command(name = "downpour", version, about, long_about = None)]
+struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands: the launcher's, then the lab.
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(flatten)]
+    Launch(LaunchCommand),
+    /// The speedup lab: run a job for several worker counts and modes, with repeats, and
+    /// report throughput, speedup, time to a target, the phase breakdown and a prediction.
+    Bench(BenchArgs),
+}
 
 fn main() -> ExitCode {
-    downpour::allocator::keep_large_buffers_on_the_heap();
+    downpour_launch::allocator::keep_large_buffers_on_the_heap();
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Train(_) | Command::Bench(_)) {
+    let default_level = if matches!(
+        cli.command,
+        Command::Launch(LaunchCommand::Train(_)) | Command::Bench(_)
+    ) {
         "warn"
     } else {
         "info"
@@ -45,14 +68,21 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
-        Command::Server(args) => downpour::commands::server(args)?,
-        Command::Worker(args) => downpour::commands::worker(args)?,
-        Command::Health(args) => downpour::commands::health(args)?,
-        Command::Export(args) => {
+        Command::Launch(command) => run_launcher(command),
+        Command::Bench(args) => run_bench(args),
+    }
+}
+
+fn run_launcher(command: &LaunchCommand) -> anyhow::Result<()> {
+    match command {
+        LaunchCommand::Server(args) => downpour_launch::commands::server(args)?,
+        LaunchCommand::Worker(args) => downpour_launch::commands::worker(args)?,
+        LaunchCommand::Health(args) => downpour_launch::commands::health(args)?,
+        LaunchCommand::Export(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let version = runtime.block_on(downpour::weights::export_from_servers(
+            let version = runtime.block_on(downpour_launch::weights::export_from_servers(
                 &args.server,
                 &args.out,
             ))?;
@@ -61,46 +91,48 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 args.out.display()
             ));
         }
-        Command::Evaluate(args) => {
-            let outcome = downpour::evaluate::evaluate(args)?;
-            print_text(&downpour::evaluate::describe(&outcome));
+        LaunchCommand::Evaluate(args) => {
+            let outcome = downpour_launch::evaluate::evaluate(args)?;
+            print_text(&downpour_launch::evaluate::describe(&outcome));
             if let Some(out) = &args.split_out {
                 print_text(&format!("wrote {}\n", out.display()));
             }
         }
-        Command::Train(args) => {
+        LaunchCommand::Train(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let outcome = runtime.block_on(async {
                 let interrupt = CancellationToken::new();
-                downpour::commands::cancel_on_signal(interrupt.clone());
-                downpour::launch::train(args, interrupt).await
+                downpour_launch::commands::cancel_on_signal(interrupt.clone());
+                downpour_launch::launch::train(args, interrupt).await
             })?;
             print_summary(&outcome);
         }
-        Command::Bench(args) => {
-            let config = BenchConfig::from_args(args)?;
-            if args.compose {
-                print_text(&downpour::bench::compose::commands(
-                    &config,
-                    downpour::bench::machine::cores(),
-                ));
-                return Ok(());
-            }
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let outcome = runtime.block_on(async {
-                let interrupt = CancellationToken::new();
-                downpour::commands::cancel_on_signal(interrupt.clone());
-                downpour::bench::run(&config, interrupt, &mut show_progress).await
-            })?;
-            print_text(&downpour::bench::output::markdown(&outcome.report));
-            for f in &outcome.files {
-                print_text(&format!("wrote {}\n", f.display()));
-            }
-        }
+    }
+    Ok(())
+}
+
+fn run_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let config = BenchConfig::from_args(args)?;
+    if args.compose {
+        print_text(&downpour_bench::compose::commands(
+            &config,
+            downpour_bench::machine::cores(),
+        ));
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(async {
+        let interrupt = CancellationToken::new();
+        downpour_launch::commands::cancel_on_signal(interrupt.clone());
+        downpour_bench::run(&config, interrupt, &mut show_progress).await
+    })?;
+    print_text(&downpour_bench::output::markdown(&outcome.report));
+    for f in &outcome.files {
+        print_text(&format!("wrote {}\n", f.display()));
     }
     Ok(())
 }
@@ -136,7 +168,7 @@ fn show_progress(event: BenchEvent<'_>) {
 }
 
 #[allow(clippy::print_stdout, reason = "the binary owns the output")]
-fn print_summary(outcome: &downpour::launch::TrainOutcome) {
+fn print_summary(outcome: &downpour_launch::launch::TrainOutcome) {
     let r = &outcome.report;
     let f = &r.final_metrics;
     let result = r

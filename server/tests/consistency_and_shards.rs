@@ -1,5 +1,8 @@
 //! SSP's bound, the staleness policies, and sharded servers, driven by plain calls.
 
+mod support;
+use support::gradient;
+
 use downpour_core::ParamSet;
 use downpour_core::Push;
 use downpour_core::partition::ShardPlan;
@@ -28,12 +31,6 @@ epochs = 2
     spec.training.workers = workers;
     spec.consistency.mode = mode;
     spec
-}
-
-fn grad(c: &ServerCore, v: f32) -> ParamSet {
-    let mut g = c.params().zeros_like();
-    g.tensors_mut().for_each(|t| t.data_mut().fill(v));
-    g
 }
 
 /// Drives the job's workers round by round. A fast worker pulls and pushes its next
@@ -66,7 +63,7 @@ fn drive(c: &mut ServerCore, slow_every: u64) -> u64 {
             if k == 0
                 && let Some(version) = slow_holds.take()
             {
-                let g = grad(c, 0.01);
+                let g = gradient(c, 0.01);
                 c.push(
                     &Push {
                         worker: ids[0],
@@ -84,7 +81,7 @@ fn drive(c: &mut ServerCore, slow_every: u64) -> u64 {
             match c.pull(ids[k], next[k], false).unwrap() {
                 PullOutcome::Ready { version, .. } if k == 0 => slow_holds = Some(version),
                 PullOutcome::Ready { version, .. } => {
-                    let g = grad(c, 0.01);
+                    let g = gradient(c, 0.01);
                     c.push(
                         &Push {
                             worker: ids[k],
@@ -183,7 +180,7 @@ fn the_drop_policy_discards_gradients_staler_than_its_limit() {
                 loss: 0.1,
                 samples: 4,
             },
-            c.schema().conform(grad(&c, 1.0)).unwrap(),
+            c.schema().conform(gradient(&c, 1.0)).unwrap(),
         )
         .unwrap();
     }
@@ -198,7 +195,7 @@ fn the_drop_policy_discards_gradients_staler_than_its_limit() {
                 loss: 0.1,
                 samples: 4,
             },
-            c.schema().conform(grad(&c, 1.0)).unwrap(),
+            c.schema().conform(gradient(&c, 1.0)).unwrap(),
         )
         .unwrap();
     assert!(out.dropped);
@@ -215,7 +212,7 @@ fn the_drop_policy_discards_gradients_staler_than_its_limit() {
                 loss: 0.1,
                 samples: 4,
             },
-            c.schema().conform(grad(&c, 1.0)).unwrap(),
+            c.schema().conform(gradient(&c, 1.0)).unwrap(),
         )
         .unwrap();
     assert!(!out.dropped);
@@ -237,7 +234,7 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
             loss: 0.1,
             samples: 4,
         },
-        c.schema().conform(grad(&c, 1.0)).unwrap(),
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
     )
     .unwrap();
     let fresh_step = start - bias0(&c);
@@ -255,7 +252,7 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
                 loss: 0.1,
                 samples: 4,
             },
-            c.schema().conform(grad(&c, 1.0)).unwrap(),
+            c.schema().conform(gradient(&c, 1.0)).unwrap(),
         )
         .unwrap();
     }
@@ -269,7 +266,7 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
                 loss: 0.1,
                 samples: 4,
             },
-            c.schema().conform(grad(&c, 1.0)).unwrap(),
+            c.schema().conform(gradient(&c, 1.0)).unwrap(),
         )
         .unwrap();
     assert_eq!(out.staleness, 3);

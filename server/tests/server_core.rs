@@ -1,5 +1,8 @@
 //! The server's logic driven by plain calls: no network, no clock.
 
+mod support;
+use support::gradient;
+
 use downpour_core::Push;
 use downpour_core::data::DatasetKind;
 use downpour_core::model_spec::ModelKind;
@@ -23,13 +26,6 @@ fn core(mode: ConsistencyMode, workers: usize, epochs: usize) -> ServerCore {
     spec.training.workers = workers;
     spec.consistency.mode = mode;
     ServerCore::new(spec.validate().expect("valid job"))
-}
-
-/// A gradient of the model's shape, every value `v`.
-fn gradient(core: &ServerCore, v: f32) -> ParamSet {
-    let mut g = core.params().zeros_like();
-    g.tensors_mut().for_each(|t| t.data_mut().fill(v));
-    g
 }
 
 fn ready(outcome: PullOutcome) -> u64 {

@@ -1,8 +1,8 @@
 //! The speedup lab end to end: a tiny sweep writes its table, files and plots; and the
 //! single-process baseline trains exactly what one sync worker trains.
 
-use downpour::bench::BenchReport;
-use downpour::bench::local_trainer::train_locally;
+use downpour_bench::BenchReport;
+use downpour_bench::local_trainer::train_locally;
 use downpour_server::JobSpec;
 
 use crate::support::{assert_success, bits, downpour, train};
@@ -24,7 +24,7 @@ fn a_tiny_sweep_writes_the_table_the_files_and_the_plots() {
         "--target-accuracy",
         "0.5",
         "--transport-params",
-        "2000",
+        "5000",
         "--transport-repeats",
         "1",
         "--out",
@@ -61,6 +61,29 @@ fn a_tiny_sweep_writes_the_table_the_files_and_the_plots() {
     let transport = &report.transport.as_ref().unwrap().results;
     assert_eq!(transport.len(), 1);
     assert!(transport[0].grpc_push.median > 0.0 && transport[0].tcp_pull.median > 0.0);
+    let (exchange, round_trip) = (
+        transport[0].exchange.unwrap(),
+        transport[0].tcp_round_trip.unwrap(),
+    );
+    assert!(exchange.median > 0.0 && round_trip.median > 0.0);
+    assert!(
+        stdout.contains("Per-step exchange through Downpour"),
+        "{stdout}"
+    );
+    let profile = &report.profiles[0].profile;
+    assert!(profile.measured_exchange.is_some());
+    assert_eq!(
+        profile.measured_exchange,
+        downpour_bench::transport::exchange_at(report.parameters, transport),
+        "the cost model uses the exchange measured at the job's size"
+    );
+    if let (Some(t1), Some(t2), Some(saved)) = (
+        report.summaries[0].time_to_target,
+        two.time_to_target,
+        two.time_to_target_speedup,
+    ) {
+        assert!((saved.median - t1.median / t2.median).abs() < 1e-9);
+    }
     assert_eq!(report.apply_rates.len(), 1);
 
     let summary = std::fs::read_to_string(out.join("summary.csv")).unwrap();

@@ -130,10 +130,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
 /// Lets a server start, then stops it (SIGTERM) and returns what it logged.
 fn stop_after_start(child: std::process::Child) -> String {
     std::thread::sleep(Duration::from_millis(1500));
-    // SAFETY: sending a signal has no memory effects.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
+    crate::support::signal(child.id() as i32, libc::SIGTERM);
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -192,7 +189,7 @@ async fn a_running_servers_weights_export_as_safetensors() {
         .iter()
         .map(|e| e.name.clone())
         .collect::<Vec<_>>();
-    let exported = downpour::weights::read_safetensors(&out)
+    let exported = downpour_launch::weights::read_safetensors(&out)
         .unwrap()
         .reordered(names.iter().map(String::as_str))
         .expect("the same tensors");

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use downpour::cli::JobArgs;
-use downpour::evaluate::{EvaluateArgs, SplitFile, StandardizationSource, evaluate};
+use downpour_launch::cli::JobArgs;
+use downpour_launch::evaluate::{EvaluateArgs, SplitFile, StandardizationSource, evaluate};
 use downpour_core::data::split::split_indices;
 
 use crate::support::{Run, assert_success, downpour, train};
@@ -57,7 +57,7 @@ fn standardised_tabular_data_is_within_two_points_of_scikit_learn() {
         );
         // The same statistics are in the weights file's metadata.
         let saved =
-            downpour::weights::read_standardization(&run.dir.join("weights.safetensors")).unwrap();
+            downpour_launch::weights::read_standardization(&run.dir.join("weights.safetensors")).unwrap();
         assert_eq!(saved.as_ref(), Some(stats), "{name}");
         if name == "iris" {
             assert_eq!(
@@ -147,7 +147,7 @@ fn evaluate_refuses_weights_of_another_model_or_preparation() {
     // The same tensors without metadata (as `export` writes them) against the digits MLP.
     let dir = tempfile::tempdir().unwrap();
     let bare = dir.path().join("bare.safetensors");
-    downpour::weights::write_safetensors(&bare, &run.weights(), Default::default()).unwrap();
+    downpour_launch::weights::write_safetensors(&bare, &run.weights(), Default::default()).unwrap();
     let out = downpour()
         .args(["evaluate", "--dataset", "digits", "--weights"])
         .arg(&bare)

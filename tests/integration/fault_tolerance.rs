@@ -8,8 +8,8 @@ use downpour_proto::convert::params_to_wire;
 use downpour_proto::v1;
 use downpour_worker::ServerClient;
 
-use crate::lifecycle::{processes_with, signal, wait_with_timeout};
 use crate::support::{ServerProcess, bits, downpour, start_worker, train, wait_for_line};
+use crate::support::{processes_with, signal, wait_with_timeout};
 
 #[test]
 fn a_worker_killed_mid_epoch_in_sync_mode_costs_at_most_one_point() {
@@ -60,7 +60,7 @@ fn a_worker_killed_mid_epoch_in_sync_mode_costs_at_most_one_point() {
     );
 
     let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
-    let report: downpour::report::RunReport = serde_json::from_str(&text).unwrap();
+    let report: downpour_launch::report::RunReport = serde_json::from_str(&text).unwrap();
     let dead: Vec<_> = report
         .workers
         .iter()

@@ -76,7 +76,7 @@ fn torch_agrees(
     let texts: Vec<String> = layers.iter().map(ToString::to_string).collect();
     let check_path = weights.with_file_name("check.safetensors");
     let metadata = HashMap::from([("layers".to_string(), serde_json::to_string(&texts).unwrap())]);
-    downpour::weights::write_safetensors(&check_path, &check, metadata).unwrap();
+    downpour_launch::weights::write_safetensors(&check_path, &check, metadata).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/torch_strict_load.py");
     let out = Command::new(python)
         .arg(script)
@@ -171,7 +171,7 @@ fn the_cnn_preset_loads_strictly_into_its_torch_equivalent() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cnn.safetensors");
-    downpour::weights::write_safetensors(&path, &params, HashMap::new()).unwrap();
+    downpour_launch::weights::write_safetensors(&path, &params, HashMap::new()).unwrap();
     let inputs = Array2::from_shape_fn((4, 784), |(i, j)| ((i * 131 + j * 17) % 97) as f32 / 97.0);
     let layers = downpour_core::model_spec::cnn_layers(10);
     torch_agrees(&python, &path, &model, &params, &layers, inputs);

@@ -1,58 +1,10 @@
 //! The launcher's life cycle: Ctrl-C stops everything, and a failed process fails the run.
 
 use std::path::Path;
-use std::process::{Child, ExitStatus};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::support::{downpour, wait_for_line};
-
-/// Pids of live processes whose command line contains `needle`.
-pub fn processes_with(needle: &str) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let zombie = std::fs::read_to_string(entry.path().join("stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true);
-        if cmdline.contains(needle) && !zombie {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-pub fn signal(pid: i32, sig: i32) {
-    // SAFETY: sending a signal has no memory effects.
-    unsafe {
-        libc::kill(pid, sig);
-    }
-}
-
-pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("launcher did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use crate::support::{downpour, processes_with, signal, wait_for_line, wait_with_timeout};
 
 /// Starts a long local run and waits until its workers are training.
 fn start_long_run(dir: &Path) -> (Child, String) {

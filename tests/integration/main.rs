@@ -1,7 +1,8 @@
 //! Workspace-level integration tests: real `downpour` server and worker processes on loopback.
 //!
 //! One test binary pulls in every module (one link, one process pool); each module is
-//! one capability.
+//! one capability; `support` holds the helpers they share (running the binary, reading
+//! its files, processes and signals).
 
 mod bad_pushes;
 mod bench;
@@ -11,7 +12,7 @@ mod data;
 mod examples;
 mod fault_tolerance;
 mod layers;
-pub mod lifecycle;
+mod lifecycle;
 mod optimizers;
 mod shards_and_staleness;
 mod support;

@@ -1,11 +1,11 @@
 //! Running the `downpour` binary and reading what it leaves behind.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use downpour::report::RunReport;
 use downpour_core::ParamSet;
+use downpour_launch::report::RunReport;
 
 /// The binary under test.
 pub fn downpour() -> Command {
@@ -29,7 +29,7 @@ pub struct Run {
 impl Run {
     /// The final weights.
     pub fn weights(&self) -> ParamSet {
-        downpour::weights::read_safetensors(&self.dir.join("weights.safetensors"))
+        downpour_launch::weights::read_safetensors(&self.dir.join("weights.safetensors"))
             .expect("weights file")
     }
 
@@ -163,4 +163,54 @@ pub fn bits(params: &ParamSet) -> Vec<(String, Vec<u32>)> {
             )
         })
         .collect()
+}
+
+/// Pids of live processes whose command line contains `needle`.
+pub fn processes_with(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        if cmdline.contains(needle) && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: sending a signal has no memory effects.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Waits for `child` to exit; kills it and fails the test after `timeout`.
+pub fn wait_with_timeout(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -4,14 +4,18 @@
 //! - [`model`]: models with forward and backward passes on ndarray.
 //! - [`client`]: typed calls to one parameter server.
 //! - [`sharded_server`]: one connection per server shard; parameters assembled from the parts.
+//! - [`parameter_service`]: what the training loop needs from a server, as a trait (gRPC here;
+//!   in process in the bench crate); pull and exchange facts as structs.
 //! - [`phases`]: a worker's running per-phase time totals, sent with each push.
 //! - [`trainer`]: the training loop: register, pull, compute, push, evaluate.
 
 pub mod client;
 pub mod model;
+pub mod parameter_service;
 pub mod phases;
 pub mod sharded_server;
 pub mod trainer;
 
 pub use client::{ClientError, ServerClient};
-pub use trainer::{WorkerError, WorkerOptions, WorkerSummary, run};
+pub use parameter_service::{ParameterService, PullRequest, PulledStep, StepExchange};
+pub use trainer::{WorkerError, WorkerOptions, WorkerSummary, run, train_with};

@@ -1,6 +1,9 @@
 //! The worker's training loop: register, pull the first step's parameters, then for each
 //! step compute the gradient of the next mini-batch of the data shards it owns and
 //! exchange it for the next step's parameters (one round trip per step); evaluate when asked.
+//! The loop is written once, over [`ParameterService`]: [`run`] drives it against the
+//! gRPC servers, [`train_with`] against any service (an in-process server, in the bench
+//! crate).
 //!
 //! A worker survives the server going away: on a recoverable error it reconnects with
 //! exponential backoff and jitter, registers again under its id, and resumes at the step
@@ -22,6 +25,7 @@ use downpour_core::{Dataset, ParamSet, Push, TrainingPlan};
 
 use crate::client::{ClientError, Registration, ServerClient};
 use crate::model::{Model, ModelError, StepKey};
+use crate::parameter_service::{ParameterService, PullRequest, PulledStep, StepExchange};
 use crate::phases::PhaseClock;
 use crate::sharded_server::{Exchanged, ShardedServer};
 
@@ -353,6 +357,41 @@ pub async fn run(
     }
 }
 
+/// Trains one worker, registered as `registration` says, against `server` from the
+/// registration's start step to the end of the job, then makes the final evaluation when
+/// asked and leaves: [`run`]'s loop without its connection, heartbeats and reconnections
+/// (for a service that cannot be lost, such as an in-process server).
+///
+/// # Errors
+/// [`WorkerError`] when the service refuses a call, the data or model fail, or on shutdown.
+pub async fn train_with<S: ParameterService>(
+    server: &mut S,
+    registration: &Registration,
+    options: &WorkerOptions,
+    shutdown: &CancellationToken,
+) -> Result<WorkerSummary, WorkerError> {
+    let work = Workload::load(registration)?;
+    let id = registration.assignment.worker_id;
+    let mut progress = Progress::default();
+    let final_evaluation = train_from(
+        server,
+        &work,
+        options,
+        id,
+        registration.start_step,
+        &mut progress,
+        shutdown,
+    )
+    .await?;
+    Ok(WorkerSummary {
+        worker_id: id,
+        steps: progress.steps,
+        samples: progress.samples,
+        recoveries: 0,
+        final_evaluation,
+    })
+}
+
 /// Counters that survive reconnections.
 #[derive(Debug, Default)]
 struct Progress {
@@ -365,8 +404,8 @@ struct Progress {
 }
 
 /// Trains from `step` to the end of the job, then takes part in the final evaluation and leaves.
-async fn train_from(
-    server: &mut ShardedServer,
+async fn train_from<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     options: &WorkerOptions,
     id: u32,
@@ -384,8 +423,8 @@ async fn train_from(
 
 /// The plain loop: pull the first step's parameters, then for each step compute the
 /// gradient and exchange it for the next step's parameters, one after the other.
-async fn train_lockstep(
-    server: &mut ShardedServer,
+async fn train_lockstep<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     options: &WorkerOptions,
     id: u32,
@@ -411,19 +450,15 @@ async fn train_lockstep(
         } else {
             let computing = Instant::now();
             let grads = gradient.get_or_insert_with(|| server.params().zeros_like());
-            let loss = match options.simulate_compute {
-                // Blocks the thread, as real compute would; the gradient stays zero.
-                Some(pause) => {
-                    std::thread::sleep(pause);
-                    0.0
-                }
-                None => {
-                    let batch = work.train.select(&positions);
-                    let key = work.step_key(id, step);
-                    work.model
-                        .loss_and_gradient_at(server.params(), &batch, grads, key)?
-                }
-            };
+            let loss = compute_step(
+                work,
+                options.simulate_compute,
+                &positions,
+                server.params(),
+                grads,
+                work.step_key(id, step),
+            )?
+            .unwrap_or(0.0);
             if !options.step_delay.is_zero() {
                 tokio::time::sleep(options.step_delay).await;
             }
@@ -441,7 +476,13 @@ async fn train_lockstep(
         };
         let next_step = (!last).then_some(step + 1);
         let exchanged = tokio::select! {
-            e = server.exchange(&push, &base, sent, Some(clock.totals()), next_step) => e?,
+            e = server.exchange(StepExchange {
+                push,
+                base: &base,
+                gradient: sent,
+                phases: Some(clock.totals()),
+                next_step,
+            }) => e?,
             () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
         };
         clock.exchanged(&exchanged.timing);
@@ -492,8 +533,8 @@ struct Computed {
 /// gradient for the parameters of step t + 1 (one round trip). Each gradient is based on parameters that lack
 /// the worker's own previous gradient (one more step of staleness), and the step costs
 /// about the longer of compute and communication instead of their sum.
-async fn train_prefetching(
-    server: &mut ShardedServer,
+async fn train_prefetching<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     options: &WorkerOptions,
     id: u32,
@@ -530,8 +571,13 @@ async fn train_prefetching(
             let pulled = match (&exchanged, next_step) {
                 (Some(e), Some(_)) => Some((e.evaluate, e.data_shards.clone(), None)),
                 (None, Some(next)) => {
-                    let (evaluate, shards, timing) = server.pull(id, next, false).await?;
-                    Some((evaluate, shards, Some(timing)))
+                    let request = PullRequest {
+                        worker: id,
+                        step: next,
+                        final_pull: false,
+                    };
+                    let pulled = server.pull(request).await?;
+                    Some((pulled.evaluate, pulled.data_shards, Some(pulled.timing)))
                 }
                 (_, None) => None,
             };
@@ -615,18 +661,15 @@ fn spawn_compute(
     let delay = options.step_delay;
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let loss = match simulate {
-            _ if positions.is_empty() => None,
-            // Blocks the thread, as real compute would; the gradient stays as it was.
-            Some(pause) => {
-                std::thread::sleep(pause);
-                Some(0.0)
-            }
-            None => {
-                let batch = train.select(&positions);
-                Some(model.loss_and_gradient_at(&params, &batch, &mut gradient, key)?)
-            }
-        };
+        let loss = compute_step_on(
+            &train,
+            &model,
+            simulate,
+            &positions,
+            &params,
+            &mut gradient,
+            key,
+        )?;
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
@@ -639,10 +682,62 @@ fn spawn_compute(
     })
 }
 
+/// One step's compute, the rule lockstep and prefetch share: the gradient of the samples
+/// at `positions` on `params`, into `gradient`, and the batch's loss; with simulated
+/// compute, a sleep of that long instead (blocking the thread, as real compute would; the
+/// gradient stays as it was) and a loss of 0. `None` when the step has no data.
+///
+/// # Errors
+/// [`ModelError`] when the model refuses the batch.
+fn compute_step(
+    work: &Workload,
+    simulate: Option<Duration>,
+    positions: &[usize],
+    params: &ParamSet,
+    gradient: &mut ParamSet,
+    key: StepKey,
+) -> Result<Option<f32>, ModelError> {
+    compute_step_on(
+        &work.train,
+        &work.model,
+        simulate,
+        positions,
+        params,
+        gradient,
+        key,
+    )
+}
+
+/// [`compute_step`] on the data and model themselves (a compute thread owns clones of
+/// their `Arc`s, not the workload).
+fn compute_step_on(
+    train: &Dataset,
+    model: &Model,
+    simulate: Option<Duration>,
+    positions: &[usize],
+    params: &ParamSet,
+    gradient: &mut ParamSet,
+    key: StepKey,
+) -> Result<Option<f32>, ModelError> {
+    if positions.is_empty() {
+        return Ok(None);
+    }
+    match simulate {
+        Some(pause) => {
+            std::thread::sleep(pause);
+            Ok(Some(0.0))
+        }
+        None => {
+            let batch = train.select(positions);
+            Ok(Some(model.loss_and_gradient_at(params, &batch, gradient, key)?))
+        }
+    }
+}
+
 /// Exchanges a pending gradient, with the worker's phase totals so far, for the
 /// parameters of `next_step` (none after the last step).
-async fn exchange_pending(
-    server: &mut ShardedServer,
+async fn exchange_pending<S: ParameterService>(
+    server: &mut S,
     id: u32,
     p: &Pending,
     clock: &PhaseClock,
@@ -656,34 +751,49 @@ async fn exchange_pending(
         samples: p.samples,
     };
     Ok(server
-        .exchange(&push, &p.base, &p.gradient, Some(clock.totals()), next_step)
+        .exchange(StepExchange {
+            push,
+            base: &p.base,
+            gradient: &p.gradient,
+            phases: Some(clock.totals()),
+            next_step,
+        })
         .await?)
 }
 
 /// Pulls the parameters for `step` (waiting as the mode says) and evaluates them when the
 /// server asks; returns the logical data shards to compute.
-async fn pull_step(
-    server: &mut ShardedServer,
+async fn pull_step<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     id: u32,
     step: u64,
     clock: &mut PhaseClock,
     shutdown: &CancellationToken,
 ) -> Result<Vec<u32>, WorkerError> {
-    let (evaluate, shards, timing) = tokio::select! {
-        pulled = server.pull(id, step, false) => pulled?,
+    let request = PullRequest {
+        worker: id,
+        step,
+        final_pull: false,
+    };
+    let PulledStep {
+        evaluate,
+        data_shards,
+        timing,
+    } = tokio::select! {
+        pulled = server.pull(request) => pulled?,
         () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
     };
     clock.pulled(&timing);
     if evaluate {
         evaluate_pulled(server, work, id, clock).await?;
     }
-    Ok(shards)
+    Ok(data_shards)
 }
 
 /// Evaluates the parameters just pulled and reports the result to shard 0.
-async fn evaluate_pulled(
-    server: &mut ShardedServer,
+async fn evaluate_pulled<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     id: u32,
     clock: &mut PhaseClock,
@@ -703,17 +813,22 @@ async fn evaluate_pulled(
 }
 
 /// After the last step: waits for training to end, makes the final evaluation when asked, leaves.
-async fn finish(
-    server: &mut ShardedServer,
+async fn finish<S: ParameterService>(
+    server: &mut S,
     work: &Workload,
     id: u32,
     shutdown: &CancellationToken,
 ) -> Result<Option<Evaluation>, WorkerError> {
-    let (evaluate, _, _) = tokio::select! {
-        pulled = server.pull(id, work.total_steps, true) => pulled?,
+    let request = PullRequest {
+        worker: id,
+        step: work.total_steps,
+        final_pull: true,
+    };
+    let last = tokio::select! {
+        pulled = server.pull(request) => pulled?,
         () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
     };
-    let final_evaluation = if evaluate {
+    let final_evaluation = if last.evaluate {
         let evaluation = evaluate_params(
             &work.model,
             server.params(),

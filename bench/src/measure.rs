@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::local_trainer::LocalRun;
+use crate::local_trainer::LocalRun;
 use downpour_core::timing::PhaseTimes;
 
-use crate::bench::config::{Configuration, Target};
-use crate::report::RunReport;
+use crate::config::{Configuration, Target};
+use downpour_launch::report::RunReport;
 
 /// One distributed run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,9 +169,9 @@ impl BaselineMeasurement {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{FinalMetrics, Hardware, RunFiles, StalenessSummary};
     use downpour_core::status::Evaluation;
     use downpour_core::timing::{ServerTimes, TimingReport, WorkerPhases};
+    use downpour_launch::report::{FinalMetrics, Hardware, RunFiles, StalenessSummary};
     use downpour_server::job::ConsistencyMode;
 
     fn eval(version: u64, acc: f64, is_final: bool) -> Evaluation {
@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn reads_throughput_time_to_target_and_phases() {
         let report = RunReport {
-            data: crate::report::DataReport::default(),
+            data: downpour_launch::report::DataReport::default(),
             job: serde_json::Value::Null,
             consistency: "sync".into(),
             hardware: Hardware {

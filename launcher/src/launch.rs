@@ -307,7 +307,11 @@ async fn start_server(
 }
 
 /// Waits for the server to write its address, failing if it exits first.
-pub(crate) async fn wait_for_address(
+///
+/// # Errors
+/// [`LaunchError`] when the server exits first, the file stays empty too long, or on
+/// interruption.
+pub async fn wait_for_address(
     server: &mut ChildProcess,
     port_file: &Path,
     interrupt: &CancellationToken,

@@ -1,13 +1,24 @@
-//! Transport microbenchmarks: pushing and pulling P parameters through Downpour's gRPC
-//! path (a real `downpour server` process, the worker's client), against raw
-//! length-prefixed TCP on loopback, alternated in the same run so both see the same
-//! machine.
+//! Transport microbenchmarks: a worker's per-step exchange (its gradient out, the next
+//! parameters back) through Downpour's gRPC path (a real `downpour server` process, the
+//! worker's client), against a raw TCP round trip of the same bytes both ways on loopback,
+//! alternated in one run (the order swapping every step) so both see the same machine.
+//! The default sizes are those jobs have: 70 KB, 1 MB, 10 MB and 40 MB of parameters.
+//!
+//! - Exchange: [`exchange`], the worker's own call (one round trip over its long-lived
+//!   Exchange stream: the gradient out, the next step's parameters back), its wall clock minus the server's
+//!   time applying the gradient (the optimizer's cost, reported by the server, not the
+//!   wire's). The cost model uses its median (`cost_model::Profile::measured_exchange`).
+//! - Raw TCP round trip: the gradient's bytes written with an 8-byte length, the peer
+//!   reading them into a reused buffer and writing the parameters' bytes back the same way.
+//!
+//! Push and pull are also timed on their own, each against a one-way raw transfer:
 //!
 //! Parameter sets travel as gRPC streams of pieces of at most
 //! [`downpour_proto::limits::PIECE_BYTES`] each, so encoding, transfer and decoding
 //! overlap (see `docs/architecture.md`, "Wire format"):
 //!
-//! - gRPC push: the client streaming call, from the first piece's encoding to the reply
+//! - gRPC push: a gradient sent over the exchange stream with no parameters asked back,
+//!   from the first piece's encoding to the receipt
 //!   (the client encodes piece k+1 while piece k is sent and the server assembles the
 //!   pieces as they arrive), minus the server's time applying the gradient (it reports
 //!   that).
@@ -31,15 +42,16 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use downpour_core::tensor::ParamSet;
 use downpour_proto::limits::{
     CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PIECE_BYTES, STREAM_WINDOW_BYTES,
 };
 use downpour_worker::ServerClient;
-use downpour_worker::client::{ClientError, Push};
+use downpour_worker::client::{ClientError, ExchangeStream, ExchangeTiming, Push};
 
-use crate::bench::stats::Summary;
-use crate::launch::{LaunchError, wait_for_address};
-use crate::processes::ChildProcess;
+use crate::stats::Summary;
+use downpour_launch::launch::{LaunchError, wait_for_address};
+use downpour_launch::processes::ChildProcess;
 
 /// Why a transport benchmark failed.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +141,13 @@ pub struct TransportResult {
     pub server_encode: f64,
     /// Client: decoding the parameters (summed over their pieces).
     pub decode: Summary,
+    /// One step's exchange through Downpour (gradient out, parameters back), the server's
+    /// apply excluded; absent in results recorded before it was measured.
+    #[serde(default)]
+    pub exchange: Option<Summary>,
+    /// A raw TCP round trip of the same bytes both ways.
+    #[serde(default)]
+    pub tcp_round_trip: Option<Summary>,
 }
 
 /// Gigabytes per second for `bytes` in `seconds`.
@@ -142,6 +161,12 @@ pub fn gb_per_second(bytes: usize, seconds: f64) -> f64 {
 }
 
 impl TransportResult {
+    /// The exchange's cost over the raw round trip's (medians): 1 is the wire's floor.
+    #[must_use]
+    pub fn exchange_cost_ratio(&self) -> Option<f64> {
+        Some(self.exchange?.median / self.tcp_round_trip?.median)
+    }
+
     /// gRPC push throughput over raw TCP's, end to end (medians).
     #[must_use]
     pub fn push_ratio(&self) -> f64 {
@@ -179,6 +204,32 @@ impl TransportResult {
     }
 }
 
+/// The exchange cost for a job of `parameters` values, from the sizes measured: linear in
+/// log–log between the two sizes around it; the nearest size's own cost a factor of 4 or
+/// less beyond the smallest or largest (small exchanges cost their latency, whatever the
+/// size); `None` farther out or without exchange measurements.
+#[must_use]
+pub fn exchange_at(parameters: usize, results: &[TransportResult]) -> Option<f64> {
+    let mut points: Vec<(f64, f64)> = results
+        .iter()
+        .filter_map(|r| Some((r.parameters as f64, r.exchange?.median)))
+        .filter(|&(p, s)| p > 0.0 && s > 0.0)
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let x = parameters as f64;
+    let (&first, &last) = (points.first()?, points.last()?);
+    if x <= first.0 {
+        return (x * 4.0 >= first.0).then_some(first.1);
+    }
+    if x >= last.0 {
+        return (x <= last.0 * 4.0).then_some(last.1);
+    }
+    let i = points.iter().position(|p| p.0 >= x)?;
+    let ((x0, y0), (x1, y1)) = (points[i - 1], points[i]);
+    let t = (x.ln() - x0.ln()) / (x1.ln() - x0.ln());
+    Some((y0.ln() + t * (y1.ln() - y0.ln())).exp())
+}
+
 /// A model shape with about `parameters` values: `features → hidden → 10`.
 #[must_use]
 pub fn mlp_for(parameters: usize) -> (usize, usize) {
@@ -197,7 +248,7 @@ fn job_toml(parameters: usize, transfers: usize) -> String {
          [training]\nworkers = 1\nbatch_size = 32\nepochs = {}\n\n\
          [optimizer]\nname = \"sgd\"\nlr = 1e-6\n\n\
          [consistency]\nmode = \"async\"\n",
-        transfers + 2
+        2 * transfers + 4
     )
 }
 
@@ -256,9 +307,45 @@ async fn one_size(
     result
 }
 
+/// What one exchange cost.
+#[derive(Debug, Clone, Copy)]
+pub struct StepCost {
+    /// The version of the parameters that came back.
+    pub version: u64,
+    /// The exchange's wall clock minus the server's apply.
+    pub wire: Duration,
+    /// Where its time went, as the client saw it.
+    pub timing: ExchangeTiming,
+}
+
+/// One step's exchange through Downpour: `gradient` out with `push`'s facts, the
+/// parameters for the next step back, in one round trip over the worker's long-lived
+/// stream (the worker's own call).
+///
+/// # Errors
+/// [`ClientError`] when the call fails.
+pub async fn exchange(
+    stream: &mut ExchangeStream,
+    push: &Push,
+    gradient: &ParamSet,
+) -> Result<StepCost, ClientError> {
+    let started = Instant::now();
+    let (receipt, pulled, timing) = stream
+        .exchange(push, gradient, None, Some(push.step + 1))
+        .await?;
+    let wall = started.elapsed();
+    Ok(StepCost {
+        version: pulled.map_or(receipt.version, |p| p.version),
+        wire: wall.saturating_sub(timing.applied.min(timing.call)),
+        timing,
+    })
+}
+
 /// Seconds of each kind, per transfer.
 #[derive(Debug, Default)]
 struct Samples {
+    exchange: Vec<f64>,
+    tcp_round_trip: Vec<f64>,
     grpc_push: Vec<f64>,
     grpc_pull: Vec<f64>,
     tcp_push: Vec<f64>,
@@ -282,8 +369,9 @@ async fn measure(address: &str, repeats: usize) -> Result<TransportResult, Trans
     let mut raw = RawClient::connect(raw_address, bytes)?;
     let mut samples = Samples::default();
     let mut version = 0;
-    let mut exchange = client.open_exchange().await?;
-    for step in 0..=repeats as u64 {
+    let mut stream = client.open_exchange().await?;
+    for round in 0..=repeats as u64 {
+        let step = 2 * round;
         let push = Push {
             worker: id,
             step,
@@ -292,25 +380,39 @@ async fn measure(address: &str, repeats: usize) -> Result<TransportResult, Trans
             samples: 1,
         };
         // The gradient alone (no parameters back), then a pull: push and pull timed apart.
-        let (_, _, receipt) = exchange.exchange(&push, &gradient, None, None).await?;
+        let (_, _, receipt) = stream.exchange(&push, &gradient, None, None).await?;
         let (pulled, timing) = client.pull_timed(id, step + 1, false).await?;
         version = pulled.version;
         drop(pulled);
-        let (client_back, tcp_push, tcp_pull) = tokio::task::spawn_blocking(move || {
-            let push = raw.push();
-            let pull = raw.pull();
-            (raw, push, pull)
-        })
-        .await
-        .map_err(|e| TransportError::Thread(e.to_string()))?;
-        raw = client_back;
-        let (tcp_push, tcp_pull) = (
-            tcp_push.map_err(io("raw TCP push"))?,
-            tcp_pull.map_err(io("raw TCP pull"))?,
-        );
-        if step == 0 {
+        // Then the next step's exchange (gradient out, parameters back) and the raw round
+        // trip, which goes first alternating, so neither always runs on a warmer machine.
+        let fused = Push {
+            step: step + 1,
+            base_version: version,
+            ..push
+        };
+        let raw_first = round % 2 == 1;
+        let mut raw_times = None;
+        if raw_first {
+            let (back, times) = raw_round(raw).await?;
+            raw = back;
+            raw_times = Some(times);
+        }
+        let e = exchange(&mut stream, &fused, &gradient).await?;
+        version = e.version;
+        let (tcp_round_trip, tcp_push, tcp_pull) = match raw_times {
+            Some(times) => times,
+            None => {
+                let (back, times) = raw_round(raw).await?;
+                raw = back;
+                times
+            }
+        };
+        if round == 0 {
             continue; // warm-up
         }
+        samples.exchange.push(e.wire.as_secs_f64());
+        samples.tcp_round_trip.push(tcp_round_trip.as_secs_f64());
         let applied = receipt.applied.min(receipt.call);
         samples
             .grpc_push
@@ -343,7 +445,31 @@ async fn measure(address: &str, repeats: usize) -> Result<TransportResult, Trans
         decode: summary(&samples.decode),
         server_decode: mean(server.decode, server.decodes),
         server_encode: mean(server.encode, server.encodes),
+        exchange: Summary::of(&samples.exchange),
+        tcp_round_trip: Summary::of(&samples.tcp_round_trip),
     })
+}
+
+/// One round trip, one push and one pull over raw TCP, on a blocking thread.
+async fn raw_round(
+    mut raw: RawClient,
+) -> Result<(RawClient, (Duration, Duration, Duration)), TransportError> {
+    let (raw, round_trip, push, pull) = tokio::task::spawn_blocking(move || {
+        let round_trip = raw.round_trip();
+        let push = raw.push();
+        let pull = raw.pull();
+        (raw, round_trip, push, pull)
+    })
+    .await
+    .map_err(|e| TransportError::Thread(e.to_string()))?;
+    Ok((
+        raw,
+        (
+            round_trip.map_err(io("raw TCP round trip"))?,
+            push.map_err(io("raw TCP push"))?,
+            pull.map_err(io("raw TCP pull"))?,
+        ),
+    ))
 }
 
 fn mean(total: f64, count: u64) -> f64 {
@@ -355,7 +481,8 @@ fn mean(total: f64, count: u64) -> f64 {
 }
 
 /// The raw TCP peer: for `P`, reads a length-prefixed payload and acknowledges with one
-/// byte; for `G`, writes a length-prefixed payload of `bytes` bytes; stops at end of stream.
+/// byte; for `G`, writes a length-prefixed payload of `bytes` bytes; for `X`, reads a
+/// length-prefixed payload and answers with its own; stops at end of stream.
 fn start_raw_server(
     bytes: usize,
 ) -> Result<(SocketAddr, std::thread::JoinHandle<std::io::Result<()>>), TransportError> {
@@ -383,6 +510,15 @@ fn start_raw_server(
                     stream.write_all(&[1])?;
                 }
                 b'G' => {
+                    stream.write_all(&(payload.len() as u64).to_le_bytes())?;
+                    stream.write_all(&payload)?;
+                }
+                b'X' => {
+                    let mut len = [0u8; 8];
+                    stream.read_exact(&mut len)?;
+                    received.resize(u64::from_le_bytes(len) as usize, 0);
+                    stream.read_exact(&mut received)?;
+                    std::hint::black_box(&received);
                     stream.write_all(&(payload.len() as u64).to_le_bytes())?;
                     stream.write_all(&payload)?;
                 }
@@ -431,6 +567,22 @@ impl RawClient {
         Ok(started.elapsed())
     }
 
+    /// Sends the payload and reads the peer's back into the reused buffer: the floor of
+    /// one exchange.
+    fn round_trip(&mut self) -> std::io::Result<Duration> {
+        let started = Instant::now();
+        self.stream.write_all(b"X")?;
+        self.stream
+            .write_all(&(self.payload.len() as u64).to_le_bytes())?;
+        self.stream.write_all(&self.payload)?;
+        let mut len = [0u8; 8];
+        self.stream.read_exact(&mut len)?;
+        self.received.resize(u64::from_le_bytes(len) as usize, 0);
+        self.stream.read_exact(&mut self.received)?;
+        std::hint::black_box(&self.received);
+        Ok(started.elapsed())
+    }
+
     /// Asks for the payload and reads it into the reused buffer.
     fn pull(&mut self) -> std::io::Result<Duration> {
         let started = Instant::now();
@@ -469,14 +621,45 @@ mod tests {
         let mut client = RawClient::connect(address, 1 << 16).unwrap();
         assert!(client.push().unwrap() > Duration::ZERO);
         assert!(client.pull().unwrap() > Duration::ZERO);
+        assert!(client.round_trip().unwrap() > Duration::ZERO);
+        assert_eq!(client.received.len(), 1 << 16, "the peer's bytes came back");
+        assert!(client.received.iter().all(|&b| b == 0x5a));
         client.close();
         thread.join().unwrap().unwrap();
     }
 
     #[test]
-    fn ratios_compare_medians() {
+    fn the_exchange_cost_is_interpolated_between_the_sizes_measured() {
+        let at = |parameters: usize, ms: f64| TransportResult {
+            parameters,
+            exchange: Some(Summary::of(&[ms / 1e3]).unwrap()),
+            ..result()
+        };
+        let results = [at(1_000_000, 4.0), at(10_000, 0.2), at(100_000, 0.8)];
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-9;
+        assert!(close(exchange_at(100_000, &results), 0.0008));
+        // Halfway in log between 100k and 1M: the geometric mean of 0.8 and 4 ms.
+        assert!(close(
+            exchange_at(316_228, &results),
+            (0.0008f64 * 0.004).sqrt()
+        ));
+        assert!(
+            close(exchange_at(3_000, &results), 0.0002),
+            "latency-bound below"
+        );
+        assert!(close(exchange_at(4_000_000, &results), 0.004));
+        assert_eq!(exchange_at(2_000, &results), None, "too far below");
+        assert_eq!(exchange_at(5_000_000, &results), None, "too far above");
+        assert_eq!(
+            exchange_at(100_000, &[result()]),
+            None,
+            "no exchange measured"
+        );
+    }
+
+    fn result() -> TransportResult {
         let s = |x: f64| Summary::of(&[x]).unwrap();
-        let r = TransportResult {
+        TransportResult {
             parameters: 1_000_000,
             bytes: 4_000_000,
             grpc_push: s(0.004),
@@ -487,7 +670,20 @@ mod tests {
             server_decode: 0.001,
             server_encode: 0.002,
             decode: s(0.002),
+            exchange: None,
+            tcp_round_trip: None,
+        }
+    }
+
+    #[test]
+    fn ratios_compare_medians() {
+        let s = |x: f64| Summary::of(&[x]).unwrap();
+        let r = TransportResult {
+            exchange: Some(s(0.006)),
+            tcp_round_trip: Some(s(0.004)),
+            ..result()
         };
+        assert!((r.exchange_cost_ratio().unwrap() - 1.5).abs() < 1e-12);
         assert!((r.push_ratio() - 0.5).abs() < 1e-12);
         assert!((r.pull_ratio() - 0.25).abs() < 1e-12);
         assert!((r.grpc_push_transfer() - 0.002).abs() < 1e-12);

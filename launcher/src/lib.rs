@@ -1,9 +1,10 @@
-//! The `downpour` command: the local launcher and the subcommands that run a server or a worker.
+//! The launcher: `downpour train` (one server and N worker processes on loopback) and the
+//! subcommands that run a server, a worker, a health check or an export. The speedup lab
+//! (crate `downpour-bench`) runs jobs through it; the `downpour` binary joins both.
 //!
 //! # Layout
 //! - [`allocator`]: allocator settings for every process (large buffers stay on the heap).
-//! - [`bench`]: `bench`: the speedup lab: sweeps, statistics, a cost model, microbenchmarks, plots.
-//! - [`cli`]: the command line and the job flags shared by every subcommand.
+//! - [`cli`]: the launcher's subcommands and the job flags they share.
 //! - [`commands`]: `server` and `worker`: runtimes with capped threads, signals, shutdown.
 //! - [`evaluate`]: `evaluate`: saved weights' test metrics on a job's split; the split written out.
 //! - [`launch`]: `train`: one server and N worker processes on loopback, watched to the end.
@@ -13,7 +14,6 @@
 //! - [`weights`]: trained weights as safetensors.
 
 pub mod allocator;
-pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod evaluate;

@@ -1,11 +1,13 @@
-//! The command line: `downpour train | server | worker | evaluate | ...`, and the job flags they share.
+//! The launcher's command line: `downpour train | server | worker | health | export |
+//! evaluate`, and the job flags they share. The binary adds `bench` (crate
+//! `downpour-bench`) beside them.
 //!
 //! A job is read from `--job FILE` (TOML, see the README) when given, then any flag
 //! below overrides the matching field. The result is validated once, before anything starts.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 
 use downpour_core::BatchSize;
 use downpour_core::data::{DatasetKind, TaskKind};
@@ -16,16 +18,7 @@ use downpour_server::job::{ConsistencyMode, StalenessPolicy};
 use downpour_server::optim::{OptimizerConfig, OptimizerOverrides};
 use downpour_server::{JobError, JobSpec};
 
-/// Downpour: a distributed parameter-server trainer.
-#[derive(Debug, Parser)]
-#[command(name = "downpour", version, about, long_about = None)]
-pub struct Cli {
-    /// What to run.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The subcommands.
+/// The launcher's subcommands (the binary flattens them into its own).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train on this machine: one server and N worker processes on loopback, with progress.
@@ -40,9 +33,6 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the test metrics of saved weights on the job's split (`--split-out` writes the split).
     Evaluate(crate::evaluate::EvaluateArgs),
-    /// The speedup lab: run a job for several worker counts and modes, with repeats, and
-    /// report throughput, speedup, time to a target, the phase breakdown and a prediction.
-    Bench(crate::bench::BenchArgs),
 }
 
 /// `downpour export`.
@@ -411,7 +401,11 @@ impl JobArgs {
     }
 }
 
-pub(crate) fn parse_mode(s: &str) -> Result<ConsistencyMode, String> {
+/// Parses a consistency mode (`sync`, `ssp`, `async`), for clap.
+///
+/// # Errors
+/// The choices and the value given.
+pub fn parse_mode(s: &str) -> Result<ConsistencyMode, String> {
     parse_named(s, "sync, ssp, async")
 }
 
@@ -463,6 +457,14 @@ fn parse_task(s: &str) -> Result<TaskKind, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// The binary's shape: the launcher's subcommands at the top.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("downpour").chain(args.iter().copied())).unwrap()

@@ -59,6 +59,18 @@ impl Summary {
         }
     }
 
+    /// `numerator` divided by every value (for a time `T1` over times `TN`): the median is
+    /// `numerator / median`, the range swaps ends.
+    #[must_use]
+    pub fn inverted(&self, numerator: f64) -> Self {
+        Self {
+            median: numerator / self.median,
+            min: numerator / self.max,
+            max: numerator / self.min,
+            n: self.n,
+        }
+    }
+
     /// Every value divided by `by` (for ratios to a reference such as T1).
     #[must_use]
     pub fn scaled(&self, by: f64) -> Self {

@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::bench::config::Target;
-use crate::bench::results::{BenchReport, ConfigSummary};
-use crate::bench::stats::Summary;
-use crate::bench::transport::gb_per_second;
+use crate::config::Target;
+use crate::results::{BenchReport, ConfigSummary};
+use crate::stats::Summary;
+use crate::transport::gb_per_second;
 
 /// The phases of the breakdown, in step order: a step is their sum less [`OVERLAP`].
 pub const PHASES: [&str; 7] = [
@@ -117,12 +117,12 @@ fn target_column(target: Target) -> &'static str {
 fn speedup_table(out: &mut String, r: &BenchReport) {
     let _ = writeln!(
         out,
-        "| mode | servers | workers | samples/s | speedup T1/TN | efficiency | predicted speedup (bound) | prediction error | predicted under measured load | time to target (s) | {} | others' CPU before / during |",
+        "| mode | servers | workers | samples/s | speedup T1/TN | efficiency | predicted speedup (bound) | prediction error | predicted under measured load | time to target (s) | time-to-target speedup | {} | others' CPU before / during |",
         target_column(r.target)
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for s in &r.summaries {
         let final_metric = match r.target {
@@ -141,7 +141,7 @@ fn speedup_table(out: &mut String, r: &BenchReport) {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
             s.config.label(),
             s.config.servers,
             s.config.workers,
@@ -161,6 +161,13 @@ fn speedup_table(out: &mut String, r: &BenchReport) {
                 "n/a (zero gradients)".to_string()
             } else {
                 time_to_target(s)
+            },
+            if r.simulate_compute_ms.is_some() {
+                "n/a".to_string()
+            } else {
+                s.time_to_target_speedup
+                    .map(|x| pm(&x, 2))
+                    .unwrap_or_else(|| "–".into())
             },
             final_metric,
             s.busy_before.map(|b| pct(b.median)).unwrap_or_default(),
@@ -242,7 +249,7 @@ fn baseline_table(out: &mut String, r: &BenchReport) {
             let _ = writeln!(
                 out,
                 "| downpour {} N=1 | {} | {:.2} | {} | {:.3} | {:.3} |",
-                crate::bench::config::mode_label(*mode, r.prefetch),
+                crate::config::mode_label(*mode, r.prefetch),
                 pm(&s.samples_per_second, 0),
                 ratio,
                 time_to_target(s),
@@ -312,6 +319,39 @@ fn transport_table(out: &mut String, r: &BenchReport) {
         }
     }
     out.push('\n');
+    exchange_table(out, t);
+}
+
+/// One step's exchange (gradient out, parameters back) against a raw round trip.
+fn exchange_table(out: &mut String, t: &crate::results::TransportReport) {
+    if t.results.iter().all(|x| x.exchange.is_none()) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Per-step exchange through Downpour (gradient out, parameters back; the server's apply excluded) \
+         against a raw TCP round trip of the same bytes both ways, alternated in one run (ms, median [min–max]):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| parameters | MB each way | exchange | raw TCP round trip | exchange / raw |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+    for x in &t.results {
+        let (Some(e), Some(raw)) = (x.exchange, x.tcp_round_trip) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {} | {} | {:.2} |",
+            x.parameters,
+            x.bytes as f64 / 1e6,
+            pm(&e.scaled(1e-3), 3),
+            pm(&raw.scaled(1e-3), 3),
+            e.median / raw.median
+        );
+    }
+    out.push('\n');
 }
 
 fn apply_table(out: &mut String, r: &BenchReport) {
@@ -348,7 +388,8 @@ fn apply_table(out: &mut String, r: &BenchReport) {
 pub fn summary_csv(r: &BenchReport) -> String {
     let mut out = String::from(
         "mode,servers,workers,runs,samples_per_second_median,samples_per_second_min,samples_per_second_max,\
-         speedup_median,speedup_min,speedup_max,efficiency,predicted_speedup,predicted_samples_per_second,\
+         speedup_median,speedup_min,speedup_max,time_to_target_speedup_median,time_to_target_speedup_min,\
+         time_to_target_speedup_max,efficiency,predicted_speedup,predicted_samples_per_second,\
          prediction_bound,prediction_error,predicted_speedup_under_load,time_to_target_median,time_to_target_min,time_to_target_max,\
          reached_target,final_accuracy_median,step_ms",
     );
@@ -360,7 +401,7 @@ pub fn summary_csv(r: &BenchReport) -> String {
         let t = s.time_to_target;
         let _ = write!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             s.config.label(),
             s.config.servers,
             s.config.workers,
@@ -371,6 +412,9 @@ pub fn summary_csv(r: &BenchReport) -> String {
             opt(s.speedup.map(|x| x.median)),
             opt(s.speedup.map(|x| x.min)),
             opt(s.speedup.map(|x| x.max)),
+            opt(s.time_to_target_speedup.map(|x| x.median)),
+            opt(s.time_to_target_speedup.map(|x| x.min)),
+            opt(s.time_to_target_speedup.map(|x| x.max)),
             opt(s.efficiency),
             opt(s.prediction.map(|p| p.speedup)),
             opt(s.prediction.map(|p| p.samples_per_second)),
@@ -477,13 +521,14 @@ mod tests {
 
     #[test]
     fn the_markdown_table_and_the_csv_carry_the_numbers() {
-        let r = crate::bench::results::fixtures::report();
+        let r = crate::results::fixtures::report();
         let md = markdown(&r);
         assert!(
             md.contains("| sync | 1 | 2 | 1900 ± 100 | 1.81 ± 0.10 | 90.5% |"),
             "{md}"
         );
-        assert!(md.contains("| sync | 1 | 1 | 1050 ± 50 | 1.00 ± 0.05 | 100.0% | 1.00 (latency) | +0% | 1.00 | 2.50 ± 0.50 | 96.0% | 10.0% / 5.0% |"), "{md}");
+        assert!(md.contains("| sync | 1 | 1 | 1050 ± 50 | 1.00 ± 0.05 | 100.0% | 1.00 (latency) | +0% | 1.00 | 2.50 ± 0.50 | 1.00 ± 0.21 | 96.0% | 10.0% / 5.0% |"), "{md}");
+        assert!(md.contains("| 1.50 ± 0.30 | 1.67 ± 0.35 | 96.0% |"), "{md}");
         assert!(md.contains("**2 cores** (Test CPU), 8.0 GiB"), "{md}");
         // Phases: compute, send, apply, wait, receive, evaluate, other, overlap.
         assert!(

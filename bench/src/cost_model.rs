@@ -4,6 +4,9 @@
 //! - One worker step costs `L = compute + communication + wait + apply + other − overlap` on
 //!   its own (the latency path), all measured at N = 1; `overlap` is the communication that
 //!   prefetch hides behind compute (0 without prefetch). The cores still do all of it.
+//!   `communication` is the per-step exchange the transport bench measured for the job's
+//!   size when it ran ([`Profile::measured_exchange`]), else the runs' own communication
+//!   phases.
 //! - Sync: a round of N gradients takes `max(L, (N·(κ·compute + communication + other) + apply) / C)`:
 //!   the latency path, or the cores' capacity when N processes need more CPU than C cores
 //!   have. `κ` is 1 for real compute and 0 for simulated compute (a sleep uses no core).
@@ -18,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use downpour_core::{BatchSize, sharding};
 use downpour_server::job::ConsistencyMode;
 
-use crate::bench::measure::RunMeasurement;
-use crate::bench::stats::Summary;
+use crate::measure::RunMeasurement;
+use crate::stats::Summary;
 
 /// What one worker's step costs, measured at N = 1 (medians over repeats).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -47,6 +50,11 @@ pub struct Profile {
     /// a time) up to 2 (the worker, the server and the kernel all busy, as with small messages).
     #[serde(default = "one")]
     pub communication_cores: f64,
+    /// Seconds of one exchange (gradient out, parameters back, the server's apply excluded)
+    /// that the transport bench measured at this job's size; when present, the model uses
+    /// it in place of `communication`.
+    #[serde(default)]
+    pub measured_exchange: Option<f64>,
 }
 
 fn one() -> f64 {
@@ -76,13 +84,31 @@ impl Profile {
             seconds_per_evaluation: median(&|r| r.seconds_per_evaluation),
             bytes_per_step: 2.0 * 4.0 * parameters as f64,
             communication_cores: 1.0,
+            measured_exchange: None,
         }
+    }
+
+    /// The same profile with the transport bench's exchange cost for this job's size.
+    #[must_use]
+    pub fn with_measured_exchange(&self, seconds: Option<f64>) -> Self {
+        Self {
+            measured_exchange: seconds,
+            ..*self
+        }
+    }
+
+    /// Seconds of communication per step the model uses: the measured exchange when there
+    /// is one, else the runs' communication phases.
+    #[must_use]
+    pub fn communication_cost(&self) -> f64 {
+        self.measured_exchange.unwrap_or(self.communication)
     }
 
     /// Seconds of one step on its own: the latency path.
     #[must_use]
     pub fn latency(&self) -> f64 {
-        (self.compute + self.communication + self.wait + self.apply + self.other - self.overlap)
+        (self.compute + self.communication_cost() + self.wait + self.apply + self.other
+            - self.overlap)
             .max(0.0)
     }
 
@@ -94,7 +120,7 @@ impl Profile {
         } else {
             0.0
         };
-        compute + self.communication_cores * self.communication + self.other
+        compute + self.communication_cores * self.communication_cost() + self.other
     }
 
     /// The same profile with every call keeping `cores` cores busy.
@@ -109,8 +135,9 @@ impl Profile {
     /// The transport's effective throughput in this job, bytes per second.
     #[must_use]
     pub fn transport_bytes_per_second(&self) -> f64 {
-        if self.communication > 0.0 {
-            self.bytes_per_step / self.communication
+        let communication = self.communication_cost();
+        if communication > 0.0 {
+            self.bytes_per_step / communication
         } else {
             0.0
         }
@@ -119,8 +146,9 @@ impl Profile {
     /// Compute time over communication time: how compute-heavy the job is.
     #[must_use]
     pub fn compute_to_communication(&self) -> f64 {
-        if self.communication > 0.0 {
-            self.compute / self.communication
+        let communication = self.communication_cost();
+        if communication > 0.0 {
+            self.compute / communication
         } else {
             f64::INFINITY
         }
@@ -290,7 +318,20 @@ mod tests {
             seconds_per_evaluation: 0.0,
             bytes_per_step: 8.0e6,
             communication_cores: 1.0,
+            measured_exchange: None,
         }
+    }
+
+    #[test]
+    fn a_measured_exchange_replaces_the_communication_phases() {
+        let p = profile(true);
+        let measured = p.with_measured_exchange(Some(0.003));
+        assert!(close(p.latency(), 0.0115));
+        assert!(close(measured.latency(), 0.0135));
+        assert!(close(measured.cpu(), 0.013));
+        let (one, _) = step(&measured, ConsistencyMode::Sync, 1, 2.0);
+        assert!(close(one, 0.0135), "the prediction uses it");
+        assert!(close(p.with_measured_exchange(None).latency(), p.latency()));
     }
 
     fn shape() -> JobShape {

@@ -11,7 +11,7 @@ use downpour_core::{NamedTensor, ParamSet, ParameterLayout, Tensor};
 use downpour_server::Job;
 use downpour_server::store::{ParameterStore, UpdateRule};
 
-use crate::bench::stats::Summary;
+use crate::stats::Summary;
 
 /// Seconds per optimizer step and per copy, for one size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 use downpour_core::timing::PhaseTimes;
 use downpour_server::job::ConsistencyMode;
 
-use crate::bench::apply_rate::ApplyRate;
-use crate::bench::config::{BenchConfig, Configuration, Target, mode_label};
-use crate::bench::cost_model::{self, Bound, JobShape, Prediction, Profile};
-use crate::bench::machine::Machine;
-use crate::bench::measure::{BaselineMeasurement, RunMeasurement};
-use crate::bench::stats::Summary;
-use crate::bench::transport::{TransportResult, TransportSettings};
+use crate::apply_rate::ApplyRate;
+use crate::config::{BenchConfig, Configuration, Target, mode_label};
+use crate::cost_model::{self, Bound, JobShape, Prediction, Profile};
+use crate::machine::Machine;
+use crate::measure::{BaselineMeasurement, RunMeasurement};
+use crate::stats::Summary;
+use crate::transport::{TransportResult, TransportSettings};
 
 /// Relative disagreement between predicted and measured speedup beyond which the notes
 /// explain it.
@@ -43,6 +43,10 @@ pub struct ConfigSummary {
     pub efficiency: Option<f64>,
     /// Seconds to the target, over the runs that reached it.
     pub time_to_target: Option<Summary>,
+    /// The median one-worker time to the target (same mode and servers) over this
+    /// configuration's times: the time saved, beside the throughput `speedup`.
+    #[serde(default)]
+    pub time_to_target_speedup: Option<Summary>,
     /// Runs that reached the target.
     pub reached_target: usize,
     /// Runs.
@@ -225,6 +229,7 @@ impl BenchReport {
         };
         let cores = m.machine.cores;
         let compute_uses_cpu = config.simulate_compute_ms.is_none();
+        let measured_exchange = crate::transport::exchange_at(parameters, &m.transport);
 
         let mut profiles = Vec::new();
         let mut summaries = Vec::new();
@@ -242,8 +247,10 @@ impl BenchReport {
                         && r.config.workers == 1
                 })
                 .collect();
-            let profile =
-                (!ones.is_empty()).then(|| Profile::from_runs(&ones, compute_uses_cpu, parameters));
+            let profile = (!ones.is_empty()).then(|| {
+                Profile::from_runs(&ones, compute_uses_cpu, parameters)
+                    .with_measured_exchange(measured_exchange)
+            });
             if c.workers == 1
                 && let Some(p) = profile
             {
@@ -273,6 +280,13 @@ impl BenchReport {
             });
             let reached: Vec<f64> = runs.iter().filter_map(|r| r.time_to_target).collect();
             let accuracies: Vec<f64> = runs.iter().filter_map(|r| r.final_accuracy).collect();
+            let one_time = Summary::of(
+                &ones
+                    .iter()
+                    .filter_map(|r| r.time_to_target)
+                    .collect::<Vec<_>>(),
+            );
+            let time_to_target = Summary::of(&reached);
             summaries.push(ConfigSummary {
                 config: c,
                 samples_per_second: throughput,
@@ -282,7 +296,10 @@ impl BenchReport {
                     _ => None,
                 },
                 speedup,
-                time_to_target: Summary::of(&reached),
+                time_to_target_speedup: one_time
+                    .zip(time_to_target)
+                    .map(|(t1, t)| t.inverted(t1.median)),
+                time_to_target,
                 reached_target: reached.len(),
                 runs: runs.len(),
                 final_accuracy: Summary::of(&accuracies),
@@ -418,13 +435,20 @@ fn notes(r: &BenchReport) -> Vec<String> {
     }
     for p in &r.profiles {
         let pr = &p.profile;
+        let communication = match pr.measured_exchange {
+            Some(e) => format!(
+                "communication {} (the transport bench's exchange at this size; the runs' own phases: {})",
+                ms(e),
+                ms(pr.communication)
+            ),
+            None => format!("communication {}", ms(pr.communication)),
+        };
         notes.push(format!(
-            "{} profile at N = 1, per step: compute {}, communication {} ({:.2} GB/s effective for {:.1} MB), \
+            "{} profile at N = 1, per step: compute {}, {communication} ({:.2} GB/s effective for {:.1} MB), \
              wait {}, apply {}, other {}, {} per evaluation; compute/communication = {:.1}. \
              The model expects gains up to N ≈ {:.1}.",
             mode_label(p.mode, r.prefetch),
             ms(pr.compute),
-            ms(pr.communication),
             pr.transport_bytes_per_second() / 1e9,
             pr.bytes_per_step / 1e6,
             ms(pr.wait),
@@ -567,7 +591,7 @@ fn explain(
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::*;
-    use crate::bench::config::parse_args;
+    use crate::config::parse_args;
 
     /// Sync, one and two workers, two repeats, the default job.
     pub fn config() -> BenchConfig {
@@ -603,7 +627,8 @@ pub(crate) mod fixtures {
             updates: 100,
             training_seconds: 1000.0 / samples_per_second,
             samples_per_second,
-            time_to_target: Some(2.0 + repeat as f64),
+            // Two workers reach the target in 0.6 of one worker's time.
+            time_to_target: Some((2.0 + repeat as f64) * if workers == 1 { 1.0 } else { 0.6 }),
             final_accuracy: Some(0.96),
             final_loss: 0.1,
             evaluations: 59,
@@ -674,7 +699,12 @@ mod tests {
         assert!((speedup.min - 1800.0 / 1050.0).abs() < 1e-12);
         assert!((two.efficiency.unwrap() - 1900.0 / 1050.0 / 2.0).abs() < 1e-12);
         assert!((two.phase("compute") - 0.0011).abs() < 1e-12);
-        assert_eq!(two.time_to_target.unwrap().median, 2.5);
+        assert!((two.time_to_target.unwrap().median - 1.5).abs() < 1e-12);
+        let saved = two.time_to_target_speedup.unwrap();
+        assert!((saved.median - 2.5 / 1.5).abs() < 1e-12);
+        assert!((saved.min - 2.5 / 1.8).abs() < 1e-12);
+        assert!((saved.max - 2.5 / 1.2).abs() < 1e-12);
+        assert!((one.time_to_target_speedup.unwrap().median - 1.0).abs() < 1e-12);
         assert_eq!(two.reached_target, 2);
         let p = two.prediction.unwrap();
         assert!((two.prediction_error.unwrap() - (speedup.median / p.speedup - 1.0)).abs() < 1e-12);

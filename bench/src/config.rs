@@ -12,7 +12,7 @@ use downpour_core::status::Evaluation;
 use downpour_server::job::ConsistencyMode;
 use downpour_server::{Job, JobError, JobSpec};
 
-use crate::cli::JobArgs;
+use downpour_launch::cli::JobArgs;
 
 /// A sweep that cannot run, with the value at fault.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +178,7 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub server_counts: Vec<usize>,
     /// Consistency modes to run, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "sync,async", value_parser = crate::cli::parse_mode)]
+    #[arg(long, value_delimiter = ',', default_value = "sync,async", value_parser = downpour_launch::cli::parse_mode)]
     pub modes: Vec<ConsistencyMode>,
     /// Runs of every configuration; figures are medians over them.
     #[arg(long, default_value_t = 3)]
@@ -192,8 +192,13 @@ pub struct BenchArgs {
     /// Simulated compute: workers sleep MS milliseconds per step instead of computing.
     #[arg(long, value_name = "MS")]
     pub simulate_compute_ms: Option<u64>,
-    /// Parameter counts for the transport microbenchmark, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    /// Parameter counts for the transport microbenchmark, comma-separated (the default:
+    /// 70 KB, 1 MB, 10 MB and 40 MB of f32 values, the sizes jobs have).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "17500,250000,2500000,10000000"
+    )]
     pub transport_params: Vec<usize>,
     /// Transfers of each size and direction, alternating gRPC and raw TCP.
     #[arg(long, default_value_t = 5)]
@@ -204,7 +209,7 @@ pub struct BenchArgs {
     /// Skip the single-process baseline.
     #[arg(long)]
     pub no_baseline: bool,
-    /// Directory for the CSV, JSON and SVG files and the runs [default: bench/<timestamp>].
+    /// Directory for the CSV, JSON and SVG files and the runs [default: runs/bench/<timestamp>].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Before each run, wait up to this many seconds for the machine to be quiet (other
@@ -435,7 +440,9 @@ fn default_out() -> PathBuf {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    PathBuf::from("bench").join(format!("{}-{}", now.as_secs(), std::process::id()))
+    PathBuf::from("runs")
+        .join("bench")
+        .join(format!("{}-{}", now.as_secs(), std::process::id()))
 }
 
 /// Parses `downpour bench ARGS` (tests).
@@ -470,7 +477,10 @@ mod tests {
         assert_eq!(c.configurations().len(), 8);
         assert_eq!(c.repeats, 3);
         assert_eq!(c.target, Target::Accuracy(0.95));
-        assert_eq!(c.transport_params, vec![1_000_000, 10_000_000]);
+        assert_eq!(
+            c.transport_params,
+            vec![17_500, 250_000, 2_500_000, 10_000_000]
+        );
         assert_eq!(c.job.workers(), 1);
         let spec = c.spec_for(Configuration {
             mode: ConsistencyMode::Async,

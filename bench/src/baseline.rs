@@ -1,12 +1,12 @@
 //! The single-process baseline: the same job trained by the worker's model and the
 //! server's optimizer step in this process, with no server and no network
-//! ([`crate::bench::local_trainer`]); its repeats are interleaved with the sweep's.
+//! ([`crate::local_trainer`]); its repeats are interleaved with the sweep's.
 
-use crate::bench::local_trainer::{LocalTrainError, train_locally};
+use crate::local_trainer::{LocalTrainError, train_locally};
 use downpour_server::Job;
 
-use crate::bench::config::Target;
-use crate::bench::measure::BaselineMeasurement;
+use crate::config::Target;
+use crate::measure::BaselineMeasurement;
 
 /// Why the baseline failed.
 #[derive(Debug, thiserror::Error)]

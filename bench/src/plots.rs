@@ -8,9 +8,9 @@ use plotters::prelude::*;
 
 use downpour_server::job::ConsistencyMode;
 
-use crate::bench::config::mode_label;
-use crate::bench::output::{OVERLAP, PHASES};
-use crate::bench::results::BenchReport;
+use crate::config::mode_label;
+use crate::output::{OVERLAP, PHASES};
+use crate::results::BenchReport;
 
 /// Why a plot could not be drawn.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! `downpour bench`, the speedup lab: the same job for several worker counts and
+//! `downpour bench`, the speedup lab (crate `downpour-bench`, over the launcher crate `downpour-launch`): the same job for several worker counts and
 //! consistency modes, with repeats, as real processes on this machine; throughput,
 //! speedup, efficiency, time to a target and the per-step phase breakdown, each a median
 //! with its spread; a cost model's prediction beside them; transport and optimizer
@@ -10,6 +10,8 @@
 //! - [`runner`]: one configuration through the launcher (`downpour train`'s code).
 //! - [`measure`]: what one run measured, read from its report.
 //! - [`local_trainer`]: the worker's model and the server's optimizer step in one process.
+//! - [`in_process`]: the server's core behind the worker's `ParameterService`: the worker's
+//!   own loop with no network.
 //! - [`baseline`]: the single-process trainer, repeated like the sweep.
 //! - [`transport`]: gRPC push and pull against raw TCP on loopback.
 //! - [`apply_rate`]: the optimizer step against memcpy.
@@ -25,6 +27,7 @@ pub mod baseline;
 pub mod compose;
 pub mod config;
 pub mod cost_model;
+pub mod in_process;
 pub mod local_trainer;
 pub mod machine;
 pub mod measure;
@@ -42,9 +45,9 @@ use tokio_util::sync::CancellationToken;
 pub use config::{BenchArgs, BenchConfig, ConfigError};
 pub use results::BenchReport;
 
-use crate::launch::LaunchError;
 use baseline::BaselineError;
 use config::Configuration;
+use downpour_launch::launch::LaunchError;
 use machine::Machine;
 use measure::{BaselineMeasurement, RunMeasurement};
 use plots::PlotError;

@@ -9,7 +9,7 @@
 
 use std::fmt::Write as _;
 
-use crate::bench::config::BenchConfig;
+use crate::config::BenchConfig;
 
 /// The CPU quota per worker that lets the largest sweep fit on `cores` cores, leaving half
 /// a core to the server: `(cores - 0.5) / max_workers`, rounded down to 0.01.

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::config::{BenchConfig, Configuration};
-use crate::bench::measure::RunMeasurement;
-use crate::cli::{JobArgs, TrainArgs};
-use crate::launch::{self, LaunchError};
+use crate::config::{BenchConfig, Configuration};
+use crate::measure::RunMeasurement;
+use downpour_launch::cli::{JobArgs, TrainArgs};
+use downpour_launch::launch::{self, LaunchError};
 
 /// Runs `c` once (repeat number `repeat`), its files under `runs_dir`.
 ///

@@ -25,5 +25,5 @@ pub mod timing;
 pub use data::{DataShape, DataSpec, Dataset, Targets, Task};
 pub use layout::ParameterLayout;
 pub use model_spec::ModelSpec;
-pub use plan::{Assignment, BatchSize, TrainingPlan};
+pub use plan::{Assignment, BatchSize, GlobalBatchError, TrainingPlan};
 pub use tensor::{NamedTensor, ParamSet, Tensor};

@@ -85,11 +85,10 @@ pub fn train_locally(job: &Job) -> Result<LocalRun, LocalTrainError> {
         clip_grad_norm: job.spec.training.clip_grad_norm,
     };
     let mut store = ParameterStore::new(job.layout.initialize(plan.seed), rule);
-    let steps_per_epoch = sharding::steps_per_epoch(train.len(), 1, plan.batch_size) as u64;
+    let shard_batch = plan.shard_batch(1);
+    let steps_per_epoch = sharding::steps_per_epoch(train.len(), 1, shard_batch) as u64;
     let total_steps = steps_per_epoch * plan.epochs as u64;
-    let batch = plan
-        .batch_size
-        .resolve(sharding::largest_shard(train.len(), 1));
+    let batch = shard_batch.resolve(sharding::largest_shard(train.len(), 1));
     let eval_interval = job.eval_interval();
     let mut grads = store.params().zeros_like();
     let mut order = Vec::new();

@@ -1,35 +1,35 @@
 //! Where a job's time goes: each worker's per-phase seconds, the server's own work, and
 //! the job's clock (when training started and ended, when each evaluation arrived).
 //!
-//! Workers measure their phases and send the cumulative totals with each push; the
+//! Workers measure their phases and send the cumulative totals with each gradient; the
 //! server keeps the latest totals per worker and measures its own work. The launcher's
 //! report and the speedup lab (`downpour bench`) read them from the status.
 
 use serde::{Deserialize, Serialize};
 
 /// Seconds a worker spent in each phase of its steps, summed over `steps` steps.
+///
+/// A step is one exchange with the server: compute the gradient, send it, the server
+/// applies it and waits until the worker may go on, the parameters are received.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTimes {
-    /// Steps covered (each pulled, computed and pushed).
+    /// Steps covered (each computed and exchanged).
     pub steps: u64,
-    /// Waiting in pulls for the parameters to be ready (the sync barrier).
-    pub wait: f64,
-    /// Pull transfer: the pull call minus the wait, wire decode excluded.
-    pub pull: f64,
-    /// Decoding pulled tensors from little-endian bytes.
-    pub decode: f64,
-    /// Evaluating on the test split when the server asked.
-    pub evaluate: f64,
     /// Computing the gradient (or sleeping, with simulated compute), plus any step delay.
     pub compute: f64,
-    /// Encoding the gradient into little-endian bytes.
-    pub encode: f64,
-    /// Push transfer: the push call minus the server's time applying it.
-    pub push: f64,
-    /// Waiting for the server to apply an update inside a push.
+    /// Sending the gradient: encoding its pieces and writing them to the stream.
+    pub send: f64,
+    /// The server holding the reply until the next parameters were ready (the sync
+    /// barrier, the SSP bound).
+    pub wait: f64,
+    /// Receiving the parameters: the rest of the round trip, their decoding included.
+    pub receive: f64,
+    /// The server applying the gradient (the barrier's average, the optimizer step).
     pub apply: f64,
-    /// Communication hidden behind compute (prefetch): the seconds of wait, pull, decode,
-    /// encode, push and apply that ran while the gradient was being computed. Those phases
+    /// Evaluating on the test split when the server asked.
+    pub evaluate: f64,
+    /// Communication hidden behind compute (prefetch): the seconds of send, wait,
+    /// receive and apply that ran while the gradient was being computed. Those phases
     /// count their whole duration, so the step is their sum minus this.
     #[serde(default)]
     pub overlap: f64,
@@ -40,17 +40,21 @@ pub struct PhaseTimes {
 impl PhaseTimes {
     /// The phases' names and seconds, in the order a step runs them.
     #[must_use]
-    pub fn phases(&self) -> [(&'static str, f64); 8] {
+    pub fn phases(&self) -> [(&'static str, f64); 6] {
         [
-            ("wait", self.wait),
-            ("pull", self.pull),
-            ("decode", self.decode),
-            ("evaluate", self.evaluate),
             ("compute", self.compute),
-            ("encode", self.encode),
-            ("push", self.push),
+            ("send", self.send),
             ("apply", self.apply),
+            ("wait", self.wait),
+            ("receive", self.receive),
+            ("evaluate", self.evaluate),
         ]
+    }
+
+    /// Seconds of communication: everything but compute and evaluation.
+    #[must_use]
+    pub fn communication(&self) -> f64 {
+        self.send + self.wait + self.receive + self.apply
     }
 
     /// Time not in any named phase (selecting the batch, the loop itself); never negative.
@@ -69,14 +73,12 @@ impl PhaseTimes {
         let n = self.steps as f64;
         Self {
             steps: 1,
-            wait: self.wait / n,
-            pull: self.pull / n,
-            decode: self.decode / n,
-            evaluate: self.evaluate / n,
             compute: self.compute / n,
-            encode: self.encode / n,
-            push: self.push / n,
+            send: self.send / n,
+            wait: self.wait / n,
+            receive: self.receive / n,
             apply: self.apply / n,
+            evaluate: self.evaluate / n,
             overlap: self.overlap / n,
             total: self.total / n,
         }
@@ -85,14 +87,12 @@ impl PhaseTimes {
     /// Adds another worker's (or another run's) totals.
     pub fn add(&mut self, other: &Self) {
         self.steps += other.steps;
-        self.wait += other.wait;
-        self.pull += other.pull;
-        self.decode += other.decode;
-        self.evaluate += other.evaluate;
         self.compute += other.compute;
-        self.encode += other.encode;
-        self.push += other.push;
+        self.send += other.send;
+        self.wait += other.wait;
+        self.receive += other.receive;
         self.apply += other.apply;
+        self.evaluate += other.evaluate;
         self.overlap += other.overlap;
         self.total += other.total;
     }
@@ -165,14 +165,12 @@ mod tests {
     fn sample() -> PhaseTimes {
         PhaseTimes {
             steps: 4,
-            wait: 0.4,
-            pull: 0.8,
-            decode: 0.2,
-            evaluate: 0.0,
             compute: 4.0,
-            encode: 0.2,
-            push: 0.8,
+            send: 1.0,
+            wait: 0.4,
+            receive: 1.0,
             apply: 0.4,
+            evaluate: 0.0,
             overlap: 0.0,
             total: 8.0,
         }

@@ -6,9 +6,12 @@
 //! meant for people too, travel as JSON.
 
 use bytes::Bytes;
+use downpour_core::schema::SchemaError;
+#[cfg(doc)]
+use downpour_core::schema::TensorSchema;
 use downpour_core::status::{Evaluation, ServerStatus};
 use downpour_core::timing::PhaseTimes;
-use downpour_core::{NamedTensor, ParamSet, Tensor, TrainingPlan};
+use downpour_core::{NamedTensor, ParamSet, Push, Tensor, TrainingPlan};
 
 use crate::pieces::ParamAssembler;
 use crate::v1;
@@ -72,18 +75,6 @@ pub enum WireError {
         /// The shape of the offending piece.
         then: Vec<u64>,
     },
-    /// The tensors of a set declare more values in all than the receiver holds.
-    #[error(
-        "tensor {name}: the set's tensors declare {declared} values, more than the {limit} this server holds"
-    )]
-    TooManyValues {
-        /// The tensor whose shape went past the limit.
-        name: String,
-        /// Values declared so far, this tensor's included.
-        declared: u64,
-        /// The most the receiver accepts.
-        limit: u64,
-    },
     /// A tensor's pieces bring more values than its shape holds.
     #[error("tensor {name}: shape {shape:?} holds {expected} values, its pieces bring {actual}")]
     Overflow {
@@ -117,6 +108,12 @@ pub enum WireError {
         /// Which stream.
         what: &'static str,
     },
+    /// A tensor that does not fit the receiver's model (see [`TensorSchema`]).
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// A long-lived stream ended in the middle of a set of pieces.
+    #[error("the stream ended before the last message of the set")]
+    Truncated,
     /// An embedded JSON document does not parse.
     #[error("malformed {what}: {reason}")]
     Json {
@@ -350,18 +347,47 @@ impl From<&Evaluation> for v1::EvaluationReport {
     }
 }
 
+impl From<&v1::PushHeader> for Push {
+    fn from(h: &v1::PushHeader) -> Self {
+        Self {
+            worker: h.worker_id,
+            step: h.step,
+            base_version: h.base_version,
+            loss: h.loss,
+            samples: h.samples,
+        }
+    }
+}
+
+/// The header of a gradient's first message: `push`'s facts, the worker's phase totals,
+/// and the step whose parameters to send back (`None`: only the receipt).
+#[must_use]
+pub fn push_header(
+    push: &Push,
+    phases: Option<&PhaseTimes>,
+    next_step: Option<u64>,
+) -> v1::PushHeader {
+    v1::PushHeader {
+        worker_id: push.worker,
+        step: push.step,
+        base_version: push.base_version,
+        loss: push.loss,
+        samples: push.samples,
+        phases: phases.map(v1::PhaseTimes::from),
+        next_step,
+    }
+}
+
 impl From<&PhaseTimes> for v1::PhaseTimes {
     fn from(p: &PhaseTimes) -> Self {
         Self {
             steps: p.steps,
-            wait: p.wait,
-            pull: p.pull,
-            decode: p.decode,
-            evaluate: p.evaluate,
             compute: p.compute,
-            encode: p.encode,
-            push: p.push,
+            send: p.send,
+            wait: p.wait,
+            receive: p.receive,
             apply: p.apply,
+            evaluate: p.evaluate,
             overlap: p.overlap,
             total: p.total,
         }
@@ -372,14 +398,12 @@ impl From<v1::PhaseTimes> for PhaseTimes {
     fn from(p: v1::PhaseTimes) -> Self {
         Self {
             steps: p.steps,
-            wait: p.wait,
-            pull: p.pull,
-            decode: p.decode,
-            evaluate: p.evaluate,
             compute: p.compute,
-            encode: p.encode,
-            push: p.push,
+            send: p.send,
+            wait: p.wait,
+            receive: p.receive,
             apply: p.apply,
+            evaluate: p.evaluate,
             overlap: p.overlap,
             total: p.total,
         }

@@ -13,14 +13,15 @@
 //!   zero-copy [`bytes::Bytes::slice`] (the server's pull, from its per-version cache).
 //! - [`ParamAssembler`]: takes pieces in order and builds the [`ParamSet`], refusing any
 //!   piece that does not continue its tensor exactly.
-//! - [`receive_set`]: reads a stream of such messages (a push on the server, a pull on
-//!   the worker) into an assembler as they arrive.
+//! - [`receive_set`]: reads one set of such messages (a gradient on the server, the
+//!   parameters on the worker) into an assembler as they arrive.
 
 use std::collections::HashSet;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use downpour_core::schema::TensorSchema;
 use downpour_core::{NamedTensor, ParamSet, Tensor};
 
 use crate::convert::{WireError, extend_f32_from_le_bytes, f32_to_le_bytes, wire_shape};
@@ -306,10 +307,9 @@ pub struct ParamAssembler {
     /// Most values allocated for a tensor before its data arrives
     /// ([`RESERVE_LIMIT_VALUES`]; smaller in tests).
     reserve_limit: usize,
-    /// Most values the tensors' shapes may declare in all (`u64::MAX`: no limit).
-    value_limit: u64,
-    /// Values the shapes of the tensors begun so far declare.
-    declared: u64,
+    /// The receiver's model, when it has one: each tensor is checked against it at its
+    /// first piece (its name by lookup, its shape), before its data is held.
+    schema: Option<Arc<TensorSchema>>,
     /// Tensors whose pieces all arrived (except the current one), in arrival order.
     done: Vec<NamedTensor>,
     /// The names of `done` and of `current`: a tensor may not come twice.
@@ -335,20 +335,20 @@ impl ParamAssembler {
     fn with_reserve_limit(reserve_limit: usize) -> Self {
         Self {
             reserve_limit,
-            value_limit: u64::MAX,
-            declared: 0,
+            schema: None,
             done: Vec::new(),
             names: HashSet::new(),
             current: None,
         }
     }
 
-    /// The same assembler, refusing sets whose shapes declare more than `limit` values in
-    /// all: a receiver that knows its model refuses an oversized tensor at its first piece,
-    /// before holding its data.
+    /// The same assembler, refusing at its first piece any tensor that `schema` does not
+    /// have or that has another shape there: a receiver that knows its model never holds
+    /// the data of a tensor that does not fit it. (The set as a whole, every tensor
+    /// present, is checked by [`TensorSchema::conform`].)
     #[must_use]
-    pub fn with_value_limit(mut self, limit: u64) -> Self {
-        self.value_limit = limit;
+    pub fn with_schema(mut self, schema: Arc<TensorSchema>) -> Self {
+        self.schema = Some(schema);
         self
     }
 
@@ -356,7 +356,8 @@ impl ParamAssembler {
     ///
     /// # Errors
     /// [`WireError::ByteLength`], [`WireError::PieceOffset`], [`WireError::ShapeChanged`],
-    /// [`WireError::Overflow`], [`WireError::TooLarge`], [`WireError::DuplicateName`], or
+    /// [`WireError::Overflow`], [`WireError::TooLarge`], [`WireError::DuplicateName`],
+    /// [`WireError::Schema`] (with a schema), or
     /// [`WireError::Incomplete`] for the previous tensor when a new one begins early.
     pub fn push(&mut self, piece: v1::Tensor) -> Result<(), WireError> {
         let v1::Tensor {
@@ -395,16 +396,15 @@ impl ParamAssembler {
                 offset,
             });
         }
-        let (dims, expected) = wire_shape(&name, &shape)?;
-        let declared = self.declared.saturating_add(expected as u64);
-        if declared > self.value_limit {
-            return Err(WireError::TooManyValues {
-                name,
-                declared,
-                limit: self.value_limit,
-            });
+        if let Some(schema) = &self.schema {
+            let i = schema.lookup(&name)?;
+            let dims: Vec<usize> = shape
+                .iter()
+                .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
+                .collect();
+            schema.check_shape(i, &dims)?;
         }
-        self.declared = declared;
+        let (dims, expected) = wire_shape(&name, &shape)?;
         let mut tensor = PartialTensor::new(
             name.clone(),
             shape.clone(),
@@ -448,12 +448,40 @@ impl ParamAssembler {
 pub trait CarriesPieces {
     /// Takes the message's pieces, leaving it with none.
     fn take_pieces(&mut self) -> Vec<v1::Tensor>;
+
+    /// Whether this message is the last of its set. A set that ends with its stream (a
+    /// pull's reply) never says so; a set on a long-lived stream (the exchange) does.
+    fn ends_set(&self) -> bool {
+        false
+    }
+
+    /// Whether the set must end with a message that says so ([`Self::ends_set`]): the
+    /// stream's end before it means the set was cut short.
+    const MARKS_ITS_END: bool = false;
 }
 
-impl CarriesPieces for v1::PushRequest {
+impl CarriesPieces for v1::ExchangeRequest {
     fn take_pieces(&mut self) -> Vec<v1::Tensor> {
         std::mem::take(&mut self.gradients)
     }
+
+    fn ends_set(&self) -> bool {
+        self.last
+    }
+
+    const MARKS_ITS_END: bool = true;
+}
+
+impl CarriesPieces for v1::ExchangeReply {
+    fn take_pieces(&mut self) -> Vec<v1::Tensor> {
+        std::mem::take(&mut self.params)
+    }
+
+    fn ends_set(&self) -> bool {
+        self.last
+    }
+
+    const MARKS_ITS_END: bool = true;
 }
 
 impl CarriesPieces for v1::PullResponse {
@@ -462,10 +490,10 @@ impl CarriesPieces for v1::PullResponse {
     }
 }
 
-/// A stream of parameter pieces, read to its end or to its first piece that does not fit.
+/// A set of parameter pieces, read to its end or to its first piece that does not fit.
 #[derive(Debug)]
 pub struct ReceivedSet<M> {
-    /// The stream's first message, its pieces taken: the one whose other fields count.
+    /// The set's first message, its pieces taken: the one whose other fields count.
     pub first: M,
     /// The assembled set, or the first wire error (reading stopped there).
     pub params: Result<ParamSet, WireError>,
@@ -475,23 +503,30 @@ pub struct ReceivedSet<M> {
     pub decode: Duration,
 }
 
-/// Reads `stream`, feeding each message's pieces to `assembler` as the message arrives.
-/// `None` when the stream carried no message.
+/// Reads one set from `stream`, feeding each message's pieces to `assembler` as the
+/// message arrives: up to the message that ends the set, or the stream's end. `None`
+/// when the stream ended before a set began (a long-lived stream closed between sets).
+///
+/// After a wire error the rest of the set is not read: the stream must be dropped.
 ///
 /// # Errors
 /// The transport's status when the stream breaks.
 pub async fn receive_set<M: CarriesPieces>(
-    mut stream: tonic::Streaming<M>,
+    stream: &mut tonic::Streaming<M>,
     mut assembler: ParamAssembler,
 ) -> Result<Option<ReceivedSet<M>>, tonic::Status> {
     let Some(mut first) = stream.message().await? else {
         return Ok(None);
     };
+    let mut ended = first.ends_set();
     let mut pieces = Some(first.take_pieces());
     let mut bytes = 0;
     let mut decode = Duration::ZERO;
     let params = loop {
         let Some(group) = pieces.take() else {
+            if M::MARKS_ITS_END && !ended {
+                break Err(WireError::Truncated);
+            }
             let started = Instant::now();
             let finished = assembler.finish();
             decode += started.elapsed();
@@ -504,7 +539,12 @@ pub async fn receive_set<M: CarriesPieces>(
         if let Err(e) = fed {
             break Err(e);
         }
-        pieces = stream.message().await?.map(|mut m| m.take_pieces());
+        if !ended {
+            pieces = stream.message().await?.map(|mut m| {
+                ended = m.ends_set();
+                m.take_pieces()
+            });
+        }
     };
     Ok(Some(ReceivedSet {
         first,
@@ -690,20 +730,26 @@ mod tests {
     }
 
     #[test]
-    fn shapes_declaring_more_than_the_receiver_holds_are_refused_at_their_first_piece() {
-        // A 10-value model: a 1e12-value tensor is refused before any allocation.
-        let mut a = ParamAssembler::new().with_value_limit(10);
-        a.push(piece("w", &[2, 3], 0, &[0.0; 6])).unwrap();
+    fn with_a_schema_a_tensor_that_does_not_fit_is_refused_at_its_first_piece() {
+        let model = set(&[6, 4]);
+        let schema = Arc::new(TensorSchema::of(&model));
+        let assembler = || ParamAssembler::new().with_schema(Arc::clone(&schema));
+        // A 1e12-value tensor is refused before any allocation.
+        let mut a = assembler();
         let err = a
-            .push(piece("b", &[1_000_000, 1_000_000], 0, &[1.0]))
+            .push(piece("t0", &[1_000_000, 1_000_000], 0, &[1.0]))
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "tensor b: the set's tensors declare 1000000000006 values, more than the 10 this server holds"
+            "tensor t0: expected shape [2, 3], got [1000000, 1000000]"
         );
-        let mut exact = ParamAssembler::new().with_value_limit(10);
-        exact.push(piece("w", &[2, 3], 0, &[0.0; 6])).unwrap();
-        exact.push(piece("b", &[4], 0, &[0.0; 4])).unwrap();
+        let err = assembler()
+            .push(piece("t9", &[2, 3], 0, &[0.0; 6]))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "unknown tensor t9; the model has t0, t1");
+        let mut exact = assembler();
+        exact.push(piece("t0", &[2, 3], 0, &[0.0; 6])).unwrap();
+        exact.push(piece("t1", &[2, 2], 0, &[0.0; 4])).unwrap();
         assert_eq!(exact.finish().unwrap().num_values(), 10);
     }
 

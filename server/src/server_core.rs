@@ -6,7 +6,10 @@ use downpour_core::partition::ShardPlan;
 use downpour_core::status::{
     CheckpointStatus, Evaluation, ServerStatus, ShardStatus, StalenessStats, WorkerState,
 };
-use downpour_core::{Assignment, ParamSet, TrainingPlan};
+use std::sync::Arc;
+
+use downpour_core::schema::{Conformed, TensorSchema};
+use downpour_core::{Assignment, ParamSet, Push, TrainingPlan};
 
 use crate::barrier::{Offer, SyncBarrier};
 use crate::checkpoint::{Snapshot, TensorState};
@@ -55,6 +58,14 @@ pub enum CoreError {
     /// A checkpoint that does not fit the model or the optimizer.
     #[error("cannot resume from the checkpoint: {0}")]
     Resume(String),
+    /// A gradient with no tensors that claims samples.
+    #[error("worker {worker} sent no gradient for a batch of {samples} samples")]
+    EmptyGradient {
+        /// The worker.
+        worker: u32,
+        /// The samples it claims.
+        samples: u64,
+    },
     /// A gradient computed from a version the server has not reached.
     #[error("base version {base} is ahead of the server's version {current}")]
     FutureVersion {
@@ -147,6 +158,9 @@ pub struct ServerCore {
     traffic: ShardStatus,
     /// Weights, optimizer state, version.
     store: ParameterStore,
+    /// The names and shapes of the tensors this shard holds (fixed for its life): the
+    /// one check of which tensors a gradient holds.
+    schema: Arc<TensorSchema>,
     /// Registered workers.
     membership: Membership,
     /// Who computes which logical data shard (decided on shard 0 only).
@@ -223,6 +237,7 @@ impl ServerCore {
             ..ShardStatus::default()
         };
         Self {
+            schema: Arc::new(TensorSchema::of(store.params())),
             next_eval_at: job.eval_interval(),
             role,
             traffic,
@@ -375,6 +390,12 @@ impl ServerCore {
     #[must_use]
     pub fn params(&self) -> &ParamSet {
         self.store.params()
+    }
+
+    /// The tensors this shard holds: what a gradient must be conformed to.
+    #[must_use]
+    pub fn schema(&self) -> &Arc<TensorSchema> {
+        &self.schema
     }
 
     /// The parameter store (weights, optimizer state, version).
@@ -608,7 +629,7 @@ impl ServerCore {
         Ok(outcome)
     }
 
-    /// Takes a worker's gradient for `step`, computed from `base_version`.
+    /// Takes a worker's gradient for `push.step`, computed from `push.base_version`.
     ///
     /// Sync mode holds it at the barrier and applies the average once every active worker
     /// has pushed the step; async mode applies it at once.
@@ -617,32 +638,23 @@ impl ServerCore {
     /// [`CoreError`] for an unknown or departed worker, a step out of order or beyond the
     /// job, a base version from the future, or a gradient that does not fit the model.
     /// A refused push leaves the parameters untouched (and counts as rejected).
-    pub fn push(
-        &mut self,
-        worker: u32,
-        step: u64,
-        base_version: u64,
-        loss: f64,
-        samples: u64,
-        gradient: ParamSet,
-    ) -> Result<PushOutcome, CoreError> {
+    pub fn push(&mut self, push: &Push, gradient: Conformed) -> Result<PushOutcome, CoreError> {
         self.traffic.pushes += 1;
-        let result = self.accept_push(worker, step, base_version, loss, samples, gradient);
+        let result = self.accept_push(push, gradient);
         if result.is_err() {
-            self.note_rejected(worker);
+            self.note_rejected(push.worker);
         }
         result
     }
 
-    fn accept_push(
-        &mut self,
-        worker: u32,
-        step: u64,
-        base_version: u64,
-        loss: f64,
-        samples: u64,
-        gradient: ParamSet,
-    ) -> Result<PushOutcome, CoreError> {
+    fn accept_push(&mut self, push: &Push, gradient: Conformed) -> Result<PushOutcome, CoreError> {
+        let Push {
+            worker,
+            step,
+            base_version,
+            loss,
+            samples,
+        } = *push;
         let record = self.member(worker)?;
         let version = self.version();
         if step < record.next_step {
@@ -675,10 +687,13 @@ impl ServerCore {
             });
         }
         // An empty push: the worker had no data shard this step; it only keeps pace.
-        let gradient = if gradient.is_empty() && samples == 0 {
-            None
-        } else {
-            Some(self.store.conform(gradient)?)
+        let gradient = match (gradient.is_empty(), samples) {
+            (true, 0) => None,
+            (true, _) => return Err(CoreError::EmptyGradient { worker, samples }),
+            (false, _) => {
+                self.store.check_finite(&gradient)?;
+                Some(gradient.into_set())
+            }
         };
         let staleness = version - base_version;
         let mut dropped = false;

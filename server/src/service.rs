@@ -10,18 +10,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use downpour_core::Push;
+use downpour_core::schema::{Conformed, TensorSchema};
 use downpour_proto::convert::{params_to_wire, plan_to_json, status_to_wire};
 use downpour_proto::limits::{
     CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PIECE_BYTES, STREAM_WINDOW_BYTES,
 };
 use downpour_proto::pieces::{EncodedPieces, ParamAssembler, receive_set};
+use downpour_proto::v1;
 use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
-use downpour_proto::{WireError, v1};
 
 use crate::checkpoint::{CheckpointStore, Snapshot};
 use crate::server_core::{CoreError, PullOutcome, ServerCore, ShardRole};
@@ -111,9 +114,9 @@ struct Shared {
     last_checkpoint: Mutex<LastCheckpoint>,
     /// True while a checkpoint is being written: one at a time.
     writing: AtomicBool,
-    /// Values of the parameters this shard holds (fixed for its life): a push whose
-    /// tensors declare more is refused at the first piece that does, before its data is held.
-    values: u64,
+    /// The tensors this shard holds (the core's, fixed for its life), shared here so that a
+    /// gradient is checked against it as its pieces arrive, outside the core's lock.
+    schema: Arc<TensorSchema>,
 }
 
 impl Shared {
@@ -255,6 +258,244 @@ impl Shared {
     }
 }
 
+/// Parameters a worker may start its step with, and the facts that go with them.
+#[derive(Debug)]
+struct Ready {
+    /// Their version.
+    version: u64,
+    /// Whether the worker should evaluate them.
+    evaluate: bool,
+    /// The logical data shards the worker computes in that step.
+    data_shards: Vec<u32>,
+    /// Seconds the request was held before they were ready.
+    waited_seconds: f64,
+    /// Their encoding, shared by every reply of this version.
+    params: Arc<[v1::Tensor]>,
+}
+
+/// What the core answered to an accepted gradient.
+#[derive(Debug, Clone, Copy)]
+struct Accepted {
+    /// The version after the gradient was accepted.
+    version: u64,
+    /// The server's version minus the gradient's base version, at arrival.
+    staleness: u64,
+    /// Seconds under the core's lock.
+    applied_seconds: f64,
+}
+
+impl Shared {
+    /// Waits until `worker` may start `step` (or, with `final_pull`, until training is
+    /// over) and returns the parameters to start it with.
+    ///
+    /// # Errors
+    /// The core's refusal, or `UNAVAILABLE` when the server shuts down meanwhile.
+    async fn ready(&self, worker: u32, step: u64, final_pull: bool) -> Result<Ready, Status> {
+        let arrived = Instant::now();
+        loop {
+            // Subscribe before looking, so a change between the look and the wait is not lost.
+            let mut changed = self.changed.subscribe();
+            {
+                let mut core = self.core();
+                let outcome = core
+                    .pull(worker, step, final_pull)
+                    .map_err(|e| status_of(&e))?;
+                core.touch(worker, self.now());
+                if let PullOutcome::Ready {
+                    version,
+                    evaluate,
+                    data_shards,
+                } = outcome
+                {
+                    // Encoding below is transfer work, not waiting.
+                    let waited_seconds = arrived.elapsed().as_secs_f64();
+                    if step == 0 && !final_pull {
+                        let now = self.elapsed();
+                        let workers = core.job().workers();
+                        self.timing().first_step_pulled(worker, workers, now);
+                    }
+                    let params = self.encoded_params(&core);
+                    core.record_traffic(0, params.iter().map(|t| t.data.len() as u64).sum());
+                    return Ok(Ready {
+                        version,
+                        evaluate,
+                        data_shards,
+                        waited_seconds,
+                        params,
+                    });
+                }
+            }
+            tokio::select! {
+                res = changed.changed() => {
+                    if res.is_err() {
+                        return Err(Status::unavailable("server shutting down"));
+                    }
+                }
+                () = self.shutdown.cancelled() => {
+                    return Err(Status::unavailable("server shutting down"));
+                }
+            }
+        }
+    }
+
+    /// Reads the next gradient of an exchange stream, assembling its pieces as they
+    /// arrive. `None` when the worker closed the stream between steps.
+    ///
+    /// # Errors
+    /// `INVALID_ARGUMENT` for a gradient that does not fit together or lacks its header
+    /// (counted as rejected); the transport's status when the stream breaks.
+    async fn receive_gradient(
+        &self,
+        stream: &mut Streaming<v1::ExchangeRequest>,
+    ) -> Result<Option<(v1::PushHeader, Conformed)>, Status> {
+        let assembler = ParamAssembler::new().with_schema(Arc::clone(&self.schema));
+        let Some(received) = receive_set(stream, assembler).await? else {
+            return Ok(None);
+        };
+        let header = received.first.header.ok_or_else(|| {
+            Status::invalid_argument("the first message of a step carries no header")
+        })?;
+        self.core().record_traffic(received.bytes, 0);
+        let conformed = received
+            .params
+            .and_then(|set| Ok(self.schema.conform(set)?));
+        match conformed {
+            Ok(gradient) => {
+                self.timing().decoded(received.decode.as_secs_f64());
+                Ok(Some((header, gradient)))
+            }
+            Err(e) => {
+                self.core().note_rejected(header.worker_id);
+                Err(Status::invalid_argument(e.to_string()))
+            }
+        }
+    }
+
+    /// Hands a gradient to the core (the barrier or the optimizer), records the worker's
+    /// phase totals, and starts a checkpoint if one is due.
+    ///
+    /// # Errors
+    /// The core's refusal; the parameters are unchanged then.
+    fn accept(
+        self: &Arc<Self>,
+        header: &v1::PushHeader,
+        gradient: Conformed,
+    ) -> Result<Accepted, Status> {
+        let push = Push::from(header);
+        let accepted = {
+            let mut core = self.core();
+            core.touch(push.worker, self.now());
+            let locked = Instant::now();
+            let outcome = core.push(&push, gradient).map_err(|e| {
+                tracing::warn!(worker = push.worker, step = push.step, error = %e, "push rejected");
+                status_of(&e)
+            })?;
+            let applied_seconds = locked.elapsed().as_secs_f64();
+            let done = core.training_done();
+            let now = self.elapsed();
+            let mut timing = self.timing();
+            timing.applied(applied_seconds);
+            if let Some(phases) = header.phases {
+                timing.worker_phases(push.worker, phases.into());
+            }
+            if done {
+                timing.training_ended(now);
+            }
+            drop(timing);
+            // Under the same lock as the push: a push that completed a step sees its boundary.
+            Self::checkpoint_if_due(self, &core);
+            Accepted {
+                version: outcome.version,
+                staleness: outcome.staleness,
+                applied_seconds,
+            }
+        };
+        self.notify();
+        Ok(accepted)
+    }
+
+    /// Serves one worker's exchange stream: for each gradient, accept it, wait until the
+    /// step it asks for may start, and send those parameters back; until the worker
+    /// closes the stream, a request is refused, or the server shuts down.
+    async fn exchange(
+        self: Arc<Self>,
+        mut inbound: Streaming<v1::ExchangeRequest>,
+        replies: &mpsc::Sender<Result<v1::ExchangeReply, Status>>,
+    ) -> Result<(), Status> {
+        loop {
+            let received = tokio::select! {
+                received = self.receive_gradient(&mut inbound) => received?,
+                () = self.shutdown.cancelled() => {
+                    return Err(Status::unavailable("server shutting down"));
+                }
+            };
+            let Some((header, gradient)) = received else {
+                return Ok(());
+            };
+            let accepted = self.accept(&header, gradient)?;
+            let mut reply = v1::ExchangeHeader {
+                version: accepted.version,
+                staleness: accepted.staleness,
+                applied_seconds: accepted.applied_seconds,
+                ..v1::ExchangeHeader::default()
+            };
+            let params = match header.next_step {
+                Some(next) => {
+                    let ready = self.ready(header.worker_id, next, false).await?;
+                    reply.version = ready.version;
+                    reply.evaluate = ready.evaluate;
+                    reply.data_shards = ready.data_shards;
+                    reply.waited_seconds = ready.waited_seconds;
+                    Some(ready.params)
+                }
+                None => None,
+            };
+            for message in exchange_reply(reply, params) {
+                if replies.send(Ok(message)).await.is_err() {
+                    // The worker went away; its next registration tells where it is.
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The messages of an exchange's reply: `header` with the first group of pieces of
+/// `params` (cut from their cached encoding without copying), one message per further
+/// group, the last marked; one message without pieces when there are no parameters.
+fn exchange_reply(
+    header: v1::ExchangeHeader,
+    params: Option<Arc<[v1::Tensor]>>,
+) -> impl Iterator<Item = v1::ExchangeReply> {
+    let mut header = Some(header);
+    let mut groups = params
+        .map(|p| EncodedPieces::new(p, PIECE_BYTES))
+        .into_iter()
+        .flatten()
+        .peekable();
+    let mut sent_any = false;
+    std::iter::from_fn(move || {
+        let group = match groups.next() {
+            Some(group) => group,
+            None if !sent_any => Vec::new(),
+            None => return None,
+        };
+        sent_any = true;
+        Some(v1::ExchangeReply {
+            header: header.take(),
+            params: group,
+            last: groups.peek().is_none(),
+        })
+    })
+}
+
+/// A streamed reply of exchange messages.
+pub type ExchangeStream = Pin<Box<dyn Stream<Item = Result<v1::ExchangeReply, Status>> + Send>>;
+
+/// Reply messages an exchange prepares ahead of the transport: they are slices of the
+/// cached encoding, so holding a few costs no copy.
+const REPLY_MESSAGES_AHEAD: usize = 4;
+
 /// A streamed reply of parameters: `PullResponse` messages of pieces.
 pub type PullStream = Pin<Box<dyn Stream<Item = Result<v1::PullResponse, Status>> + Send>>;
 
@@ -283,7 +524,7 @@ impl ParameterServerService {
     pub fn new(core: ServerCore, shutdown: CancellationToken, options: ServeOptions) -> Self {
         let (changed, _) = watch::channel(0);
         let version = core.version();
-        let values = core.params().num_values() as u64;
+        let schema = Arc::clone(core.schema());
         Self {
             shared: Arc::new(Shared {
                 core: Mutex::new(core),
@@ -299,7 +540,7 @@ impl ParameterServerService {
                     at: Instant::now(),
                 }),
                 writing: AtomicBool::new(false),
-                values,
+                schema,
             }),
         }
     }
@@ -380,9 +621,10 @@ fn status_of(err: &CoreError) -> Status {
         | CoreError::OutOfOrder { .. }
         | CoreError::BeyondLastStep { .. } => Status::failed_precondition(msg),
         CoreError::Resume(_) => Status::internal(msg),
-        CoreError::Gradient(_) | CoreError::FutureVersion { .. } | CoreError::Role(_) => {
-            Status::invalid_argument(msg)
-        }
+        CoreError::Gradient(_)
+        | CoreError::EmptyGradient { .. }
+        | CoreError::FutureVersion { .. }
+        | CoreError::Role(_) => Status::invalid_argument(msg),
     }
 }
 
@@ -434,110 +676,35 @@ impl ParameterServer for ParameterServerService {
         request: Request<v1::PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
         let req = request.into_inner();
-        let arrived = Instant::now();
-        loop {
-            // Subscribe before looking, so a change between the look and the wait is not lost.
-            let mut changed = self.shared.changed.subscribe();
-            {
-                let mut core = self.shared.core();
-                let outcome = core
-                    .pull(req.worker_id, req.step, req.r#final)
-                    .map_err(|e| status_of(&e))?;
-                core.touch(req.worker_id, self.shared.now());
-                if let PullOutcome::Ready {
-                    version,
-                    evaluate,
-                    data_shards,
-                } = outcome
-                {
-                    // Encoding below is transfer work, not waiting.
-                    let waited_seconds = arrived.elapsed().as_secs_f64();
-                    if req.step == 0 && !req.r#final {
-                        let now = self.shared.elapsed();
-                        let workers = core.job().workers();
-                        self.shared
-                            .timing()
-                            .first_step_pulled(req.worker_id, workers, now);
-                    }
-                    let params = self.shared.encoded_params(&core);
-                    core.record_traffic(0, params.iter().map(|t| t.data.len() as u64).sum());
-                    let header = v1::PullResponse {
-                        version,
-                        params: Vec::new(),
-                        evaluate,
-                        data_shards,
-                        waited_seconds,
-                    };
-                    return Ok(Response::new(pull_stream(header, params)));
-                }
-            }
-            tokio::select! {
-                res = changed.changed() => {
-                    if res.is_err() {
-                        return Err(Status::unavailable("server shutting down"));
-                    }
-                }
-                () = self.shared.shutdown.cancelled() => {
-                    return Err(Status::unavailable("server shutting down"));
-                }
-            }
-        }
+        let ready = self
+            .shared
+            .ready(req.worker_id, req.step, req.r#final)
+            .await?;
+        let header = v1::PullResponse {
+            version: ready.version,
+            params: Vec::new(),
+            evaluate: ready.evaluate,
+            data_shards: ready.data_shards,
+            waited_seconds: ready.waited_seconds,
+        };
+        Ok(Response::new(pull_stream(header, ready.params)))
     }
 
-    async fn push(
+    type ExchangeStream = ExchangeStream;
+
+    async fn exchange(
         &self,
-        request: Request<Streaming<v1::PushRequest>>,
-    ) -> Result<Response<v1::PushResponse>, Status> {
-        let assembler = ParamAssembler::new().with_value_limit(self.shared.values);
-        let received = receive_set(request.into_inner(), assembler)
-            .await?
-            .ok_or_else(|| {
-                Status::invalid_argument(WireError::EmptyStream { what: "push" }.to_string())
-            })?;
-        let req = received.first;
-        self.shared.core().record_traffic(received.bytes, 0);
-        let gradient = match received.params {
-            Ok(g) => {
-                self.shared.timing().decoded(received.decode.as_secs_f64());
-                g
+        request: Request<Streaming<v1::ExchangeRequest>>,
+    ) -> Result<Response<Self::ExchangeStream>, Status> {
+        let inbound = request.into_inner();
+        let (replies, outgoing) = mpsc::channel(REPLY_MESSAGES_AHEAD);
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            if let Err(status) = shared.exchange(inbound, &replies).await {
+                let _ = replies.send(Err(status)).await;
             }
-            Err(e) => {
-                self.shared.core().note_rejected(req.worker_id);
-                return Err(Status::invalid_argument(e.to_string()));
-            }
-        };
-        let (outcome, applied_seconds) = {
-            let mut core = self.shared.core();
-            core.touch(req.worker_id, self.shared.now());
-            let locked = Instant::now();
-            let outcome = core
-                .push(req.worker_id, req.step, req.base_version, req.loss, req.samples, gradient)
-                .map_err(|e| {
-                    tracing::warn!(worker = req.worker_id, step = req.step, error = %e, "push rejected");
-                    status_of(&e)
-                })?;
-            let applied_seconds = locked.elapsed().as_secs_f64();
-            let done = core.training_done();
-            let now = self.shared.elapsed();
-            let mut timing = self.shared.timing();
-            timing.applied(applied_seconds);
-            if let Some(phases) = req.phases {
-                timing.worker_phases(req.worker_id, phases.into());
-            }
-            if done {
-                timing.training_ended(now);
-            }
-            drop(timing);
-            // Under the same lock as the push: a push that completed a step sees its boundary.
-            Shared::checkpoint_if_due(&self.shared, &core);
-            (outcome, applied_seconds)
-        };
-        self.shared.notify();
-        Ok(Response::new(v1::PushResponse {
-            version: outcome.version,
-            staleness: outcome.staleness,
-            applied_seconds,
-        }))
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(outgoing))))
     }
 
     async fn heartbeat(

@@ -2,38 +2,18 @@
 //! and the version (updates applied so far).
 
 use downpour_core::ParamSet;
+use downpour_core::schema::Conformed;
 
 use crate::clip::clip_grad_norm;
 use crate::optim::{Optimizer, ParamState};
 use crate::schedule::ScheduleConfig;
 
-/// A gradient that does not fit the model. The store is unchanged when one is returned.
+/// A gradient the store refuses. The store is unchanged when one is returned.
+///
+/// Which tensors a gradient holds is checked before it reaches the store, once, by the
+/// model's [`downpour_core::schema::TensorSchema`]; the store checks only the values.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GradientError {
-    /// A tensor name the model does not have.
-    #[error("unknown tensor {name}; the model has {known}")]
-    UnknownTensor {
-        /// The name sent.
-        name: String,
-        /// The model's names, comma-separated.
-        known: String,
-    },
-    /// A tensor of the model is missing from the gradient.
-    #[error("gradient for {name} is missing")]
-    MissingTensor {
-        /// The missing name.
-        name: String,
-    },
-    /// A tensor has the wrong shape.
-    #[error("tensor {name}: expected shape {expected:?}, got {actual:?}")]
-    Shape {
-        /// The tensor.
-        name: String,
-        /// The model's shape.
-        expected: Vec<usize>,
-        /// The shape sent.
-        actual: Vec<usize>,
-    },
     /// A value is NaN or infinite.
     #[error("tensor {name}: value {value} at index {index} is not finite")]
     NonFinite {
@@ -144,43 +124,21 @@ impl ParameterStore {
         self.rule.schedule.lr_at(self.rule.base_lr, self.version)
     }
 
-    /// Checks a gradient against the model and returns it in layout order.
+    /// Checks that every value of a conformed gradient is finite.
     ///
     /// # Errors
-    /// [`GradientError`] for an unknown or missing tensor, a wrong shape, or a non-finite value.
-    pub fn conform(&self, gradient: ParamSet) -> Result<ParamSet, GradientError> {
-        let mut by_name: Vec<Option<downpour_core::NamedTensor>> = vec![None; self.params.len()];
-        for g in gradient.into_entries() {
-            let Some(i) = self.params.entries().iter().position(|p| p.name == g.name) else {
-                return Err(GradientError::UnknownTensor {
-                    name: g.name,
-                    known: self.names(),
-                });
-            };
-            let expected = self.params.entries()[i].tensor.shape();
-            if g.tensor.shape() != expected {
-                return Err(GradientError::Shape {
-                    expected: expected.to_vec(),
-                    actual: g.tensor.shape().to_vec(),
-                    name: g.name,
-                });
-            }
+    /// [`GradientError::NonFinite`] for the first NaN or infinity.
+    pub fn check_finite(&self, gradient: &Conformed) -> Result<(), GradientError> {
+        for g in gradient.set().entries() {
             if let Some((index, value)) = first_non_finite(g.tensor.data()) {
                 return Err(GradientError::NonFinite {
-                    name: g.name,
+                    name: g.name.clone(),
                     index,
                     value,
                 });
             }
-            by_name[i] = Some(g);
         }
-        let mut entries = Vec::with_capacity(by_name.len());
-        for (slot, p) in by_name.into_iter().zip(self.params.entries()) {
-            entries.push(slot.ok_or_else(|| GradientError::MissingTensor {
-                name: p.name.clone(),
-            })?);
-        }
-        Ok(ParamSet::new(entries))
+        Ok(())
     }
 
     /// Applies one optimizer step with a conformed gradient, the learning rate scaled by `lr_scale`.
@@ -216,15 +174,6 @@ impl ParameterStore {
     pub fn skip(&mut self) -> u64 {
         self.version += 1;
         self.version
-    }
-
-    fn names(&self) -> String {
-        self.params
-            .entries()
-            .iter()
-            .map(|e| e.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 

@@ -1,6 +1,7 @@
 //! SSP's bound, the staleness policies, and sharded servers, driven by plain calls.
 
 use downpour_core::ParamSet;
+use downpour_core::Push;
 use downpour_core::partition::ShardPlan;
 use downpour_server::JobSpec;
 use downpour_server::job::{ConsistencyMode, StalenessPolicy};
@@ -66,7 +67,17 @@ fn drive(c: &mut ServerCore, slow_every: u64) -> u64 {
                 && let Some(version) = slow_holds.take()
             {
                 let g = grad(c, 0.01);
-                c.push(ids[0], next[0], version, 0.1, 4, g).unwrap();
+                c.push(
+                    &Push {
+                        worker: ids[0],
+                        step: next[0],
+                        base_version: version,
+                        loss: 0.1,
+                        samples: 4,
+                    },
+                    c.schema().conform(g).unwrap(),
+                )
+                .unwrap();
                 next[0] += 1;
                 continue;
             }
@@ -74,7 +85,17 @@ fn drive(c: &mut ServerCore, slow_every: u64) -> u64 {
                 PullOutcome::Ready { version, .. } if k == 0 => slow_holds = Some(version),
                 PullOutcome::Ready { version, .. } => {
                     let g = grad(c, 0.01);
-                    c.push(ids[k], next[k], version, 0.1, 4, g).unwrap();
+                    c.push(
+                        &Push {
+                            worker: ids[k],
+                            step: next[k],
+                            base_version: version,
+                            loss: 0.1,
+                            samples: 4,
+                        },
+                        c.schema().conform(g).unwrap(),
+                    )
+                    .unwrap();
                     next[k] += 1;
                 }
                 PullOutcome::Wait => fast_waits += u64::from(k != 0),
@@ -154,17 +175,49 @@ fn the_drop_policy_discards_gradients_staler_than_its_limit() {
     let b = c.register("b", None).unwrap().assignment.worker_id;
     for step in 0..3 {
         let v = c.version();
-        c.push(a, step, v, 0.1, 4, grad(&c, 1.0)).unwrap();
+        c.push(
+            &Push {
+                worker: a,
+                step,
+                base_version: v,
+                loss: 0.1,
+                samples: 4,
+            },
+            c.schema().conform(grad(&c, 1.0)).unwrap(),
+        )
+        .unwrap();
     }
     let before = bias0(&c);
     // b's gradient was computed from version 0; 3 updates have been applied since.
-    let out = c.push(b, 0, 0, 0.1, 4, grad(&c, 1.0)).unwrap();
+    let out = c
+        .push(
+            &Push {
+                worker: b,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 4,
+            },
+            c.schema().conform(grad(&c, 1.0)).unwrap(),
+        )
+        .unwrap();
     assert!(out.dropped);
     assert_eq!(out.staleness, 3);
     assert_eq!(bias0(&c), before, "a dropped gradient changes nothing");
     // One within the limit is applied.
     let v = c.version() - 1;
-    let out = c.push(b, 1, v, 0.1, 4, grad(&c, 1.0)).unwrap();
+    let out = c
+        .push(
+            &Push {
+                worker: b,
+                step: 1,
+                base_version: v,
+                loss: 0.1,
+                samples: 4,
+            },
+            c.schema().conform(grad(&c, 1.0)).unwrap(),
+        )
+        .unwrap();
     assert!(!out.dropped);
     assert!((bias0(&c) - (before - 0.1)).abs() < 1e-6);
     assert_eq!(c.status(0.0).workers[1].dropped, 1);
@@ -176,7 +229,17 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
     let a = c.register("a", None).unwrap().assignment.worker_id;
     let b = c.register("b", None).unwrap().assignment.worker_id;
     let start = bias0(&c);
-    c.push(a, 0, 0, 0.1, 4, grad(&c, 1.0)).unwrap();
+    c.push(
+        &Push {
+            worker: a,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 4,
+        },
+        c.schema().conform(grad(&c, 1.0)).unwrap(),
+    )
+    .unwrap();
     let fresh_step = start - bias0(&c);
     assert!(
         (fresh_step - 0.1).abs() < 1e-6,
@@ -184,10 +247,31 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
     );
     for step in 1..3 {
         let v = c.version();
-        c.push(a, step, v, 0.1, 4, grad(&c, 1.0)).unwrap();
+        c.push(
+            &Push {
+                worker: a,
+                step,
+                base_version: v,
+                loss: 0.1,
+                samples: 4,
+            },
+            c.schema().conform(grad(&c, 1.0)).unwrap(),
+        )
+        .unwrap();
     }
     let before = bias0(&c);
-    let out = c.push(b, 0, 0, 0.1, 4, grad(&c, 1.0)).unwrap();
+    let out = c
+        .push(
+            &Push {
+                worker: b,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 4,
+            },
+            c.schema().conform(grad(&c, 1.0)).unwrap(),
+        )
+        .unwrap();
     assert_eq!(out.staleness, 3);
     let damped = before - bias0(&c);
     assert!(
@@ -239,8 +323,17 @@ fn sharded_sync_run(shards: usize) -> ParamSet {
             }
             for (s, core) in cores.iter_mut().enumerate() {
                 let v = core.version();
-                core.push(id, step, v, 0.1, 4, plan.slice(&full, s))
-                    .unwrap();
+                core.push(
+                    &Push {
+                        worker: id,
+                        step,
+                        base_version: v,
+                        loss: 0.1,
+                        samples: 4,
+                    },
+                    core.schema().conform(plan.slice(&full, s)).unwrap(),
+                )
+                .unwrap();
             }
         }
     }

@@ -2,6 +2,7 @@
 //! never stopping; the core alone, through the checkpoint files.
 
 use downpour_core::ParamSet;
+use downpour_core::Push;
 use downpour_server::JobSpec;
 use downpour_server::checkpoint::{CheckpointStore, fingerprint};
 use downpour_server::server_core::{ServerCore, ShardRole};
@@ -48,7 +49,17 @@ fn run_steps(core: &mut ServerCore, ids: &[u32], steps: std::ops::Range<u64>) {
         for &id in ids {
             let g = gradient(core.params(), id, step);
             let v = core.version();
-            core.push(id, step, v, 0.5, 10, g).unwrap();
+            core.push(
+                &Push {
+                    worker: id,
+                    step,
+                    base_version: v,
+                    loss: 0.5,
+                    samples: 10,
+                },
+                core.schema().conform(g).unwrap(),
+            )
+            .unwrap();
         }
     }
 }
@@ -78,7 +89,18 @@ fn resuming_a_sync_job_from_a_checkpoint_is_bit_identical() {
     // Half a step more: worker 0 pushed step `stop_at`, worker 1 did not. That gradient is
     // not in the checkpoint, and worker 0 computes it again after the restart.
     let g = gradient(first.params(), ids[0], stop_at);
-    first.push(ids[0], stop_at, stop_at, 0.5, 10, g).unwrap();
+    first
+        .push(
+            &Push {
+                worker: ids[0],
+                step: stop_at,
+                base_version: stop_at,
+                loss: 0.5,
+                samples: 10,
+            },
+            first.schema().conform(g).unwrap(),
+        )
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let store = CheckpointStore::open(dir.path(), 2).unwrap();

@@ -1,7 +1,9 @@
 //! The server's logic driven by plain calls: no network, no clock.
 
+use downpour_core::Push;
 use downpour_core::data::DatasetKind;
 use downpour_core::model_spec::ModelKind;
+use downpour_core::schema::SchemaError;
 use downpour_core::status::{Evaluation, WorkerState};
 use downpour_core::{BatchSize, DataSpec, NamedTensor, ParamSet, Tensor};
 use downpour_server::JobSpec;
@@ -51,13 +53,33 @@ fn sync_waits_for_every_worker_then_applies_the_average() {
     let before = c.params().clone();
 
     let g = gradient(&c, 1.0);
-    let out = c.push(a.worker_id, 0, 0, 0.5, 1, g.clone()).unwrap();
+    let out = c
+        .push(
+            &Push {
+                worker: a.worker_id,
+                step: 0,
+                base_version: 0,
+                loss: 0.5,
+                samples: 1,
+            },
+            c.schema().conform(g.clone()).unwrap(),
+        )
+        .unwrap();
     assert_eq!(out.version, 0, "the step waits for worker b");
     assert_eq!(c.params(), &before);
     assert_eq!(c.pull(a.worker_id, 1, false).unwrap(), PullOutcome::Wait);
 
     let out = c
-        .push(b.worker_id, 0, 0, 0.7, 1, gradient(&c, 3.0))
+        .push(
+            &Push {
+                worker: b.worker_id,
+                step: 0,
+                base_version: 0,
+                loss: 0.7,
+                samples: 1,
+            },
+            c.schema().conform(gradient(&c, 3.0)).unwrap(),
+        )
         .unwrap();
     assert_eq!(out.version, 1);
     assert_eq!(ready(c.pull(a.worker_id, 1, false).unwrap()), 1);
@@ -81,8 +103,17 @@ fn sync_results_do_not_depend_on_arrival_order() {
                 // Different, awkward values per worker so the f32 sum is order-sensitive.
                 let v = [1.0e3_f32, 1.0e-3, -0.333_333][k] * (step as f32 + 1.0);
                 let version = c.version();
-                c.push(ids[k], step, version, 0.1, 1, gradient(&c, v))
-                    .unwrap();
+                c.push(
+                    &Push {
+                        worker: ids[k],
+                        step,
+                        base_version: version,
+                        loss: 0.1,
+                        samples: 1,
+                    },
+                    c.schema().conform(gradient(&c, v)).unwrap(),
+                )
+                .unwrap();
             }
         }
         c.params().clone()
@@ -106,15 +137,48 @@ fn async_applies_each_gradient_and_records_staleness() {
     let a = c.register("a", None).unwrap().assignment.worker_id;
     let b = c.register("b", None).unwrap().assignment.worker_id;
     assert_eq!(
-        c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap().version,
+        c.push(
+            &Push {
+                worker: a,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 1
+            },
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
+        )
+        .unwrap()
+        .version,
         1
     );
     assert_eq!(
-        c.push(a, 1, 1, 0.1, 1, gradient(&c, 1.0)).unwrap().version,
+        c.push(
+            &Push {
+                worker: a,
+                step: 1,
+                base_version: 1,
+                loss: 0.1,
+                samples: 1
+            },
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
+        )
+        .unwrap()
+        .version,
         2
     );
     // b computed from version 0 while a pushed twice: staleness 2.
-    let out = c.push(b, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
+    let out = c
+        .push(
+            &Push {
+                worker: b,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 1,
+            },
+            c.schema().conform(gradient(&c, 1.0)).unwrap(),
+        )
+        .unwrap();
     assert_eq!((out.version, out.staleness), (3, 2));
     let status = c.status(1.0);
     assert_eq!(status.staleness.max, 2);
@@ -128,24 +192,58 @@ fn bad_pushes_are_refused_and_change_nothing() {
     let w = c.register("w", None).unwrap().assignment.worker_id;
     let before = c.params().clone();
 
+    // Which tensors a gradient holds is the schema's check, before the core.
     let mut unknown = gradient(&c, 1.0).into_entries();
     unknown[0].name = "layers.9.weight".into();
-    let err = c.push(w, 0, 0, 0.1, 1, ParamSet::new(unknown)).unwrap_err();
+    let err = c.schema().conform(ParamSet::new(unknown)).unwrap_err();
     assert!(
-        matches!(err, CoreError::Gradient(GradientError::UnknownTensor { ref name, .. }) if name == "layers.9.weight")
+        matches!(err, SchemaError::UnknownTensor { ref name, .. } if name == "layers.9.weight")
     );
 
     let mut wrong = gradient(&c, 1.0).into_entries();
     wrong[0].tensor = Tensor::zeros(&[3, 3]);
-    let err = c.push(w, 0, 0, 0.1, 1, ParamSet::new(wrong)).unwrap_err();
+    let err = c.schema().conform(ParamSet::new(wrong)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "tensor layers.0.weight: expected shape [4, 2], got [3, 3]"
     );
 
+    let mut missing = gradient(&c, 1.0).into_entries();
+    missing.pop();
+    let err = c.schema().conform(ParamSet::new(missing)).unwrap_err();
+    assert_eq!(err.to_string(), "gradient for layers.1.bias is missing");
+
+    let err = c
+        .push(
+            &Push {
+                worker: w,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 4,
+            },
+            c.schema().conform(ParamSet::default()).unwrap(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("worker {w} sent no gradient for a batch of 4 samples")
+    );
+
     let mut nan = gradient(&c, 1.0);
     nan.get_mut("layers.1.bias").unwrap().data_mut()[1] = f32::NAN;
-    let err = c.push(w, 0, 0, 0.1, 1, nan).unwrap_err();
+    let err = c
+        .push(
+            &Push {
+                worker: w,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 1,
+            },
+            c.schema().conform(nan).unwrap(),
+        )
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "tensor layers.1.bias: value NaN at index 1 is not finite"
@@ -154,21 +252,45 @@ fn bad_pushes_are_refused_and_change_nothing() {
     let mut inf = gradient(&c, 1.0);
     inf.get_mut("layers.0.bias").unwrap().data_mut()[0] = f32::NEG_INFINITY;
     assert!(matches!(
-        c.push(w, 0, 0, 0.1, 1, inf),
+        c.push(
+            &Push {
+                worker: w,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 1
+            },
+            c.schema().conform(inf).unwrap()
+        ),
         Err(CoreError::Gradient(GradientError::NonFinite { .. }))
     ));
 
-    let mut missing = gradient(&c, 1.0).into_entries();
-    missing.pop();
-    let err = c.push(w, 0, 0, 0.1, 1, ParamSet::new(missing)).unwrap_err();
-    assert_eq!(err.to_string(), "gradient for layers.1.bias is missing");
-
     assert_eq!(
-        c.push(99, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap_err(),
+        c.push(
+            &Push {
+                worker: 99,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 1
+            },
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
+        )
+        .unwrap_err(),
         CoreError::UnknownWorker(99)
     );
     assert_eq!(
-        c.push(w, 3, 0, 0.1, 1, gradient(&c, 1.0)).unwrap_err(),
+        c.push(
+            &Push {
+                worker: w,
+                step: 3,
+                base_version: 0,
+                loss: 0.1,
+                samples: 1
+            },
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
+        )
+        .unwrap_err(),
         CoreError::OutOfOrder {
             worker: w,
             step: 3,
@@ -176,7 +298,17 @@ fn bad_pushes_are_refused_and_change_nothing() {
         }
     );
     assert_eq!(
-        c.push(w, 0, 7, 0.1, 1, gradient(&c, 1.0)).unwrap_err(),
+        c.push(
+            &Push {
+                worker: w,
+                step: 0,
+                base_version: 7,
+                loss: 0.1,
+                samples: 1
+            },
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
+        )
+        .unwrap_err(),
         CoreError::FutureVersion {
             base: 7,
             current: 0
@@ -187,13 +319,23 @@ fn bad_pushes_are_refused_and_change_nothing() {
     assert_eq!(c.version(), 0);
     assert_eq!(
         c.status(0.0).workers[0].rejected_pushes,
-        7,
-        "every refusal but the unknown worker's"
+        5,
+        "every refusal the core saw but the unknown worker's (the schema's are counted at the edge)"
     );
 
     c.leave(w).unwrap();
     assert_eq!(
-        c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap_err(),
+        c.push(
+            &Push {
+                worker: w,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 1
+            },
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
+        )
+        .unwrap_err(),
         CoreError::DepartedWorker(w)
     );
     assert_eq!(c.params(), &before);
@@ -203,9 +345,30 @@ fn bad_pushes_are_refused_and_change_nothing() {
 fn a_retried_push_is_applied_once() {
     let mut c = core(ConsistencyMode::Async, 1, 5);
     let w = c.register("w", None).unwrap().assignment.worker_id;
-    c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
+    c.push(
+        &Push {
+            worker: w,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 1,
+        },
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+    )
+    .unwrap();
     let after_first = c.params().clone();
-    let again = c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
+    let again = c
+        .push(
+            &Push {
+                worker: w,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 1,
+            },
+            c.schema().conform(gradient(&c, 1.0)).unwrap(),
+        )
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(c.version(), 1);
     assert_eq!(c.params(), &after_first);
@@ -226,10 +389,40 @@ fn an_extra_worker_idles_until_a_data_shard_frees() {
         (vec![0], vec![1], vec![])
     );
     // The idle worker keeps pace with empty pushes; the step completes with all three.
-    c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
-    c.push(b, 0, 0, 0.1, 1, gradient(&c, 3.0)).unwrap();
+    c.push(
+        &Push {
+            worker: a,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 1,
+        },
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+    )
+    .unwrap();
+    c.push(
+        &Push {
+            worker: b,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 1,
+        },
+        c.schema().conform(gradient(&c, 3.0)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(c.version(), 0, "the idle worker is part of the step");
-    c.push(extra, 0, 0, 0.0, 0, ParamSet::default()).unwrap();
+    c.push(
+        &Push {
+            worker: extra,
+            step: 0,
+            base_version: 0,
+            loss: 0.0,
+            samples: 0,
+        },
+        c.schema().conform(ParamSet::default()).unwrap(),
+    )
+    .unwrap();
     assert_eq!(c.version(), 1);
     c.leave(b).unwrap();
     assert_eq!(
@@ -247,7 +440,17 @@ fn a_silent_worker_is_declared_dead_and_the_step_completes_without_it() {
     let b = c.register("b", None).unwrap().assignment.worker_id;
     c.touch(a, Duration::from_secs(1));
     c.touch(b, Duration::from_secs(1));
-    c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
+    c.push(
+        &Push {
+            worker: a,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 1,
+        },
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+    )
+    .unwrap();
     assert!(
         c.expire(Duration::from_secs(5)).is_empty(),
         "within the 10 s default timeout"
@@ -267,7 +470,17 @@ fn a_silent_worker_is_declared_dead_and_the_step_completes_without_it() {
         "the dead worker's data shard moved"
     );
     assert_eq!(
-        c.push(b, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap_err(),
+        c.push(
+            &Push {
+                worker: b,
+                step: 0,
+                base_version: 0,
+                loss: 0.1,
+                samples: 1
+            },
+            c.schema().conform(gradient(&c, 1.0)).unwrap()
+        )
+        .unwrap_err(),
         CoreError::DepartedWorker(b)
     );
     // It comes back: it rejoins under its id at the next step.
@@ -291,14 +504,44 @@ fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
     let c = &mut spec_core;
     let a = c.register("a", None).unwrap().assignment.worker_id;
     assert!(c.started(), "min_workers = 1");
-    c.push(a, 0, 0, 0.1, 2, gradient(c, 1.0)).unwrap();
+    c.push(
+        &Push {
+            worker: a,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 2,
+        },
+        c.schema().conform(gradient(c, 1.0)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(c.version(), 1, "alone, the first worker drives the steps");
     let joined = c.register("late", None).unwrap();
     assert_eq!(joined.start_step, 1);
     let late = joined.assignment.worker_id;
-    c.push(a, 1, 1, 0.1, 1, gradient(c, 1.0)).unwrap();
+    c.push(
+        &Push {
+            worker: a,
+            step: 1,
+            base_version: 1,
+            loss: 0.1,
+            samples: 1,
+        },
+        c.schema().conform(gradient(c, 1.0)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(c.version(), 1, "the step waits for the newcomer");
-    c.push(late, 1, 1, 0.1, 1, gradient(c, 1.0)).unwrap();
+    c.push(
+        &Push {
+            worker: late,
+            step: 1,
+            base_version: 1,
+            loss: 0.1,
+            samples: 1,
+        },
+        c.schema().conform(gradient(c, 1.0)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(c.version(), 2);
     assert_eq!(c.status(0.0).workers[1].pushes, 1);
 }
@@ -307,8 +550,28 @@ fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
 fn a_worker_coming_back_resumes_where_the_server_says() {
     let mut c = core(ConsistencyMode::Async, 1, 5);
     let w = c.register("w", None).unwrap().assignment.worker_id;
-    c.push(w, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
-    c.push(w, 1, 1, 0.1, 1, gradient(&c, 1.0)).unwrap();
+    c.push(
+        &Push {
+            worker: w,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 1,
+        },
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+    )
+    .unwrap();
+    c.push(
+        &Push {
+            worker: w,
+            step: 1,
+            base_version: 1,
+            loss: 0.1,
+            samples: 1,
+        },
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+    )
+    .unwrap();
     let back = c.register("w", Some(w)).unwrap();
     assert_eq!(back.start_step, 2);
     assert_eq!(
@@ -322,7 +585,17 @@ fn a_departed_worker_no_longer_holds_the_barrier() {
     let mut c = core(ConsistencyMode::Sync, 2, 3);
     let a = c.register("a", None).unwrap().assignment.worker_id;
     let b = c.register("b", None).unwrap().assignment.worker_id;
-    c.push(a, 0, 0, 0.1, 1, gradient(&c, 1.0)).unwrap();
+    c.push(
+        &Push {
+            worker: a,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 1,
+        },
+        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(c.version(), 0);
     c.leave(b).unwrap();
     assert_eq!(
@@ -345,8 +618,28 @@ fn the_end_of_training_is_evaluated_exactly_once() {
             PullOutcome::Wait,
             "training not over"
         );
-        c.push(a, step, step, 0.1, 1, gradient(&c, 0.1)).unwrap();
-        c.push(b, step, step, 0.1, 1, gradient(&c, 0.1)).unwrap();
+        c.push(
+            &Push {
+                worker: a,
+                step,
+                base_version: step,
+                loss: 0.1,
+                samples: 1,
+            },
+            c.schema().conform(gradient(&c, 0.1)).unwrap(),
+        )
+        .unwrap();
+        c.push(
+            &Push {
+                worker: b,
+                step,
+                base_version: step,
+                loss: 0.1,
+                samples: 1,
+            },
+            c.schema().conform(gradient(&c, 0.1)).unwrap(),
+        )
+        .unwrap();
     }
     assert_eq!(c.status(0.0).workers[0].state, WorkerState::Finished);
     assert!(c.training_done());
@@ -403,8 +696,28 @@ fn the_lowest_active_worker_evaluates_once_per_epoch() {
                 asked.push((w, version));
             }
         }
-        c.push(a, step, step, 0.1, 1, gradient(&c, 0.1)).unwrap();
-        c.push(b, step, step, 0.1, 1, gradient(&c, 0.1)).unwrap();
+        c.push(
+            &Push {
+                worker: a,
+                step,
+                base_version: step,
+                loss: 0.1,
+                samples: 1,
+            },
+            c.schema().conform(gradient(&c, 0.1)).unwrap(),
+        )
+        .unwrap();
+        c.push(
+            &Push {
+                worker: b,
+                step,
+                base_version: step,
+                loss: 0.1,
+                samples: 1,
+            },
+            c.schema().conform(gradient(&c, 0.1)).unwrap(),
+        )
+        .unwrap();
     }
     assert_eq!(
         asked,
@@ -418,8 +731,9 @@ fn a_named_tensor_set_can_be_conformed_in_any_order() {
     let c = core(ConsistencyMode::Async, 1, 1);
     let mut entries: Vec<NamedTensor> = gradient(&c, 2.0).into_entries();
     entries.reverse();
-    let conformed = c.store().conform(ParamSet::new(entries)).unwrap();
+    let conformed = c.schema().conform(ParamSet::new(entries)).unwrap();
     let names: Vec<&str> = conformed
+        .set()
         .entries()
         .iter()
         .map(|e| e.name.as_str())

@@ -68,9 +68,7 @@ impl Profile {
         Self {
             compute: median(&|r| r.phases.compute),
             compute_uses_cpu,
-            communication: median(&|r| {
-                r.phases.pull + r.phases.decode + r.phases.encode + r.phases.push
-            }),
+            communication: median(&|r| r.phases.send + r.phases.receive),
             wait: median(&|r| r.phases.wait),
             apply: median(&|r| r.phases.apply),
             other: median(&|r| r.phases.other()),

@@ -10,8 +10,8 @@ use crate::bench::stats::Summary;
 use crate::bench::transport::gb_per_second;
 
 /// The phases of the breakdown, in step order: a step is their sum less [`OVERLAP`].
-pub const PHASES: [&str; 9] = [
-    "wait", "pull", "decode", "evaluate", "compute", "encode", "push", "apply", "other",
+pub const PHASES: [&str; 7] = [
+    "compute", "send", "apply", "wait", "receive", "evaluate", "other",
 ];
 
 /// The column of communication hidden behind compute (prefetch), which the phases count
@@ -181,7 +181,7 @@ fn time_to_target(s: &ConfigSummary) -> String {
 fn phase_table(out: &mut String, r: &BenchReport) {
     let _ = writeln!(
         out,
-        "Phase breakdown, milliseconds per worker step (medians; apply = waiting for the server's update inside a push; \
+        "Phase breakdown, milliseconds per worker step (medians; apply = the server's update inside an exchange; \
          overlap = communication that ran behind compute with prefetch, counted in its phases too, so step = phases − overlap; \
          the server columns are the server's own time per push):\n"
     );
@@ -485,9 +485,9 @@ mod tests {
         );
         assert!(md.contains("| sync | 1 | 1 | 1050 ± 50 | 1.00 ± 0.05 | 100.0% | 1.00 (latency) | +0% | 1.00 | 2.50 ± 0.50 | 96.0% | 10.0% / 5.0% |"), "{md}");
         assert!(md.contains("**2 cores** (Test CPU), 8.0 GiB"), "{md}");
-        // Phases: wait, pull, decode, evaluate, compute, encode, push, apply, other, overlap.
+        // Phases: compute, send, apply, wait, receive, evaluate, other, overlap.
         assert!(
-            md.contains("| sync | 1 | 2 | 3.600 | 0.000 | 1.000 | 0.000 | 0.000 | 1.100 | 0.000 | 1.000 | 0.500 | 0.000 | 0.000 | 0.500 | 0.100 |"),
+            md.contains("| sync | 1 | 2 | 3.600 | 1.100 | 1.000 | 0.500 | 0.000 | 1.000 | 0.000 | 0.000 | 0.000 | 0.500 | 0.100 |"),
             "{md}"
         );
         let csv = summary_csv(&r);

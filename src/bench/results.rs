@@ -609,9 +609,9 @@ pub(crate) mod fixtures {
             evaluations: 59,
             phases: PhaseTimes {
                 steps: 1,
-                pull: 0.001,
+                receive: 0.001,
                 compute: compute_ms / 1e3,
-                push: 0.001,
+                send: 0.001,
                 apply: 0.0005,
                 total: compute_ms / 1e3 + 0.0025,
                 ..PhaseTimes::default()

@@ -282,6 +282,7 @@ async fn measure(address: &str, repeats: usize) -> Result<TransportResult, Trans
     let mut raw = RawClient::connect(raw_address, bytes)?;
     let mut samples = Samples::default();
     let mut version = 0;
+    let mut exchange = client.open_exchange().await?;
     for step in 0..=repeats as u64 {
         let push = Push {
             worker: id,
@@ -290,7 +291,8 @@ async fn measure(address: &str, repeats: usize) -> Result<TransportResult, Trans
             loss: 0.0,
             samples: 1,
         };
-        let receipt = client.push_timed(&push, &gradient, None).await?;
+        // The gradient alone (no parameters back), then a pull: push and pull timed apart.
+        let (_, _, receipt) = exchange.exchange(&push, &gradient, None, None).await?;
         let (pulled, timing) = client.pull_timed(id, step + 1, false).await?;
         version = pulled.version;
         drop(pulled);
@@ -312,7 +314,7 @@ async fn measure(address: &str, repeats: usize) -> Result<TransportResult, Trans
         let applied = receipt.applied.min(receipt.call);
         samples
             .grpc_push
-            .push((receipt.encode + receipt.call - applied).as_secs_f64());
+            .push((receipt.call - applied).as_secs_f64());
         samples
             .grpc_pull
             .push((timing.call + timing.decode).as_secs_f64());

@@ -1,10 +1,11 @@
-//! Bad pushes over real gRPC: each refused with the right status, the parameters unchanged.
+//! Bad gradients over real gRPC exchange streams: each refused with the right status,
+//! the parameters unchanged.
 //! And large models, streamed in many pieces, through every call that carries parameters.
 
 use bytes::Bytes;
 use tonic::Code;
 
-use downpour_core::ParamSet;
+use downpour_core::{ParamSet, Push};
 use downpour_proto::convert::{f32_to_le_bytes, params_to_wire};
 use downpour_proto::limits::PIECE_BYTES;
 use downpour_proto::v1;
@@ -27,44 +28,78 @@ workers = 2
 epochs = 2
 "#;
 
-/// The first message of a push of step 0 by `worker`, with `gradients`.
-fn first_message(worker: u32, gradients: Vec<v1::Tensor>) -> v1::PushRequest {
-    v1::PushRequest {
+/// The header of a gradient of step 0 by `worker`, asking for no parameters back.
+fn header(worker: u32) -> v1::PushHeader {
+    v1::PushHeader {
         worker_id: worker,
         step: 0,
         base_version: 0,
         loss: 0.1,
         samples: 1,
-        gradients,
         phases: None,
+        next_step: None,
     }
 }
 
-/// A push streamed as `messages`, which must be refused.
-async fn push_messages(client: &ServerClient, messages: Vec<v1::PushRequest>) -> tonic::Status {
-    client
-        .raw()
-        .push(tokio_stream::iter(messages))
-        .await
-        .expect_err("the push must be refused")
-}
-
-/// A push in one message, which must be refused.
-async fn push(client: &ServerClient, worker: u32, gradients: Vec<v1::Tensor>) -> tonic::Status {
-    push_messages(client, vec![first_message(worker, gradients)]).await
-}
-
-/// A later message of a push stream: only pieces (the other fields, set to nonsense
-/// here, are ignored).
-fn later_message(gradients: Vec<v1::Tensor>) -> v1::PushRequest {
-    v1::PushRequest {
-        worker_id: 999,
-        step: 77,
-        base_version: 55,
-        loss: f64::NAN,
-        samples: 0,
+/// The first message of a gradient of step 0 by `worker`, with `gradients`; `last`
+/// when the gradient is this one message.
+fn first_message(worker: u32, gradients: Vec<v1::Tensor>, last: bool) -> v1::ExchangeRequest {
+    v1::ExchangeRequest {
+        header: Some(header(worker)),
         gradients,
-        phases: None,
+        last,
+    }
+}
+
+/// A later message of a gradient: only pieces (a header here, set to nonsense, is ignored).
+fn later_message(gradients: Vec<v1::Tensor>, last: bool) -> v1::ExchangeRequest {
+    v1::ExchangeRequest {
+        header: Some(v1::PushHeader {
+            worker_id: 999,
+            step: 77,
+            base_version: 55,
+            loss: f64::NAN,
+            ..v1::PushHeader::default()
+        }),
+        gradients,
+        last,
+    }
+}
+
+/// What the server answers on a fresh exchange stream that carries `messages`: its first
+/// reply message, `None` when it closed the stream without one, or its refusal.
+async fn exchange_messages(
+    client: &ServerClient,
+    messages: Vec<v1::ExchangeRequest>,
+) -> Result<Option<v1::ExchangeReply>, tonic::Status> {
+    let mut replies = client
+        .raw()
+        .exchange(tokio_stream::iter(messages))
+        .await?
+        .into_inner();
+    replies.message().await
+}
+
+/// A gradient streamed as `messages`, which must be refused.
+async fn push_messages(client: &ServerClient, messages: Vec<v1::ExchangeRequest>) -> tonic::Status {
+    exchange_messages(client, messages)
+        .await
+        .expect_err("the gradient must be refused")
+}
+
+/// A gradient in one message, which must be refused.
+async fn push(client: &ServerClient, worker: u32, gradients: Vec<v1::Tensor>) -> tonic::Status {
+    push_messages(client, vec![first_message(worker, gradients, true)]).await
+}
+
+/// The facts of step 0's gradient by `worker`.
+fn step0(worker: u32, loss: f64, samples: u64) -> Push {
+    Push {
+        worker,
+        step: 0,
+        base_version: 0,
+        loss,
+        samples,
     }
 }
 
@@ -156,7 +191,12 @@ async fn every_bad_push_is_refused_with_the_right_status_and_changes_nothing() {
     // The server still serves: a good push from the remaining worker is applied.
     let mut good = before.zeros_like();
     good.get_mut("linear.bias").unwrap().data_mut()[0] = 1.0;
-    client.push(a.worker_id, 0, 0, 0.5, 1, &good).await.unwrap();
+    let mut exchange = client.open_exchange().await.unwrap();
+    let (receipt, params, _) = exchange
+        .exchange(&step0(a.worker_id, 0.5, 1), &good, None, None)
+        .await
+        .unwrap();
+    assert_eq!((receipt.version, params.is_none()), (1, true));
     assert_eq!(client.parameters().await.unwrap().0, 1);
 }
 
@@ -172,9 +212,13 @@ async fn a_push_split_over_several_messages_must_fit_together() {
     let (ws, bs) = ([3, 4], [3]);
 
     let gap = vec![
-        first_message(a.worker_id, vec![piece("linear.weight", &ws, 0..6, &w)]),
-        later_message(vec![piece("linear.weight", &ws, 8..12, &w)]),
-        later_message(vec![piece("linear.bias", &bs, 0..3, &b)]),
+        first_message(
+            a.worker_id,
+            vec![piece("linear.weight", &ws, 0..6, &w)],
+            false,
+        ),
+        later_message(vec![piece("linear.weight", &ws, 8..12, &w)], false),
+        later_message(vec![piece("linear.bias", &bs, 0..3, &b)], true),
     ];
     let s = push_messages(&client, gap).await;
     assert_eq!(s.code(), Code::InvalidArgument);
@@ -184,8 +228,12 @@ async fn a_push_split_over_several_messages_must_fit_together() {
     );
 
     let incomplete = vec![
-        first_message(a.worker_id, vec![piece("linear.weight", &ws, 0..12, &w)]),
-        later_message(vec![piece("linear.bias", &bs, 0..2, &b)]),
+        first_message(
+            a.worker_id,
+            vec![piece("linear.weight", &ws, 0..12, &w)],
+            false,
+        ),
+        later_message(vec![piece("linear.bias", &bs, 0..2, &b)], true),
     ];
     let s = push_messages(&client, incomplete).await;
     assert_eq!(s.code(), Code::InvalidArgument);
@@ -194,47 +242,74 @@ async fn a_push_split_over_several_messages_must_fit_together() {
         "tensor linear.bias: shape [3] needs 3 values, its pieces ended after 2"
     );
 
-    let s = push_messages(&client, Vec::new()).await;
+    // A stream that ends before the gradient's last message.
+    let truncated = vec![first_message(
+        a.worker_id,
+        vec![piece("linear.weight", &ws, 0..12, &w)],
+        false,
+    )];
+    let s = push_messages(&client, truncated).await;
     assert_eq!(s.code(), Code::InvalidArgument);
-    assert_eq!(s.message(), "the push stream carried no message");
+    assert_eq!(
+        s.message(),
+        "the stream ended before the last message of the set"
+    );
+
+    // A first message without the step's facts.
+    let headless = vec![v1::ExchangeRequest {
+        header: None,
+        gradients: vec![piece("linear.weight", &ws, 0..12, &w)],
+        last: false,
+    }];
+    let s = push_messages(&client, headless).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert_eq!(s.message(), "the first message of a step carries no header");
+
+    // A stream closed before any gradient ends cleanly, with nothing applied.
+    assert_eq!(exchange_messages(&client, Vec::new()).await.unwrap(), None);
 
     // A shape far beyond the model's 15 values is refused at its first piece.
     let oversized = vec![first_message(
         a.worker_id,
         vec![piece("linear.weight", &[1 << 20, 1 << 20], 0..12, &w)],
+        true,
     )];
     let s = push_messages(&client, oversized).await;
     assert_eq!(s.code(), Code::InvalidArgument);
     assert_eq!(
         s.message(),
-        "tensor linear.weight: the set's tensors declare 1099511627776 values, more than the 15 this server holds"
+        "tensor linear.weight: expected shape [3, 4], got [1048576, 1048576]"
     );
 
     let (v, after) = client.parameters().await.unwrap();
     assert_eq!(v, 0, "no update was applied");
     assert_eq!(bits(&after), bits(&before));
     let status = client.status().await.unwrap();
-    assert_eq!(status.workers[a.worker_id as usize].rejected_pushes, 3);
+    assert_eq!(status.workers[a.worker_id as usize].rejected_pushes, 4);
     assert_eq!(status.workers[a.worker_id as usize].pushes, 0);
 
     // The same gradient, well cut: the header from the first message only.
     let good = vec![
-        first_message(a.worker_id, vec![piece("linear.weight", &ws, 0..5, &w)]),
-        later_message(vec![
-            piece("linear.weight", &ws, 5..12, &w),
-            piece("linear.bias", &bs, 0..1, &b),
-        ]),
-        later_message(vec![]),
-        later_message(vec![piece("linear.bias", &bs, 1..3, &b)]),
+        first_message(
+            a.worker_id,
+            vec![piece("linear.weight", &ws, 0..5, &w)],
+            false,
+        ),
+        later_message(
+            vec![
+                piece("linear.weight", &ws, 5..12, &w),
+                piece("linear.bias", &bs, 0..1, &b),
+            ],
+            false,
+        ),
+        later_message(vec![], false),
+        later_message(vec![piece("linear.bias", &bs, 1..3, &b)], true),
     ];
-    let reply = client
-        .raw()
-        .push(tokio_stream::iter(good))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(reply.version, 1);
-    assert_eq!(reply.staleness, 0);
+    let reply = exchange_messages(&client, good).await.unwrap().unwrap();
+    assert!(reply.last, "no parameters asked for: the receipt alone");
+    let header = reply.header.unwrap();
+    assert_eq!(header.version, 1);
+    assert_eq!(header.staleness, 0);
     let status = client.status().await.unwrap();
     assert_eq!(status.workers[a.worker_id as usize].pushes, 1);
 }
@@ -305,7 +380,14 @@ mode = "async"
             };
         }
     }
-    client.push(a.worker_id, 0, 0, 1.0, 20, &g).await.unwrap();
+    // One exchange: the gradient out, the parameters of step 1 back.
+    let mut exchange = client.open_exchange().await.unwrap();
+    let (receipt, next, _) = exchange
+        .exchange(&step0(a.worker_id, 1.0, 20), &g, None, Some(1))
+        .await
+        .unwrap();
+    assert_eq!(receipt.version, 1);
+    let next = next.expect("parameters asked for");
     let mut expected = pulled.params.clone();
     for (p, d) in expected.tensors_mut().zip(g.entries()) {
         for (x, &dx) in p.data_mut().iter_mut().zip(d.tensor.data()) {
@@ -319,9 +401,12 @@ mode = "async"
         bits(&expected),
         "the push arrived bit for bit"
     );
-    let next = client.pull(a.worker_id, 1, false).await.unwrap();
     assert_eq!(next.version, 1);
-    assert_eq!(bits(&next.params), bits(&expected));
+    assert_eq!(
+        bits(&next.params),
+        bits(&expected),
+        "the exchange's reply too"
+    );
 }
 
 #[tokio::test]
@@ -352,8 +437,14 @@ epochs = 1
     );
     let mut g = pulled.params.zeros_like();
     g.tensors_mut().for_each(|t| t.data_mut().fill(1e-3));
-    client.push(a.worker_id, 0, 0, 1.0, 20, &g).await.unwrap();
+    let mut exchange = client.open_exchange().await.unwrap();
+    let (_, next, _) = exchange
+        .exchange(&step0(a.worker_id, 1.0, 20), &g, None, Some(1))
+        .await
+        .unwrap();
+    let next = next.expect("parameters asked for");
     let (version, after) = client.parameters().await.unwrap();
-    assert_eq!(version, 1);
+    assert_eq!((version, next.version), (1, 1));
     assert_ne!(bits(&after), bits(&pulled.params));
+    assert_eq!(bits(&after), bits(&next.params));
 }

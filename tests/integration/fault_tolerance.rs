@@ -147,20 +147,34 @@ async fn a_push_retried_after_a_lost_reply_is_applied_once() {
     let pulled = client.pull(w, 0, false).await.unwrap();
     let mut g = pulled.params.zeros_like();
     g.tensors_mut().for_each(|t| t.data_mut().fill(0.5));
-    let request = v1::PushRequest {
-        worker_id: w,
-        step: 0,
-        base_version: 0,
-        loss: 1.0,
-        samples: 32,
+    let request = v1::ExchangeRequest {
+        header: Some(v1::PushHeader {
+            worker_id: w,
+            step: 0,
+            base_version: 0,
+            loss: 1.0,
+            samples: 32,
+            phases: None,
+            next_step: Some(1),
+        }),
         gradients: params_to_wire(&g),
-        phases: None,
+        last: true,
     };
-    let once_more = || tokio_stream::iter(vec![request.clone()]);
-    client.raw().push(once_more()).await.unwrap();
+    // Each attempt on a stream of its own, as after a reconnection.
+    let raw = client.raw();
+    let attempt = || async {
+        let mut replies = raw
+            .clone()
+            .exchange(tokio_stream::iter(vec![request.clone()]))
+            .await
+            .unwrap()
+            .into_inner();
+        replies.message().await.unwrap().unwrap().header.unwrap()
+    };
+    assert_eq!(attempt().await.version, 1);
     let (_, once) = client.parameters().await.unwrap();
-    // The reply was "lost": the worker sends the same push again.
-    let again = client.raw().push(once_more()).await.unwrap().into_inner();
+    // The reply was "lost": the worker sends the same gradient again.
+    let again = attempt().await;
     assert_eq!(again.version, 1);
     let (version, after) = client.parameters().await.unwrap();
     assert_eq!(version, 1, "applied exactly once");

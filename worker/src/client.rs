@@ -1,8 +1,9 @@
 //! The worker's side of `downpour.v1`: typed calls over a tonic channel.
 //!
-//! Parameter sets are streamed in pieces ([`downpour_proto::pieces`]): a push encodes
-//! the next message while the previous ones are on the wire, a pull assembles the
-//! parameters as the messages arrive.
+//! A step is one round trip on a long-lived exchange stream ([`ExchangeStream`]): the
+//! gradient goes out, the parameters for the next step come back. Parameter sets are
+//! streamed in pieces ([`downpour_proto::pieces`]): the worker encodes the next message
+//! while the previous ones are on the wire, and assembles the parameters as they arrive.
 
 use std::time::{Duration, Instant};
 
@@ -11,10 +12,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::{Channel, Endpoint};
 
+pub use downpour_core::Push;
 use downpour_core::status::{Evaluation, ServerStatus};
 use downpour_core::timing::PhaseTimes;
 use downpour_core::{Assignment, ParamSet, TrainingPlan};
-use downpour_proto::convert::{plan_from_json, status_from_wire};
+use downpour_proto::convert::{plan_from_json, push_header, status_from_wire};
 use downpour_proto::limits::{
     CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PIECE_BYTES, STREAM_WINDOW_BYTES,
 };
@@ -26,8 +28,8 @@ use downpour_proto::{WireError, v1};
 /// large (h2's default is 16 KiB): the server's limit, [`MAX_FRAME_BYTES`].
 pub const CLIENT_MAX_FRAME_BYTES: u32 = MAX_FRAME_BYTES;
 
-/// Push messages encoded ahead of the one being sent: enough to keep the wire busy while
-/// the next is encoded, few enough to bound the memory a push holds beyond its gradient.
+/// Gradient messages encoded ahead of the one being sent: enough to keep the wire busy
+/// while the next is encoded, few enough to bound the memory a step holds beyond its gradient.
 const PUSH_MESSAGES_AHEAD: usize = 2;
 
 /// A call to the server that failed.
@@ -112,21 +114,6 @@ pub struct Registration {
     pub start_step: u64,
 }
 
-/// What a push says besides the gradient.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Push {
-    /// The worker.
-    pub worker: u32,
-    /// The step it pushes.
-    pub step: u64,
-    /// The version of the parameters the gradient was computed from.
-    pub base_version: u64,
-    /// Mean training loss of the batch.
-    pub loss: f64,
-    /// Samples in the batch.
-    pub samples: u64,
-}
-
 /// Parameters received from a pull.
 #[derive(Debug, Clone)]
 pub struct Pulled {
@@ -152,18 +139,100 @@ pub struct PullTiming {
     pub decode: Duration,
 }
 
-/// What a push returned, and where its time went.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct PushReceipt {
-    /// Current version minus the gradient's base version, as the server saw it.
+/// What the server answered to a gradient.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The version after the gradient was accepted, or of the parameters sent back.
+    pub version: u64,
+    /// The server's version minus the gradient's base version, at arrival.
     pub staleness: u64,
+}
+
+/// Where the time of one exchange went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ExchangeTiming {
+    /// The whole round trip, from the first piece encoded to the last one decoded.
+    pub call: Duration,
+    /// Sending: from the start until the last gradient message was handed to the
+    /// transport (its encoding included).
+    pub send: Duration,
     /// Encoding the gradient into little-endian bytes: the pieces' encoding, summed.
     pub encode: Duration,
-    /// The whole call, encoding excluded (the pieces are encoded while earlier ones are
-    /// sent, so this is the call's wall clock minus `encode`).
-    pub call: Duration,
-    /// The server's time on this push under its lock (checks, barrier, optimizer step).
+    /// The server's time on the gradient under its lock (barrier, optimizer step).
     pub applied: Duration,
+    /// How long the server held the reply before the next parameters were ready.
+    pub waited: Duration,
+    /// Decoding the parameters from little-endian bytes: the pieces' assembly, summed.
+    pub decode: Duration,
+}
+
+/// One worker's long-lived exchange stream with one server: each
+/// [`Self::exchange`] sends a step's gradient and receives the parameters for the
+/// step it asks for. Opened once ([`ServerClient::open_exchange`]); after an error it
+/// must be dropped and opened again.
+#[derive(Debug)]
+pub struct ExchangeStream {
+    /// Gradient messages to the server; the call sends them as they come.
+    outgoing: mpsc::Sender<v1::ExchangeRequest>,
+    /// The server's replies, one set of messages per gradient.
+    incoming: Streaming<v1::ExchangeReply>,
+}
+
+impl ExchangeStream {
+    /// Sends `gradient` with `push`'s facts and the worker's phase totals, and receives
+    /// the parameters for `next_step` (`None`: only the receipt, for the last step).
+    /// The server answers once its consistency rule lets the worker start `next_step`.
+    ///
+    /// # Errors
+    /// [`ClientError::Rpc`] when the server refuses the gradient or the stream breaks;
+    /// [`ClientError::Wire`] when the reply does not decode.
+    pub async fn exchange(
+        &mut self,
+        push: &Push,
+        gradient: &ParamSet,
+        phases: Option<&PhaseTimes>,
+        next_step: Option<u64>,
+    ) -> Result<(Receipt, Option<Pulled>, ExchangeTiming), ClientError> {
+        let called = Instant::now();
+        let header = push_header(push, phases, next_step);
+        let (sent, received) = tokio::join!(
+            send_gradient(header, gradient, &self.outgoing, called),
+            receive_set(&mut self.incoming, ParamAssembler::new()),
+        );
+        let received = received
+            .map_err(rpc("exchange"))?
+            .ok_or_else(|| ClientError::Rpc {
+                call: "exchange",
+                status: tonic::Status::unavailable("the server closed the exchange stream"),
+            })?;
+        let reply = received.first.header.unwrap_or_default();
+        let params = received.params?;
+        let (encode, send) = sent;
+        let timing = ExchangeTiming {
+            call: called.elapsed(),
+            send,
+            encode,
+            applied: seconds(reply.applied_seconds),
+            waited: seconds(reply.waited_seconds),
+            decode: received.decode,
+        };
+        let receipt = Receipt {
+            version: reply.version,
+            staleness: reply.staleness,
+        };
+        let pulled = next_step.map(|_| Pulled {
+            version: reply.version,
+            params,
+            evaluate: reply.evaluate,
+            data_shards: reply.data_shards,
+        });
+        Ok((receipt, pulled, timing))
+    }
+}
+
+/// A duration the server reported in seconds (zero when not a valid one).
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
 }
 
 /// A connection to one parameter server. Cheap to clone (clones share the channel).
@@ -296,62 +365,19 @@ impl ServerClient {
         Ok((pulled, timing))
     }
 
-    /// Sends the gradient of `step`, computed from `base_version`; returns the staleness the server saw.
+    /// Opens this worker's exchange stream with the server.
     ///
     /// # Errors
-    /// [`ClientError`] when refused.
-    pub async fn push(
-        &mut self,
-        worker: u32,
-        step: u64,
-        base_version: u64,
-        loss: f64,
-        samples: u64,
-        gradient: &ParamSet,
-    ) -> Result<u64, ClientError> {
-        let push = Push {
-            worker,
-            step,
-            base_version,
-            loss,
-            samples,
-        };
-        Ok(self.push_timed(&push, gradient, None).await?.staleness)
-    }
-
-    /// As [`Self::push`], sending the worker's cumulative phase times along, and
-    /// returning where the time went.
-    ///
-    /// # Errors
-    /// [`ClientError`] when refused.
-    pub async fn push_timed(
-        &mut self,
-        push: &Push,
-        gradient: &ParamSet,
-        phases: Option<&PhaseTimes>,
-    ) -> Result<PushReceipt, ClientError> {
-        let called = Instant::now();
-        let header = v1::PushRequest {
-            worker_id: push.worker,
-            step: push.step,
-            base_version: push.base_version,
-            loss: push.loss,
-            samples: push.samples,
-            gradients: Vec::new(),
-            phases: phases.map(v1::PhaseTimes::from),
-        };
-        let (messages, outgoing) = mpsc::channel(PUSH_MESSAGES_AHEAD);
-        let (encode, reply) = tokio::join!(
-            send_gradient(header, gradient, messages),
-            self.inner.push(ReceiverStream::new(outgoing)),
-        );
-        let reply = reply.map_err(rpc("push"))?.into_inner();
-        Ok(PushReceipt {
-            staleness: reply.staleness,
-            encode,
-            call: called.elapsed().saturating_sub(encode),
-            applied: Duration::try_from_secs_f64(reply.applied_seconds).unwrap_or_default(),
-        })
+    /// [`ClientError::Rpc`] when the server refuses the call.
+    pub async fn open_exchange(&mut self) -> Result<ExchangeStream, ClientError> {
+        let (outgoing, messages) = mpsc::channel(PUSH_MESSAGES_AHEAD);
+        let incoming = self
+            .inner
+            .exchange(ReceiverStream::new(messages))
+            .await
+            .map_err(rpc("exchange"))?
+            .into_inner();
+        Ok(ExchangeStream { outgoing, incoming })
     }
 
     /// Says `worker` is alive; returns the server's version.
@@ -431,29 +457,35 @@ fn rpc(call: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
     move |status| ClientError::Rpc { call, status }
 }
 
-/// Encodes `gradient` one message group at a time and sends the messages, `header`'s
-/// fields in the first, while the call sends the earlier ones; returns the time spent
-/// encoding. Stops early when the call has dropped its end (it failed).
+/// Encodes `gradient` one message group at a time and sends the messages, `header` in
+/// the first, the last marked, while the transport sends the earlier ones; returns the
+/// time spent encoding and the time from `started` until the last message was handed
+/// over. Stops early when the stream has dropped its end (it failed).
 async fn send_gradient(
-    header: v1::PushRequest,
+    header: v1::PushHeader,
     gradient: &ParamSet,
-    messages: mpsc::Sender<v1::PushRequest>,
-) -> Duration {
+    messages: &mpsc::Sender<v1::ExchangeRequest>,
+    started: Instant,
+) -> (Duration, Duration) {
     let mut header = Some(header);
-    let mut groups = ParamPieces::new(gradient, PIECE_BYTES);
+    let mut groups = ParamPieces::new(gradient, PIECE_BYTES).peekable();
     let mut encode = Duration::ZERO;
     loop {
         let encoding = Instant::now();
         let group = groups.next();
+        let last = groups.peek().is_none();
         encode += encoding.elapsed();
         let Some(group) = group else { break };
-        let mut message = header.take().unwrap_or_default();
-        message.gradients = group;
+        let message = v1::ExchangeRequest {
+            header: header.take(),
+            gradients: group,
+            last,
+        };
         if messages.send(message).await.is_err() {
             break;
         }
     }
-    encode
+    (encode, started.elapsed())
 }
 
 /// Reads a stream of parameter pieces to its end, assembling them as they arrive;
@@ -464,10 +496,10 @@ async fn send_gradient(
 /// [`ClientError::Rpc`] when the stream breaks; [`ClientError::Wire`] when it carries no
 /// message or its pieces do not fit together.
 async fn receive_params(
-    stream: Streaming<v1::PullResponse>,
+    mut stream: Streaming<v1::PullResponse>,
     call: &'static str,
 ) -> Result<(v1::PullResponse, ParamSet, Duration), ClientError> {
-    let received = receive_set(stream, ParamAssembler::new())
+    let received = receive_set(&mut stream, ParamAssembler::new())
         .await
         .map_err(rpc(call))?
         .ok_or(WireError::EmptyStream { what: call })?;

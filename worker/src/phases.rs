@@ -1,14 +1,14 @@
-//! A worker's running per-phase totals: what each step spent waiting, transferring,
-//! decoding, evaluating, computing, encoding and waiting for the server to apply.
+//! A worker's running per-phase totals: what each step spent computing, sending the
+//! gradient, on the server applying it and waiting, receiving the parameters, and evaluating.
 //!
-//! The totals travel with every push, so the server (and `downpour bench`) can show
+//! The totals travel with every gradient, so the server (and `downpour bench`) can show
 //! where a step's time goes.
 
 use std::time::Duration;
 
 use downpour_core::timing::PhaseTimes;
 
-use crate::client::{PullTiming, PushReceipt};
+use crate::client::{ExchangeTiming, PullTiming};
 
 /// Phase totals over the steps completed so far.
 #[derive(Debug, Clone, Default)]
@@ -18,12 +18,26 @@ pub struct PhaseClock {
 }
 
 impl PhaseClock {
-    /// Adds a pull: the server's wait, the rest of the call, and the decoding.
+    /// Adds a pull: the server's wait, and the rest of the call as receiving.
     pub fn pulled(&mut self, timing: &PullTiming) {
         let waited = timing.waited.min(timing.call);
         self.totals.wait += waited.as_secs_f64();
-        self.totals.pull += (timing.call - waited).as_secs_f64();
-        self.totals.decode += timing.decode.as_secs_f64();
+        self.totals.receive += (timing.call - waited + timing.decode).as_secs_f64();
+    }
+
+    /// Adds an exchange: sending the gradient, the server applying it and waiting until
+    /// the next step may start, and the rest of the round trip as receiving.
+    pub fn exchanged(&mut self, timing: &ExchangeTiming) {
+        let mut left = timing.call;
+        let mut take = |d: Duration| {
+            let d = d.min(left);
+            left -= d;
+            d.as_secs_f64()
+        };
+        self.totals.send += take(timing.send);
+        self.totals.apply += take(timing.applied);
+        self.totals.wait += take(timing.waited);
+        self.totals.receive += left.as_secs_f64();
     }
 
     /// Adds an evaluation.
@@ -34,14 +48,6 @@ impl PhaseClock {
     /// Adds a gradient computation (or its simulation).
     pub fn computed(&mut self, took: Duration) {
         self.totals.compute += took.as_secs_f64();
-    }
-
-    /// Adds a push: the encoding, the transfer, and the server's time applying it.
-    pub fn pushed(&mut self, receipt: &PushReceipt) {
-        let applied = receipt.applied.min(receipt.call);
-        self.totals.encode += receipt.encode.as_secs_f64();
-        self.totals.push += (receipt.call - applied).as_secs_f64();
-        self.totals.apply += applied.as_secs_f64();
     }
 
     /// Adds communication that ran while the gradient was being computed (prefetch): it
@@ -72,7 +78,7 @@ mod tests {
     }
 
     #[test]
-    fn splits_calls_into_wait_transfer_and_apply() {
+    fn splits_an_exchange_into_send_apply_wait_and_receive() {
         let mut clock = PhaseClock::default();
         clock.pulled(&PullTiming {
             call: ms(10),
@@ -80,19 +86,22 @@ mod tests {
             decode: ms(1),
         });
         clock.computed(ms(20));
-        clock.pushed(&PushReceipt {
-            staleness: 0,
+        clock.exchanged(&ExchangeTiming {
+            call: ms(12),
+            send: ms(3),
             encode: ms(1),
-            call: ms(6),
             applied: ms(2),
+            waited: ms(4),
+            decode: ms(1),
         });
-        clock.step_done(ms(40));
+        clock.step_done(ms(45));
         let t = clock.totals();
         assert_eq!(t.steps, 1);
-        assert!((t.wait - 0.007).abs() < 1e-9);
-        assert!((t.pull - 0.003).abs() < 1e-9);
-        assert!((t.push - 0.004).abs() < 1e-9);
+        assert!((t.wait - 0.011).abs() < 1e-9);
+        assert!((t.send - 0.003).abs() < 1e-9);
         assert!((t.apply - 0.002).abs() < 1e-9);
+        // The pull's 3 ms of transfer and 1 ms of decoding, the exchange's last 3 ms.
+        assert!((t.receive - 0.007).abs() < 1e-9);
         assert!((t.other() - 0.002).abs() < 1e-9, "{}", t.other());
     }
 
@@ -105,6 +114,16 @@ mod tests {
             decode: Duration::ZERO,
         });
         assert!((clock.totals().wait - 0.001).abs() < 1e-9);
-        assert_eq!(clock.totals().pull, 0.0);
+        assert_eq!(clock.totals().receive, 0.0);
+        clock.exchanged(&ExchangeTiming {
+            call: ms(4),
+            send: ms(1),
+            applied: ms(2),
+            waited: ms(9),
+            ..ExchangeTiming::default()
+        });
+        let t = clock.totals();
+        assert!((t.wait - 0.002).abs() < 1e-9, "{}", t.wait);
+        assert_eq!(t.receive, 0.0);
     }
 }

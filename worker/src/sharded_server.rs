@@ -1,6 +1,6 @@
 //! The worker's view of the parameter server when the model is split over S shards:
-//! one connection per shard, pulls and pushes sent to all of them concurrently, and the
-//! full parameter set assembled from the parts.
+//! one connection and one exchange stream per shard, each step's round trip made with
+//! all of them concurrently, and the full parameter set assembled from the parts.
 
 use futures_util::future::try_join_all;
 
@@ -8,11 +8,27 @@ use downpour_core::ParamSet;
 use downpour_core::partition::ShardPlan;
 use downpour_core::status::Evaluation;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use downpour_core::timing::PhaseTimes;
 
-use crate::client::{ClientError, PullTiming, Push, PushReceipt, Registration, ServerClient};
+use crate::client::{
+    ClientError, ExchangeStream, ExchangeTiming, PullTiming, Pulled, Push, Receipt, Registration,
+    ServerClient,
+};
+
+/// What one step's round trip with every shard returned.
+#[derive(Debug, Clone)]
+pub struct Exchanged {
+    /// Shard 0's receipt.
+    pub receipt: Receipt,
+    /// Whether shard 0 asks for an evaluation of the parameters received.
+    pub evaluate: bool,
+    /// From shard 0: the logical data shards to compute in the next step.
+    pub data_shards: Vec<u32>,
+    /// Where the time went.
+    pub timing: ExchangeTiming,
+}
 
 /// Connections to every shard of one job.
 ///
@@ -33,6 +49,9 @@ pub struct ShardedServer {
     /// A full-size buffer handed back with [`Self::give_back`], reused by the next
     /// [`Self::take_params`] instead of allocating one.
     spare: Option<ParamSet>,
+    /// `streams[k]`: the exchange stream with shard k, once opened; all `None` after a
+    /// failed exchange, so the next one opens them again.
+    streams: Vec<Option<ExchangeStream>>,
 }
 
 impl ShardedServer {
@@ -62,6 +81,7 @@ impl ShardedServer {
             plan,
             versions: vec![0; shards],
             spare: None,
+            streams: (0..shards).map(|_| None).collect(),
         })
     }
 
@@ -134,40 +154,53 @@ impl ShardedServer {
         let evaluate = parts[0].0.evaluate;
         let data_shards = std::mem::take(&mut parts[0].0.data_shards);
         let assembling = Instant::now();
-        if parts.len() == 1 {
-            let (part, _) = parts.into_iter().next().expect("one part");
-            self.versions[0] = part.version;
-            self.params = part.params;
-        } else {
-            for (k, (part, _)) in parts.into_iter().enumerate() {
-                self.versions[k] = part.version;
-                self.plan.write_part(&mut self.params, k, &part.params);
-            }
-        }
+        self.take_parts(parts.into_iter().map(|(p, _)| Some(p)).collect());
         timing.decode += assembling.elapsed();
         Ok((evaluate, data_shards, timing))
     }
 
-    /// Pushes each shard its part of `gradient`, computed from parameters of the versions
-    /// `base` (one per shard: [`Self::versions`] at the time it was computed; with prefetch,
-    /// older than the last pull), with the worker's phase totals (to shard 0). An empty
-    /// `gradient` with `samples == 0` tells every shard the worker had no data this step.
-    /// Returns where the time went (splitting and encoding summed; the longest call and
-    /// apply over the shards).
+    /// One step's round trip with every shard, concurrently, each on its exchange
+    /// stream (opened on first use): sends each shard its part of `gradient`, computed
+    /// from parameters of the versions `base` (one per shard: [`Self::versions`] when it
+    /// was computed; with prefetch, older than the last parameters received), with the
+    /// worker's phase totals (to shard 0), and receives the parameters for `next_step`
+    /// into [`Self::params`]. An empty `gradient` with `push.samples == 0` tells every
+    /// shard the worker had no data this step. `push.base_version` is ignored: `base`
+    /// gives it per shard.
+    ///
+    /// Returns shard 0's receipt, whether it asks for an evaluation and the logical data
+    /// shards to compute in `next_step` (none without a next step), and where the time
+    /// went (the longest round trip over the shards; splitting, encoding and decoding
+    /// summed).
     ///
     /// # Errors
-    /// [`ClientError`] when a shard refuses.
-    #[allow(clippy::too_many_arguments, reason = "one push's worth of facts")]
-    pub async fn push(
+    /// [`ClientError`] when a shard refuses or a stream breaks; every stream is dropped
+    /// then, and opened again on the next call.
+    pub async fn exchange(
         &mut self,
+        push: &Push,
         base: &[u64],
-        worker: u32,
-        step: u64,
-        loss: f64,
-        samples: u64,
         gradient: &ParamSet,
         phases: Option<&PhaseTimes>,
-    ) -> Result<PushReceipt, ClientError> {
+        next_step: Option<u64>,
+    ) -> Result<Exchanged, ClientError> {
+        let result = self
+            .exchange_all(push, base, gradient, phases, next_step)
+            .await;
+        if result.is_err() {
+            self.streams.iter_mut().for_each(|s| *s = None);
+        }
+        result
+    }
+
+    async fn exchange_all(
+        &mut self,
+        push: &Push,
+        base: &[u64],
+        gradient: &ParamSet,
+        phases: Option<&PhaseTimes>,
+        next_step: Option<u64>,
+    ) -> Result<Exchanged, ClientError> {
         let splitting = Instant::now();
         // One shard, or nothing to split: every shard gets the gradient as it is.
         let parts: Vec<Option<ParamSet>> = if self.clients.len() == 1 || gradient.is_empty() {
@@ -178,39 +211,74 @@ impl ShardedServer {
                 .collect()
         };
         let split = splitting.elapsed();
-        let pushes = self
-            .clients
-            .iter()
+        let exchanges = self
+            .streams
+            .iter_mut()
+            .zip(&self.clients)
             .zip(parts)
             .enumerate()
-            .map(|(k, (c, part))| {
-                let mut c = c.clone();
+            .map(|(k, ((stream, client), part))| {
                 let push = Push {
-                    worker,
-                    step,
                     base_version: base[k],
-                    loss,
-                    samples,
+                    ..*push
                 };
                 let phases = if k == 0 { phases } else { None };
+                let mut client = client.clone();
                 async move {
-                    c.push_timed(&push, part.as_ref().unwrap_or(gradient), phases)
+                    if stream.is_none() {
+                        *stream = Some(client.open_exchange().await?);
+                    }
+                    let stream = stream.as_mut().expect("opened above");
+                    stream
+                        .exchange(&push, part.as_ref().unwrap_or(gradient), phases, next_step)
                         .await
                 }
             });
-        let receipts = try_join_all(pushes).await?;
-        let mut receipt = PushReceipt {
-            staleness: receipts[0].staleness,
+        let mut replies = try_join_all(exchanges).await?;
+        let mut timing = ExchangeTiming {
             encode: split,
-            call: Duration::ZERO,
-            applied: Duration::ZERO,
+            ..ExchangeTiming::default()
         };
-        for r in &receipts {
-            receipt.encode += r.encode;
-            receipt.call = receipt.call.max(r.call);
-            receipt.applied = receipt.applied.max(r.applied);
+        for (_, _, t) in &replies {
+            timing.call = timing.call.max(t.call);
+            timing.send = timing.send.max(t.send);
+            timing.applied = timing.applied.max(t.applied);
+            timing.waited = timing.waited.max(t.waited);
+            timing.encode += t.encode;
+            timing.decode += t.decode;
         }
-        Ok(receipt)
+        let receipt = replies[0].0;
+        let (evaluate, data_shards) = match &mut replies[0].1 {
+            Some(p) => (p.evaluate, std::mem::take(&mut p.data_shards)),
+            None => (false, Vec::new()),
+        };
+        let assembling = Instant::now();
+        let parts: Vec<Option<Pulled>> = replies.into_iter().map(|(_, p, _)| p).collect();
+        self.take_parts(parts);
+        timing.decode += assembling.elapsed();
+        Ok(Exchanged {
+            receipt,
+            evaluate,
+            data_shards,
+            timing,
+        })
+    }
+
+    /// Keeps the parameters received from each shard (none without a next step).
+    fn take_parts(&mut self, parts: Vec<Option<Pulled>>) {
+        if parts.len() == 1 {
+            if let Some(part) = parts.into_iter().next().flatten() {
+                self.versions[0] = part.version;
+                self.params = part.params;
+            }
+            return;
+        }
+        for (k, part) in parts.into_iter().enumerate() {
+            if let Some(part) = part {
+                self.versions[k] = part.version;
+                self.plan.write_part(&mut self.params, k, &part.params);
+            }
+        }
     }
 
     /// Reports an evaluation to shard 0.

@@ -1,5 +1,6 @@
-//! The worker's training loop: register, then for each step pull, compute the gradient
-//! of the next mini-batch of the data shards it owns, push; evaluate when asked.
+//! The worker's training loop: register, pull the first step's parameters, then for each
+//! step compute the gradient of the next mini-batch of the data shards it owns and
+//! exchange it for the next step's parameters (one round trip per step); evaluate when asked.
 //!
 //! A worker survives the server going away: on a recoverable error it reconnects with
 //! exponential backoff and jitter, registers again under its id, and resumes at the step
@@ -17,12 +18,12 @@ use downpour_core::data::DataError;
 use downpour_core::partition::ShardPlan;
 use downpour_core::sharding;
 use downpour_core::status::Evaluation;
-use downpour_core::{Dataset, ParamSet, TrainingPlan};
+use downpour_core::{Dataset, ParamSet, Push, TrainingPlan};
 
 use crate::client::{ClientError, Registration, ServerClient};
 use crate::model::{Model, ModelError};
 use crate::phases::PhaseClock;
-use crate::sharded_server::ShardedServer;
+use crate::sharded_server::{Exchanged, ShardedServer};
 
 /// Why a worker stopped before the job finished.
 #[derive(Debug, thiserror::Error)]
@@ -374,7 +375,8 @@ async fn train_from(
     finish(server, work, id, shutdown).await
 }
 
-/// The plain loop: pull, compute, push, one after the other.
+/// The plain loop: pull the first step's parameters, then for each step compute the
+/// gradient and exchange it for the next step's parameters, one after the other.
 async fn train_lockstep(
     server: &mut ShardedServer,
     work: &Workload,
@@ -384,19 +386,21 @@ async fn train_lockstep(
     progress: &mut Progress,
     shutdown: &CancellationToken,
 ) -> Result<(), WorkerError> {
+    if step >= work.total_steps {
+        return Ok(());
+    }
     let mut gradient: Option<ParamSet> = None;
     let empty = ParamSet::default();
     let mut orders = HashMap::new();
     let mut clock = PhaseClock::default();
-    while step < work.total_steps {
-        let step_started = Instant::now();
-        let shards = pull_step(server, work, id, step, &mut clock, shutdown).await?;
+    let mut step_started = Instant::now();
+    let mut shards = pull_step(server, work, id, step, &mut clock, shutdown).await?;
+    loop {
         let base = server.versions().to_vec();
         let positions = work.batch_positions(&mut orders, step, &shards);
-        let receipt = if positions.is_empty() {
-            server
-                .push(&base, id, step, 0.0, 0, &empty, Some(clock.totals()))
-                .await?
+        let samples = positions.len() as u64;
+        let (loss, sent) = if positions.is_empty() {
+            (0.0, &empty)
         } else {
             let computing = Instant::now();
             let grads = gradient.get_or_insert_with(|| server.params().zeros_like());
@@ -416,26 +420,36 @@ async fn train_lockstep(
                 tokio::time::sleep(options.step_delay).await;
             }
             clock.computed(computing.elapsed());
-            let n = positions.len() as u64;
-            progress.samples += n;
-            server
-                .push(
-                    &base,
-                    id,
-                    step,
-                    f64::from(loss),
-                    n,
-                    grads,
-                    Some(clock.totals()),
-                )
-                .await?
+            (loss, &*grads)
         };
-        clock.pushed(&receipt);
-        clock.step_done(step_started.elapsed());
+        progress.samples += samples;
+        let last = step + 1 == work.total_steps;
+        let push = Push {
+            worker: id,
+            step,
+            base_version: 0,
+            loss: f64::from(loss),
+            samples,
+        };
+        let next_step = (!last).then_some(step + 1);
+        let exchanged = tokio::select! {
+            e = server.exchange(&push, &base, sent, Some(clock.totals()), next_step) => e?,
+            () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
+        };
+        clock.exchanged(&exchanged.timing);
         progress.steps += 1;
+        if last {
+            clock.step_done(step_started.elapsed());
+            return Ok(());
+        }
+        if exchanged.evaluate {
+            evaluate_pulled(server, work, id, &mut clock).await?;
+        }
+        shards = exchanged.data_shards;
+        clock.step_done(step_started.elapsed());
+        step_started = Instant::now();
         step += 1;
     }
-    Ok(())
 }
 
 /// A gradient computed and not yet pushed.
@@ -466,8 +480,8 @@ struct Computed {
 }
 
 /// The prefetching loop (async and ssp): while a compute thread computes step t's
-/// gradient on the parameters already pulled, this task pushes step t − 1's gradient and
-/// pulls the parameters for step t + 1. Each gradient is based on parameters that lack
+/// gradient on the parameters already received, this task exchanges step t − 1's
+/// gradient for the parameters of step t + 1 (one round trip). Each gradient is based on parameters that lack
 /// the worker's own previous gradient (one more step of staleness), and the step costs
 /// about the longer of compute and communication instead of their sum.
 async fn train_prefetching(
@@ -499,26 +513,30 @@ async fn train_prefetching(
         let joined = Instant::now();
         let communicate = async {
             let started = Instant::now();
-            let receipt = match &pending {
-                Some(p) => Some(push_pending(server, id, p, &clock).await?),
+            let next_step = (!last).then_some(step + 1);
+            let exchanged = match &pending {
+                Some(p) => Some(exchange_pending(server, id, p, &clock, next_step).await?),
                 None => None,
             };
-            let pulled = if last {
-                None
-            } else {
-                Some(server.pull(id, step + 1, false).await?)
+            let pulled = match (&exchanged, next_step) {
+                (Some(e), Some(_)) => Some((e.evaluate, e.data_shards.clone(), None)),
+                (None, Some(next)) => {
+                    let (evaluate, shards, timing) = server.pull(id, next, false).await?;
+                    Some((evaluate, shards, Some(timing)))
+                }
+                (_, None) => None,
             };
-            Ok::<_, WorkerError>((receipt, pulled, started.elapsed()))
+            Ok::<_, WorkerError>((exchanged, pulled, started.elapsed()))
         };
         let (computed, communicated) = tokio::select! {
             both = async { tokio::join!(compute, communicate) } => both,
             () = shutdown.cancelled() => return Err(WorkerError::Cancelled),
         };
-        let (receipt, pulled, communicating) = communicated?;
+        let (exchanged, pulled, communicating) = communicated?;
         let computed = computed.map_err(|e| WorkerError::ComputeThread(e.to_string()))??;
         let together = joined.elapsed();
-        if let Some(receipt) = receipt {
-            clock.pushed(&receipt);
+        if let Some(exchanged) = exchanged {
+            clock.exchanged(&exchanged.timing);
             let done = pending.take().expect("a receipt is for a pending gradient");
             progress.steps += 1;
             progress.samples += done.samples;
@@ -551,15 +569,17 @@ async fn train_prefetching(
         if last {
             // Nothing left to overlap with: push the last gradient and close the step.
             let done = pending.take().expect("just computed");
-            let receipt = push_pending(server, id, &done, &clock).await?;
-            clock.pushed(&receipt);
+            let exchanged = exchange_pending(server, id, &done, &clock, None).await?;
+            clock.exchanged(&exchanged.timing);
             progress.steps += 1;
             progress.samples += done.samples;
             clock.step_done(step_started.elapsed());
             return Ok(());
         }
-        let (evaluate, next_shards, pull_timing) = pulled.expect("pulled unless last");
-        clock.pulled(&pull_timing);
+        let (evaluate, next_shards, pull_timing) = pulled.expect("received unless last");
+        if let Some(timing) = pull_timing {
+            clock.pulled(&timing);
+        }
         if evaluate {
             evaluate_pulled(server, work, id, &mut clock).await?;
         }
@@ -609,23 +629,24 @@ fn spawn_compute(
     })
 }
 
-/// Pushes a pending gradient with the worker's phase totals so far.
-async fn push_pending(
+/// Exchanges a pending gradient, with the worker's phase totals so far, for the
+/// parameters of `next_step` (none after the last step).
+async fn exchange_pending(
     server: &mut ShardedServer,
     id: u32,
     p: &Pending,
     clock: &PhaseClock,
-) -> Result<crate::client::PushReceipt, WorkerError> {
+    next_step: Option<u64>,
+) -> Result<Exchanged, WorkerError> {
+    let push = Push {
+        worker: id,
+        step: p.step,
+        base_version: 0,
+        loss: f64::from(p.loss),
+        samples: p.samples,
+    };
     Ok(server
-        .push(
-            &p.base,
-            id,
-            p.step,
-            f64::from(p.loss),
-            p.samples,
-            &p.gradient,
-            Some(clock.totals()),
-        )
+        .exchange(&push, &p.base, &p.gradient, Some(clock.totals()), next_step)
         .await?)
 }
 

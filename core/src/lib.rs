@@ -36,5 +36,5 @@ pub use data::{DataShape, DataSpec, Dataset, ImageShape, Targets, Task};
 pub use exchange::Push;
 pub use layout::ParameterLayout;
 pub use model_spec::ModelSpec;
-pub use plan::{Assignment, BatchSize, TrainingPlan};
+pub use plan::{Assignment, BatchSize, GlobalBatchError, TrainingPlan};
 pub use tensor::{NamedTensor, ParamSet, Tensor};

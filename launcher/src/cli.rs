@@ -265,6 +265,10 @@ pub struct JobArgs {
     /// Samples per gradient, or `full` for the whole shard (training.batch_size).
     #[arg(long, value_parser = parse_batch)]
     pub batch_size: Option<BatchSize>,
+    /// Samples per step for the whole job, kept however many workers are active; replaces
+    /// --batch-size (training.global_batch).
+    #[arg(long)]
+    pub global_batch: Option<usize>,
     /// Passes over the training set (training.epochs).
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -312,6 +316,9 @@ impl JobArgs {
         }
         if let Some(b) = self.batch_size {
             t.batch_size = b;
+        }
+        if self.global_batch.is_some() {
+            t.global_batch = self.global_batch;
         }
         if let Some(e) = self.epochs {
             t.epochs = e;
@@ -525,6 +532,18 @@ mod tests {
             ]
         );
         assert!(spec.model.hidden.is_empty());
+    }
+
+    #[test]
+    fn global_batch_flag_sets_training_global_batch() {
+        let Command::Train(t) =
+            parse(&["train", "--workers", "2", "--global-batch", "512"]).command
+        else {
+            panic!("not train")
+        };
+        let job = t.job.to_spec().unwrap().validate().unwrap();
+        assert_eq!(job.spec.training.global_batch, Some(512));
+        assert_eq!(job.global_batch, 512);
     }
 
     #[test]

@@ -14,8 +14,12 @@
 //! Both are measured right before the rule, to see the same load. The rate in parameters
 //! per second is reported for all, and the ratios at the end.
 //!
-//! Run: `cargo bench -p downpour-server --bench optimizers` (single-threaded; results
-//! are recorded in docs/benchmarks.md). Criterion's own report gives each benchmark's
+//! Adam is also stepped on each narrower SIMD level (`adam_scalar`, `adam_avx2`) and on two
+//! threads (`adam_2_threads`); every other row is the widest level on one thread. The
+//! PyTorch figure to compare with comes from `scripts/bench/torch_adam.py`.
+//!
+//! Run: `cargo bench -p downpour-server --bench optimizers` (results are recorded in
+//! docs/benchmarks.md; `-- 10M/adam` runs only Adam's rows at 10M). Criterion's own report gives each benchmark's
 //! throughput; the closing table uses the fastest per-step time over criterion's samples
 //! (warm-up included), for the rules and the floors alike.
 
@@ -24,7 +28,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
-use downpour_server::optim::OptimizerConfig;
+use downpour_server::optim::{Execution, OptimizerConfig, SimdLevel};
 
 /// One benchmarked setting.
 struct Case {
@@ -197,12 +201,15 @@ fn bench_stream(
     });
 }
 
+/// How `case` is stepped: on the widest SIMD level and one thread (`label` alone, the
+/// figure docs/benchmarks.md compares with PyTorch), or as `execution` says (`label_suffix`).
 fn bench_step(
     group: &mut BenchmarkGroup<'_, WallTime>,
     times: &mut StepTimes,
     size: &str,
     n: usize,
     case: &Case,
+    (execution, suffix): (Execution, &str),
 ) {
     let config: OptimizerConfig = toml::from_str(case.config).expect("a valid [optimizer] section");
     let optimizer = config.build().expect("valid hyperparameters");
@@ -210,19 +217,40 @@ fn bench_step(
     let grad = gradient(n);
     let mut param = vec![0.5_f32; n];
     let mut state = optimizer.new_state(n);
-    let id = format!("{size}/{}", case.label);
-    group.bench_function(case.label, |b| {
+    let label = format!("{}{suffix}", case.label);
+    let id = format!("{size}/{label}");
+    group.bench_function(&label, |b| {
         b.iter_custom(|iters| {
             times.time(&id, iters, || {
-                optimizer.step(lr, &mut param, black_box(&grad), &mut state);
+                optimizer.step_with(execution, lr, &mut param, black_box(&grad), &mut state);
                 black_box(&mut param);
             })
         });
     });
 }
 
+/// The other ways Adam is stepped, beside the default: each narrower SIMD level on one
+/// thread, and the widest on two threads (a tensor split in halves).
+fn adam_variants() -> Vec<(Execution, String)> {
+    let widest = Execution::single_thread();
+    let mut variants: Vec<(Execution, String)> = SimdLevel::available()
+        .into_iter()
+        .filter(|&simd| simd != widest.simd)
+        .map(|simd| {
+            let execution = Execution { simd, threads: 1 };
+            (execution, format!("_{}", simd.name()))
+        })
+        .collect();
+    let two_threads = Execution {
+        threads: 2,
+        ..widest
+    };
+    variants.push((two_threads, "_2_threads".to_owned()));
+    variants
+}
+
 #[allow(clippy::print_stdout, reason = "a benchmark binary reports on stdout")]
-fn print_floor_table(times: &StepTimes) {
+fn print_floor_table(times: &StepTimes, variants: &[(Execution, String)]) {
     // A floor's rate and the rule's fraction of it, as two table cells.
     let floor_cells = |id: String, rate: f64, n: usize| match times.fastest(&id) {
         Some(floor_step) => {
@@ -238,18 +266,23 @@ fn print_floor_table(times: &StepTimes) {
     println!("|---|---|--:|--:|--:|--:|--:|--:|");
     for (size, n) in SIZES {
         for case in &CASES {
-            let Some(step) = times.fastest(&format!("{size}/{}", case.label)) else {
-                continue;
-            };
-            let rate = n as f64 / step;
-            let bytes = case.bytes_per_param;
-            println!(
-                "| {size} | {} | {bytes} | {:.0} M | {} | {} |",
-                case.label,
-                rate / 1e6,
-                floor_cells(format!("{size}/{}/memcpy", case.label), rate, n),
-                floor_cells(format!("{size}/{}/stream", case.label), rate, n),
-            );
+            let mut labels = vec![case.label.to_owned()];
+            if case.label == "adam" {
+                labels.extend(variants.iter().map(|(_, suffix)| format!("adam{suffix}")));
+            }
+            for label in labels {
+                let Some(step) = times.fastest(&format!("{size}/{label}")) else {
+                    continue;
+                };
+                let rate = n as f64 / step;
+                let bytes = case.bytes_per_param;
+                println!(
+                    "| {size} | {label} | {bytes} | {:.0} M | {} | {} |",
+                    rate / 1e6,
+                    floor_cells(format!("{size}/{}/memcpy", case.label), rate, n),
+                    floor_cells(format!("{size}/{}/stream", case.label), rate, n),
+                );
+            }
         }
     }
 }
@@ -263,16 +296,27 @@ fn main() {
         .measurement_time(Duration::from_secs(1))
         .configure_from_args();
     let mut times = StepTimes::default();
+    let single = Execution::single_thread();
+    let variants = adam_variants();
+    #[allow(clippy::print_stdout, reason = "a benchmark binary reports on stdout")]
+    {
+        println!("optimizer SIMD level: {}", single.simd.name());
+    }
     for (size, n) in SIZES {
         let mut group = criterion.benchmark_group(format!("optimizer_step_{size}"));
         group.throughput(Throughput::Elements(n as u64));
         for case in &CASES {
             bench_memcpy(&mut group, &mut times, size, n, case);
             bench_stream(&mut group, &mut times, size, n, case);
-            bench_step(&mut group, &mut times, size, n, case);
+            bench_step(&mut group, &mut times, size, n, case, (single, ""));
+            if case.label == "adam" {
+                for (execution, suffix) in &variants {
+                    bench_step(&mut group, &mut times, size, n, case, (*execution, suffix));
+                }
+            }
         }
         group.finish();
     }
     criterion.final_summary();
-    print_floor_table(&times);
+    print_floor_table(&times, &variants);
 }

@@ -161,9 +161,22 @@ impl ConsistencySpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingSpec {
-    /// Samples per gradient: a number (1 is SGD) or `"full"` (the whole shard: batch GD).
+    /// Samples per gradient of each logical data shard: a number (1 is SGD) or `"full"`
+    /// (the whole shard: batch GD). The job's global batch is `workers` times this.
+    /// Ignored when `global_batch` is set.
     #[serde(default = "default_batch_size")]
     pub batch_size: BatchSize,
+    /// Samples per step for the whole job, kept whatever the number of active workers:
+    /// each of the `workers` logical data shards gives `global_batch / workers` per step
+    /// (so it must be a multiple of `workers`), and a worker computes the batches of the
+    /// shards it owns. Replaces `batch_size`. See docs/optimizers.md, "Adding workers".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global_batch: Option<usize>,
+    /// The linear scaling rule: multiply the optimizer's `lr` by the job's global batch
+    /// (`workers × batch_size`, or `global_batch`) over this base batch, the batch `lr`
+    /// was tuned for. Needs a warm-up (`schedule.warmup_steps >= 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_scaling_base_batch: Option<usize>,
     /// Passes over the training set.
     #[serde(default = "default_epochs")]
     pub epochs: usize,
@@ -200,6 +213,8 @@ impl Default for TrainingSpec {
     fn default() -> Self {
         Self {
             batch_size: default_batch_size(),
+            global_batch: None,
+            lr_scaling_base_batch: None,
             epochs: default_epochs(),
             seed: 0,
             workers: default_workers(),
@@ -417,6 +432,30 @@ impl JobSpec {
                 "must be at least 1 (or \"full\"), got 0".into(),
             ));
         }
+        // The batch of each logical shard per step: the global batch's rule lives in core.
+        let shard_batch = match t.global_batch {
+            Some(global) => BatchSize::Samples(
+                downpour_core::plan::shard_batch_of_global(global, t.workers)
+                    .map_err(|e| invalid("training.global_batch", e.to_string()))?,
+            ),
+            None => t.batch_size,
+        };
+        if let Some(base) = t.lr_scaling_base_batch {
+            if base == 0 {
+                return Err(invalid(
+                    "training.lr_scaling_base_batch",
+                    "must be at least 1, got 0".into(),
+                ));
+            }
+            if self.schedule.warmup_steps == 0 {
+                return Err(invalid(
+                    "training.lr_scaling_base_batch",
+                    format!(
+                        "the linear scaling rule (lr x global batch / {base}) needs a warm-up: set schedule.warmup_steps to at least 1"
+                    ),
+                ));
+            }
+        }
         if let Some(c) = t.clip_grad_norm
             && !(c.is_finite() && c > 0.0)
         {
@@ -456,8 +495,8 @@ impl JobSpec {
         }
         let shape = train.shape();
         let layout = self.model.layout(&shape)?;
-        let steps_per_epoch =
-            sharding::steps_per_epoch(train.len(), t.workers, t.batch_size) as u64;
+        let steps_per_epoch = sharding::steps_per_epoch(train.len(), t.workers, shard_batch) as u64;
+        let global_batch = t.workers * sharding::batch_len(train.len(), t.workers, shard_batch);
         Ok(Job {
             train_len: train.len(),
             standardization: prepared.standardization,
@@ -466,6 +505,7 @@ impl JobSpec {
             layout,
             optimizer,
             steps_per_epoch,
+            global_batch,
             spec: self,
         })
     }
@@ -497,9 +537,24 @@ pub struct Job {
     pub standardization: Option<Standardization>,
     /// Class `k`'s name, when the dataset's labels are names.
     pub class_names: Option<Vec<String>>,
+    /// Samples per step for the whole job: `training.global_batch`, or `workers` times
+    /// the resolved `batch_size`.
+    pub global_batch: usize,
 }
 
 impl Job {
+    /// The learning rate before the schedule: the optimizer's `lr`, times
+    /// `global_batch / lr_scaling_base_batch` under the linear scaling rule (computed in
+    /// f64, rounded once to f32).
+    #[must_use]
+    pub fn base_lr(&self) -> f32 {
+        let lr = self.spec.optimizer.lr();
+        match self.spec.training.lr_scaling_base_batch {
+            None => lr,
+            Some(base) => (f64::from(lr) * self.global_batch as f64 / base as f64) as f32,
+        }
+    }
+
     /// Steps every worker trains for.
     #[must_use]
     pub fn total_steps(&self) -> u64 {
@@ -543,6 +598,7 @@ impl Job {
             model: self.spec.model.clone(),
             data: self.spec.data.clone(),
             batch_size: self.spec.training.batch_size,
+            global_batch: self.spec.training.global_batch,
             epochs: self.spec.training.epochs,
             seed: self.spec.training.seed,
             prefetch: self.spec.consistency.prefetch,
@@ -603,6 +659,60 @@ mod tests {
         assert_eq!(
             spec.validate().unwrap_err().to_string(),
             "training.clip_grad_norm: must be positive, got -1"
+        );
+    }
+
+    #[test]
+    fn a_global_batch_keeps_the_updates_per_epoch_whatever_the_workers() {
+        let job = |training: &str| {
+            JobSpec::from_toml(&format!("[training]\n{training}\n"))
+                .unwrap()
+                .validate()
+                .unwrap()
+        };
+        let one = job("global_batch = 64\nworkers = 1");
+        let two = job("global_batch = 64\nworkers = 2");
+        assert_eq!(one.steps_per_epoch, one.train_len.div_ceil(64) as u64);
+        assert_eq!(two.steps_per_epoch, one.steps_per_epoch);
+        assert_eq!((one.global_batch, two.global_batch), (64, 64));
+        assert_eq!(two.plan().shard_batch(2), BatchSize::Samples(32));
+        // Per-worker batches instead: the global batch doubles, the updates halve.
+        let per_worker = job("batch_size = 64\nworkers = 2");
+        assert_eq!(per_worker.global_batch, 128);
+        assert_eq!(
+            per_worker.steps_per_epoch,
+            per_worker.train_len.div_ceil(2).div_ceil(64) as u64
+        );
+    }
+
+    #[test]
+    fn the_linear_scaling_rule_multiplies_lr_by_the_global_over_the_base_batch() {
+        let job = |training: &str| {
+            let text = format!(
+                "[training]\n{training}\n[optimizer]\nname = \"sgd\"\nlr = 0.1\n[schedule]\nkind = \"constant\"\nwarmup_steps = 5\n"
+            );
+            JobSpec::from_toml(&text).unwrap().validate().unwrap()
+        };
+        assert_eq!(job("batch_size = 32\nworkers = 4").base_lr(), 0.1);
+        let scaled = job("batch_size = 32\nworkers = 4\nlr_scaling_base_batch = 32");
+        assert_eq!(scaled.base_lr(), 0.4);
+        let global = job("global_batch = 256\nworkers = 2\nlr_scaling_base_batch = 64");
+        assert_eq!(global.base_lr(), 0.4);
+    }
+
+    #[test]
+    fn global_batch_and_lr_scaling_errors_name_the_field_and_numbers() {
+        assert_eq!(
+            check("[training]\nglobal_batch = 100\nworkers = 3\n").unwrap(),
+            "training.global_batch: must be a multiple of training.workers (3), got 100; 99 or 102 would do"
+        );
+        assert_eq!(
+            check("[training]\nlr_scaling_base_batch = 32\n").unwrap(),
+            "training.lr_scaling_base_batch: the linear scaling rule (lr x global batch / 32) needs a warm-up: set schedule.warmup_steps to at least 1"
+        );
+        assert_eq!(
+            check("[training]\nlr_scaling_base_batch = 0\n").unwrap(),
+            "training.lr_scaling_base_batch: must be at least 1, got 0"
         );
     }
 

@@ -174,4 +174,22 @@ mod tests {
         o.rebalance(&set(&[]));
         assert!(o.owner(0).is_none() && o.owner(1).is_none());
     }
+
+    #[test]
+    fn a_global_batch_is_re_split_over_the_survivors_and_a_newcomer() {
+        use downpour_core::plan::worker_batch_share;
+        let share = |o: &DataOwnership, w: u32| worker_batch_share(512, 4, o.shards_of(w).len());
+        let mut o = DataOwnership::new(4);
+        o.rebalance(&set(&[0, 1, 2, 3]));
+        assert_eq!([0, 1, 2, 3].map(|w| share(&o, w)), [Ok(128); 4]);
+        // Worker 1 dies: its shard goes to the least loaded; the step still has 512 samples.
+        o.rebalance(&set(&[0, 2, 3]));
+        assert_eq!([0, 2, 3].map(|w| share(&o, w)), [Ok(256), Ok(128), Ok(128)]);
+        // Two more die: the last worker computes the whole global batch.
+        o.rebalance(&set(&[3]));
+        assert_eq!(share(&o, 3), Ok(512));
+        // A worker joins and takes shards over: 256 each.
+        o.rebalance(&set(&[3, 7]));
+        assert_eq!([3, 7].map(|w| share(&o, w)), [Ok(256); 2]);
+    }
 }

@@ -224,7 +224,7 @@ impl ServerCore {
         );
         let rule = UpdateRule {
             optimizer: job.optimizer.clone(),
-            base_lr: job.spec.optimizer.lr(),
+            base_lr: job.base_lr(),
             schedule: job.spec.schedule,
             clip_grad_norm: job.spec.training.clip_grad_norm,
         };

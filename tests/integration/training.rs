@@ -156,3 +156,21 @@ fn linear_regression_recovers_the_true_weights_with_1_2_and_4_workers() {
         assert!(run.report.final_metrics.test_mse.unwrap() < 1e-3);
     }
 }
+
+#[test]
+fn a_global_batch_gives_the_same_updates_per_epoch_with_1_and_2_sync_workers() {
+    let sync = |workers: &str, batch: &[&str]| {
+        let mut args = vec!["--workers", workers, "--mode", "sync", "--epochs", "2"];
+        args.extend_from_slice(batch);
+        train(&args).report.final_metrics.version
+    };
+    let one = sync("1", &["--global-batch", "64"]);
+    let two = sync("2", &["--global-batch", "64"]);
+    assert_eq!(one, two, "updates of 2 epochs with 1 and 2 workers");
+    // Per-worker batches of 64 instead: a global batch of 128 and about half the updates.
+    let per_worker = sync("2", &["--batch-size", "64"]);
+    assert!(
+        per_worker < one && 2 * per_worker >= one,
+        "{per_worker} against {one}"
+    );
+}

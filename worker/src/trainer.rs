@@ -205,11 +205,13 @@ impl Workload {
         let model = Arc::new(Model::new(&plan.model, &train.shape())?);
         let train = Arc::new(train);
         let data_shards = registration.assignment.shard_count.max(1);
+        // Each logical shard's batch: `batch_size`, or its part of the job's global batch.
+        // Per step the worker computes it for every shard it owns, so its share of the
+        // global batch follows the shards the server hands it in each pull reply.
+        let shard_batch = plan.shard_batch(data_shards);
         let steps_per_epoch =
-            sharding::steps_per_epoch(train.len(), data_shards, plan.batch_size) as u64;
-        let batch = plan
-            .batch_size
-            .resolve(sharding::largest_shard(train.len(), data_shards));
+            sharding::steps_per_epoch(train.len(), data_shards, shard_batch) as u64;
+        let batch = shard_batch.resolve(sharding::largest_shard(train.len(), data_shards));
         Ok(Self {
             total_steps: steps_per_epoch * plan.epochs as u64,
             plan,

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::elementwise::{GradientPrep, average_of_squares, one_minus};
+use super::simd::{self, Execution, Lanes, Sweep};
 use super::{NamedBuffers, OptimizerError, assert_lengths, check_non_negative};
 
 /// The job file's `[optimizer]` section for `name = "adadelta"`; names and defaults are
@@ -130,11 +131,28 @@ impl Adadelta {
         }
     }
 
-    /// One step of `param` (or a slice of one) with learning rate `lr`, in one pass.
+    /// One step of `param` (or a slice of one) with learning rate `lr`, in one pass, on
+    /// the widest SIMD level and one thread.
+    ///
+    /// # Panics
+    /// As [`Adadelta::step_with`].
+    pub fn step(&self, lr: f32, param: &mut [f32], grad: &[f32], state: &mut AdadeltaState) {
+        self.step_with(Execution::default(), lr, param, grad, state);
+    }
+
+    /// [`Adadelta::step`] run as `execution` says.
     ///
     /// # Panics
     /// When `grad` or a state buffer is not as long as `param`.
-    pub fn step(&self, lr: f32, param: &mut [f32], grad: &[f32], state: &mut AdadeltaState) {
+    /// Also when the CPU cannot run `execution.simd`.
+    pub fn step_with(
+        &self,
+        execution: Execution,
+        lr: f32,
+        param: &mut [f32],
+        grad: &[f32],
+        state: &mut AdadeltaState,
+    ) {
         assert_lengths(
             "adadelta",
             param.len(),
@@ -145,17 +163,95 @@ impl Adadelta {
             ],
         );
         state.step += 1;
-        let prep = GradientPrep::new(self.maximize, self.weight_decay);
-        let (rho, one_minus_rho) = (self.rho as f32, one_minus(self.rho));
-        let (eps, neg_lr) = (self.eps as f32, -lr);
-        let averages = state.square_avg.iter_mut().zip(&mut state.acc_delta);
-        for ((p, &g), (v, u)) in param.iter_mut().zip(grad).zip(averages) {
-            let g = prep.apply(g, *p);
-            *v = average_of_squares(*v, g, rho, one_minus_rho);
-            let delta = (*u + eps).sqrt() / (*v + eps).sqrt() * g;
-            *u = average_of_squares(*u, delta, rho, one_minus_rho);
-            *p += neg_lr * delta;
-        }
+        let sweep = AdadeltaSweep {
+            scalars: AdadeltaStepScalars {
+                prep: GradientPrep::new(self.maximize, self.weight_decay),
+                rho: self.rho as f32,
+                one_minus_rho: one_minus(self.rho),
+                eps: self.eps as f32,
+                neg_lr: -lr,
+            },
+            param,
+            grad,
+            square_avg: &mut state.square_avg,
+            acc_delta: &mut state.acc_delta,
+        };
+        simd::run(execution, sweep);
+    }
+}
+
+/// The scalars of one Adadelta step.
+#[derive(Debug, Clone, Copy)]
+struct AdadeltaStepScalars {
+    /// Maximize and weight decay.
+    prep: GradientPrep,
+    /// ρ.
+    rho: f32,
+    /// `1 − ρ`.
+    one_minus_rho: f32,
+    /// ε.
+    eps: f32,
+    /// −γ.
+    neg_lr: f32,
+}
+
+/// One Adadelta step over one tensor (or a slice of one), swept by [`simd::run`].
+#[derive(Debug)]
+struct AdadeltaSweep<'a> {
+    /// The step's scalars.
+    scalars: AdadeltaStepScalars,
+    /// θ.
+    param: &'a mut [f32],
+    /// g, as long as `param`.
+    grad: &'a [f32],
+    /// v, as long as `param`.
+    square_avg: &'a mut [f32],
+    /// u, as long as `param`.
+    acc_delta: &'a mut [f32],
+}
+
+impl Sweep for AdadeltaSweep<'_> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (param, param_rest) = self.param.split_at_mut(mid);
+        let (grad, grad_rest) = self.grad.split_at(mid);
+        let (square_avg, square_avg_rest) = self.square_avg.split_at_mut(mid);
+        let (acc_delta, acc_delta_rest) = self.acc_delta.split_at_mut(mid);
+        let first = Self {
+            scalars: self.scalars,
+            param,
+            grad,
+            square_avg,
+            acc_delta,
+        };
+        let second = Self {
+            scalars: self.scalars,
+            param: param_rest,
+            grad: grad_rest,
+            square_avg: square_avg_rest,
+            acc_delta: acc_delta_rest,
+        };
+        (first, second)
+    }
+
+    #[inline(always)]
+    fn update<L: Lanes>(&mut self, at: usize) {
+        let k = &self.scalars;
+        let eps = L::splat(k.eps);
+        let param = L::load(self.param, at);
+        let g = k.prep.apply(L::load(self.grad, at), param);
+        let v = average_of_squares(L::load(self.square_avg, at), g, k.rho, k.one_minus_rho);
+        let u = L::load(self.acc_delta, at);
+        let delta = (u + eps).sqrt() / (v + eps).sqrt() * g;
+        v.store(self.square_avg, at);
+        average_of_squares(u, delta, k.rho, k.one_minus_rho).store(self.acc_delta, at);
+        // torch: param.add_(delta, alpha=-lr), one fused multiply-add in ATen.
+        delta
+            .mul_add(L::splat(k.neg_lr), param)
+            .store(self.param, at);
     }
 }
 

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::elementwise::GradientPrep;
+use super::simd::{self, Execution, Lanes, Sweep};
 use super::{NamedBuffers, OptimizerError, assert_lengths, check_non_negative};
 
 /// The job file's `[optimizer]` section for `name = "adagrad"`; names and defaults are
@@ -125,11 +126,28 @@ impl Adagrad {
         }
     }
 
-    /// One step of `param` (or a slice of one) with learning rate `lr`, in one pass.
+    /// One step of `param` (or a slice of one) with learning rate `lr`, in one pass, on
+    /// the widest SIMD level and one thread.
+    ///
+    /// # Panics
+    /// As [`Adagrad::step_with`].
+    pub fn step(&self, lr: f32, param: &mut [f32], grad: &[f32], state: &mut AdagradState) {
+        self.step_with(Execution::default(), lr, param, grad, state);
+    }
+
+    /// [`Adagrad::step`] run as `execution` says.
     ///
     /// # Panics
     /// When `grad` or the sum is not as long as `param`.
-    pub fn step(&self, lr: f32, param: &mut [f32], grad: &[f32], state: &mut AdagradState) {
+    /// Also when the CPU cannot run `execution.simd`.
+    pub fn step_with(
+        &self,
+        execution: Execution,
+        lr: f32,
+        param: &mut [f32],
+        grad: &[f32],
+        state: &mut AdagradState,
+    ) {
         assert_lengths(
             "adagrad",
             param.len(),
@@ -138,13 +156,77 @@ impl Adagrad {
         state.step += 1;
         let decayed = f64::from(lr) / (1.0 + (state.step - 1) as f64 * self.lr_decay);
         let neg_clr = (-decayed) as f32;
-        let prep = GradientPrep::new(self.maximize, self.weight_decay);
-        let eps = self.eps as f32;
-        for ((p, &g), s) in param.iter_mut().zip(grad).zip(&mut state.sum) {
-            let g = prep.apply(g, *p);
-            *s += g * g;
-            *p += neg_clr * g / (s.sqrt() + eps);
-        }
+        let sweep = AdagradSweep {
+            scalars: AdagradStepScalars {
+                prep: GradientPrep::new(self.maximize, self.weight_decay),
+                neg_clr,
+                eps: self.eps as f32,
+            },
+            param,
+            grad,
+            sum: &mut state.sum,
+        };
+        simd::run(execution, sweep);
+    }
+}
+
+/// The scalars of one Adagrad step.
+#[derive(Debug, Clone, Copy)]
+struct AdagradStepScalars {
+    /// Maximize and weight decay.
+    prep: GradientPrep,
+    /// −γ̃, the decayed learning rate negated.
+    neg_clr: f32,
+    /// ε.
+    eps: f32,
+}
+
+/// One Adagrad step over one tensor (or a slice of one), swept by [`simd::run`].
+#[derive(Debug)]
+struct AdagradSweep<'a> {
+    /// The step's scalars.
+    scalars: AdagradStepScalars,
+    /// θ.
+    param: &'a mut [f32],
+    /// g, as long as `param`.
+    grad: &'a [f32],
+    /// The sum of squared gradients, as long as `param`.
+    sum: &'a mut [f32],
+}
+
+impl Sweep for AdagradSweep<'_> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (param, param_rest) = self.param.split_at_mut(mid);
+        let (grad, grad_rest) = self.grad.split_at(mid);
+        let (sum, sum_rest) = self.sum.split_at_mut(mid);
+        let first = Self {
+            scalars: self.scalars,
+            param,
+            grad,
+            sum,
+        };
+        let second = Self {
+            scalars: self.scalars,
+            param: param_rest,
+            grad: grad_rest,
+            sum: sum_rest,
+        };
+        (first, second)
+    }
+
+    #[inline(always)]
+    fn update<L: Lanes>(&mut self, at: usize) {
+        let k = &self.scalars;
+        let param = L::load(self.param, at);
+        let g = k.prep.apply(L::load(self.grad, at), param);
+        // torch: state_sum.addcmul_(grad, grad, value=1), one fused multiply-add.
+        let sum = g.mul_add(g, L::load(self.sum, at));
+        sum.store(self.sum, at);
+        (param + L::splat(k.neg_clr) * g / (sum.sqrt() + L::splat(k.eps))).store(self.param, at);
     }
 }
 

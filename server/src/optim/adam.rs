@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::elementwise::{GradientPrep, average_of_squares, lerp, one_minus};
+use super::simd::{self, Execution, Lanes, Sweep, split_optional};
 use super::{NamedBuffers, OptimizerError, assert_lengths, check_non_negative};
 
 /// The job file's `[optimizer]` section for `name = "adam"`; names and defaults are
@@ -164,37 +165,76 @@ struct AdamStepScalars {
     neg_step_size: f32,
 }
 
-impl AdamStepScalars {
-    /// The update of one element; `max_exp_avg_sq` is `Some` under AMSGrad.
-    #[inline(always)]
-    fn update(
-        &self,
-        param: &mut f32,
-        grad: f32,
-        exp_avg: &mut f32,
-        exp_avg_sq: &mut f32,
-        max_exp_avg_sq: Option<&mut f32>,
-    ) {
-        let g = self.prep.apply(grad, *param);
-        let theta = *param * self.param_decay;
-        *exp_avg = lerp(*exp_avg, g, self.one_minus_beta1);
-        *exp_avg_sq = average_of_squares(*exp_avg_sq, g, self.beta2, self.one_minus_beta2);
-        let second_moment = match max_exp_avg_sq {
-            Some(max) => {
-                // torch.maximum lets a NaN v win, where f32::max would drop it. This form
-                // does too, and is one `maxps` on x86. (A NaN max with a number v cannot
-                // happen: once v is NaN it stays NaN.)
-                *max = if *max > *exp_avg_sq {
-                    *max
-                } else {
-                    *exp_avg_sq
-                };
-                *max
-            }
-            None => *exp_avg_sq,
+/// One Adam step over one tensor (or a slice of one), swept by [`simd::run`].
+#[derive(Debug)]
+struct AdamSweep<'a> {
+    /// The step's scalars.
+    scalars: AdamStepScalars,
+    /// θ.
+    param: &'a mut [f32],
+    /// g, as long as `param`.
+    grad: &'a [f32],
+    /// m, as long as `param`.
+    exp_avg: &'a mut [f32],
+    /// v, as long as `param`.
+    exp_avg_sq: &'a mut [f32],
+    /// v_max, as long as `param`: `Some` exactly under AMSGrad.
+    max_exp_avg_sq: Option<&'a mut [f32]>,
+}
+
+impl Sweep for AdamSweep<'_> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (param, param_rest) = self.param.split_at_mut(mid);
+        let (grad, grad_rest) = self.grad.split_at(mid);
+        let (exp_avg, exp_avg_rest) = self.exp_avg.split_at_mut(mid);
+        let (exp_avg_sq, exp_avg_sq_rest) = self.exp_avg_sq.split_at_mut(mid);
+        let (max, max_rest) = split_optional(self.max_exp_avg_sq, mid);
+        let first = Self {
+            scalars: self.scalars,
+            param,
+            grad,
+            exp_avg,
+            exp_avg_sq,
+            max_exp_avg_sq: max,
         };
-        let denom = second_moment.sqrt() / self.bias_correction2_sqrt + self.eps;
-        *param = theta + self.neg_step_size * *exp_avg / denom;
+        let second = Self {
+            scalars: self.scalars,
+            param: param_rest,
+            grad: grad_rest,
+            exp_avg: exp_avg_rest,
+            exp_avg_sq: exp_avg_sq_rest,
+            max_exp_avg_sq: max_rest,
+        };
+        (first, second)
+    }
+
+    #[inline(always)]
+    fn update<L: Lanes>(&mut self, at: usize) {
+        let k = &self.scalars;
+        let param = L::load(self.param, at);
+        let g = k.prep.apply(L::load(self.grad, at), param);
+        let theta = param * L::splat(k.param_decay);
+        let m = lerp(L::load(self.exp_avg, at), g, k.one_minus_beta1);
+        let v = average_of_squares(L::load(self.exp_avg_sq, at), g, k.beta2, k.one_minus_beta2);
+        m.store(self.exp_avg, at);
+        v.store(self.exp_avg_sq, at);
+        let second_moment = match self.max_exp_avg_sq.as_deref_mut() {
+            Some(max) => {
+                // torch.maximum lets a NaN v win, where f32::max would drop it; so does
+                // `max_or_other`. (A NaN max with a number v cannot happen: once v is NaN
+                // it stays NaN.)
+                let max_v = L::load(max, at).max_or_other(v);
+                max_v.store(max, at);
+                max_v
+            }
+            None => v,
+        };
+        let denom = second_moment.sqrt() / L::splat(k.bias_correction2_sqrt) + L::splat(k.eps);
+        (theta + L::splat(k.neg_step_size) * m / denom).store(self.param, at);
     }
 }
 
@@ -241,12 +281,29 @@ impl Adam {
         }
     }
 
-    /// One step of `param` (or a slice of one) with learning rate `lr`, in one pass.
+    /// One step of `param` (or a slice of one) with learning rate `lr`, in one pass, on
+    /// the widest SIMD level and one thread.
     ///
     /// # Panics
-    /// When `grad` or a state buffer is not as long as `param`, or the AMSGrad buffer's
-    /// presence does not match `amsgrad` (a state from another optimizer).
+    /// As [`Adam::step_with`].
     pub fn step(&self, lr: f32, param: &mut [f32], grad: &[f32], state: &mut AdamState) {
+        self.step_with(Execution::default(), lr, param, grad, state);
+    }
+
+    /// [`Adam::step`] run as `execution` says.
+    ///
+    /// # Panics
+    /// When `grad` or a state buffer is not as long as `param`, the AMSGrad buffer's
+    /// presence does not match `amsgrad` (a state from another optimizer), or the CPU
+    /// cannot run `execution.simd`.
+    pub fn step_with(
+        &self,
+        execution: Execution,
+        lr: f32,
+        param: &mut [f32],
+        grad: &[f32],
+        state: &mut AdamState,
+    ) {
         let len = param.len();
         assert_eq!(
             state.max_exp_avg_sq.is_some(),
@@ -266,23 +323,15 @@ impl Adam {
             ],
         );
         state.step += 1;
-        let scalars = self.step_scalars(lr, state.step);
-        let moments = param
-            .iter_mut()
-            .zip(grad)
-            .zip(state.exp_avg.iter_mut().zip(state.exp_avg_sq.iter_mut()));
-        match state.max_exp_avg_sq.as_deref_mut() {
-            None => {
-                for ((p, &g), (m, v)) in moments {
-                    scalars.update(p, g, m, v, None);
-                }
-            }
-            Some(max) => {
-                for (((p, &g), (m, v)), v_max) in moments.zip(max) {
-                    scalars.update(p, g, m, v, Some(v_max));
-                }
-            }
-        }
+        let sweep = AdamSweep {
+            scalars: self.step_scalars(lr, state.step),
+            param,
+            grad,
+            exp_avg: &mut state.exp_avg,
+            exp_avg_sq: &mut state.exp_avg_sq,
+            max_exp_avg_sq: state.max_exp_avg_sq.as_deref_mut(),
+        };
+        simd::run(execution, sweep);
     }
 
     /// The scalars of step `t` (already counted) with learning rate `lr`.

@@ -5,6 +5,13 @@
 //! (`1 - beta`, bias corrections, `lr * weight_decay`) in f64, and rounds the result to f32
 //! where it meets a float32 tensor. Our configs hold them as f64 too (only `lr`, which
 //! schedules produce per step, is f32), and the helpers here round the same way.
+//!
+//! The per-element helpers are generic over [`Lanes`], so one definition serves the
+//! scalar fallback and every vector width. Where torch's CPU kernels round a multiply and
+//! an add once (ATen's vectorized `add` with `alpha` and `lerp` call `fmadd`; `addcmul`'s
+//! last multiply-add is contracted), so do the rules here.
+
+use super::simd::Lanes;
 
 /// What every rule first does to the raw gradient: `torch.optim`'s `maximize` and coupled
 /// (L2) `weight_decay`.
@@ -27,36 +34,42 @@ impl GradientPrep {
     }
 
     /// `g = -grad if maximize else grad`, then `g = g + weight_decay * param` when
-    /// `weight_decay != 0` (torch: `grad.add(param, alpha=weight_decay)`).
+    /// `weight_decay != 0` (torch: `grad.add(param, alpha=weight_decay)`, one fused
+    /// multiply-add in ATen's vector kernel).
     #[inline(always)]
-    pub(crate) fn apply(self, grad: f32, param: f32) -> f32 {
+    pub(crate) fn apply<L: Lanes>(self, grad: L, param: L) -> L {
         let g = if self.maximize { -grad } else { grad };
         if self.weight_decay == 0.0 {
             g
         } else {
-            g + self.weight_decay * param
+            param.mul_add(L::splat(self.weight_decay), g)
         }
     }
 }
 
-/// `torch.lerp(start, end, weight)` for a scalar weight, as ATen computes it:
-/// `start + weight * (end - start)`, from the `end` side when `weight >= 0.5`.
+/// `torch.lerp(start, end, weight)` for a scalar weight, as ATen's vector kernel computes
+/// it: `start + weight * (end - start)` as one fused multiply-add, from the `end` side
+/// (`end + (weight - 1) * (end - start)`) when `|weight| >= 0.5`.
 #[inline(always)]
-pub(crate) fn lerp(start: f32, end: f32, weight: f32) -> f32 {
+pub(crate) fn lerp<L: Lanes>(start: L, end: L, weight: f32) -> L {
     let diff = end - start;
     if weight.abs() < 0.5 {
-        start + weight * diff
+        L::splat(weight).mul_add(diff, start)
     } else {
-        end - diff * (1.0 - weight)
+        L::splat(weight - 1.0).mul_add(diff, end)
     }
 }
 
 /// A running average of squares, `avg * beta + (1 - beta) * x * x`
 /// (torch: `avg.mul_(beta).addcmul_(x, x, value=1 - beta)`); `one_minus_beta` is
 /// [`one_minus`]`(beta)`, computed once per step.
+///
+/// Rounded as torch's CPU build computes `addcmul` (`self + value * t1 * t2`, its last
+/// multiply and add contracted into one fused multiply-add by the compiler): the rounded
+/// `avg * beta`, then `((1 - beta) * x) * x + that` with one rounding.
 #[inline(always)]
-pub(crate) fn average_of_squares(avg: f32, x: f32, beta: f32, one_minus_beta: f32) -> f32 {
-    avg * beta + one_minus_beta * x * x
+pub(crate) fn average_of_squares<L: Lanes>(avg: L, x: L, beta: f32, one_minus_beta: f32) -> L {
+    (L::splat(one_minus_beta) * x).mul_add(x, avg * L::splat(beta))
 }
 
 /// `1 - x` as Python computes it (f64), rounded to f32 as torch rounds a scalar argument.
@@ -70,21 +83,24 @@ mod tests {
 
     #[test]
     fn gradient_prep_negates_then_adds_weight_decay() {
-        assert_eq!(GradientPrep::new(false, 0.0).apply(2.0, 5.0), 2.0);
-        assert_eq!(GradientPrep::new(true, 0.0).apply(2.0, 5.0), -2.0);
-        assert_eq!(GradientPrep::new(false, 0.5).apply(2.0, 5.0), 4.5);
+        assert_eq!(GradientPrep::new(false, 0.0).apply(2.0_f32, 5.0), 2.0);
+        assert_eq!(GradientPrep::new(true, 0.0).apply(2.0_f32, 5.0), -2.0);
+        assert_eq!(GradientPrep::new(false, 0.5).apply(2.0_f32, 5.0), 4.5);
         // Weight decay is added to the negated gradient, as in torch.
-        assert_eq!(GradientPrep::new(true, 0.5).apply(2.0, 5.0), 0.5);
+        assert_eq!(GradientPrep::new(true, 0.5).apply(2.0_f32, 5.0), 0.5);
         // A zero weight decay leaves an infinite parameter out of the gradient, as torch does.
-        assert_eq!(GradientPrep::new(false, 0.0).apply(1.0, f32::INFINITY), 1.0);
+        assert_eq!(
+            GradientPrep::new(false, 0.0).apply(1.0_f32, f32::INFINITY),
+            1.0
+        );
     }
 
     #[test]
     fn lerp_matches_both_branches() {
-        assert_eq!(lerp(1.0, 3.0, 0.25), 1.5);
-        assert_eq!(lerp(1.0, 3.0, 0.75), 2.5);
-        assert_eq!(lerp(1.0, 3.0, 1.0), 3.0);
-        assert_eq!(lerp(1.0, 3.0, 0.0), 1.0);
+        assert_eq!(lerp(1.0_f32, 3.0, 0.25), 1.5);
+        assert_eq!(lerp(1.0_f32, 3.0, 0.75), 2.5);
+        assert_eq!(lerp(1.0_f32, 3.0, 1.0), 3.0);
+        assert_eq!(lerp(1.0_f32, 3.0, 0.0), 1.0);
     }
 
     #[test]
@@ -92,6 +108,6 @@ mod tests {
         // 1 − 0.999 in f64 rounds to the f32 nearest 0.001; in f32 it would be 1.3e-5 off.
         assert_eq!(one_minus(0.999), 0.001_f32);
         assert_ne!(1.0 - 0.999_f32, 0.001_f32);
-        assert_eq!(average_of_squares(1.0, 2.0, 0.5, 0.5), 2.5);
+        assert_eq!(average_of_squares(1.0_f32, 2.0, 0.5, 0.5), 2.5);
     }
 }

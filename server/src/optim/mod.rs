@@ -10,6 +10,9 @@
 //! - [`adam`]: Adam, and the shared core that [`adamw`] builds with decoupled weight decay.
 //! - `elementwise` (private): the per-element pieces the rules share (maximize and L2 weight
 //!   decay, `lerp`, `1 - beta`), each mirroring the torch op it stands for.
+//! - `simd` (private): the run-time choice of vector width ([`SimdLevel`]), the `Lanes`
+//!   type each rule's per-element update is generic over, and the fused pass that sweeps a
+//!   tensor, optionally split over two threads ([`Execution`]).
 //!
 //! The rest of the server sees this module through [`OptimizerConfig`] (the job file's
 //! `[optimizer]` section), [`Optimizer`] (built only from a validated config) and
@@ -24,6 +27,7 @@ pub mod adamw;
 mod elementwise;
 pub mod rmsprop;
 pub mod sgd;
+mod simd;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +37,7 @@ pub use adam::{Adam, AdamConfig, AdamState, AdamWeightDecay};
 pub use adamw::AdamWConfig;
 pub use rmsprop::{RmsProp, RmsPropConfig, RmsPropState};
 pub use sgd::{Sgd, SgdConfig, SgdState};
+pub use simd::{Execution, PARALLEL_MIN_LEN, SimdLevel};
 
 /// The names `[optimizer] name = ...` accepts, in the order the docs list them.
 pub const OPTIMIZER_NAMES: [&str; 6] = ["sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamw"];
@@ -293,18 +298,38 @@ impl Optimizer {
     }
 
     /// One update of one parameter tensor, or of a contiguous slice of one, with learning
-    /// rate `lr`: one fused pass over the elements, no allocation.
+    /// rate `lr`: one fused pass over the elements on the widest SIMD level the CPU has,
+    /// one thread, no allocation.
+    ///
+    /// # Panics
+    /// As [`Optimizer::step_with`].
+    pub fn step(&self, lr: f32, param: &mut [f32], grad: &[f32], state: &mut ParamState) {
+        self.step_with(Execution::default(), lr, param, grad, state);
+    }
+
+    /// [`Optimizer::step`] run as `execution` says (SIMD level, one or two threads).
     ///
     /// # Panics
     /// When `state` was made by another kind of optimizer, or when `param`, `grad` and the
-    /// state's buffers differ in length: both are bugs in the caller.
-    pub fn step(&self, lr: f32, param: &mut [f32], grad: &[f32], state: &mut ParamState) {
+    /// state's buffers differ in length: both are bugs in the caller. Also when the CPU
+    /// cannot run `execution.simd`.
+    pub fn step_with(
+        &self,
+        execution: Execution,
+        lr: f32,
+        param: &mut [f32],
+        grad: &[f32],
+        state: &mut ParamState,
+    ) {
+        let e = execution;
         match (self, state) {
-            (Self::Sgd(o), ParamState::Sgd(s)) => o.step(lr, param, grad, s),
-            (Self::Adam(o) | Self::AdamW(o), ParamState::Adam(s)) => o.step(lr, param, grad, s),
-            (Self::Adagrad(o), ParamState::Adagrad(s)) => o.step(lr, param, grad, s),
-            (Self::Adadelta(o), ParamState::Adadelta(s)) => o.step(lr, param, grad, s),
-            (Self::RmsProp(o), ParamState::RmsProp(s)) => o.step(lr, param, grad, s),
+            (Self::Sgd(o), ParamState::Sgd(s)) => o.step_with(e, lr, param, grad, s),
+            (Self::Adam(o) | Self::AdamW(o), ParamState::Adam(s)) => {
+                o.step_with(e, lr, param, grad, s);
+            }
+            (Self::Adagrad(o), ParamState::Adagrad(s)) => o.step_with(e, lr, param, grad, s),
+            (Self::Adadelta(o), ParamState::Adadelta(s)) => o.step_with(e, lr, param, grad, s),
+            (Self::RmsProp(o), ParamState::RmsProp(s)) => o.step_with(e, lr, param, grad, s),
             (o, s) => panic!(
                 "{} cannot step a parameter whose state is {}'s",
                 o.name(),

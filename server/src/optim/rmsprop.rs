@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::elementwise::{GradientPrep, average_of_squares, lerp, one_minus};
+use super::simd::{self, Execution, Lanes, Sweep, split_optional};
 use super::{NamedBuffers, OptimizerError, assert_lengths, check_non_negative};
 
 /// The job file's `[optimizer]` section for `name = "rmsprop"`; names and defaults are
@@ -163,35 +164,80 @@ struct RmsPropStepScalars {
     neg_lr: f32,
 }
 
-impl RmsPropStepScalars {
-    /// The update of one element; `grad_avg` is `Some` when centred, `momentum_buffer`
-    /// when momentum is on.
-    #[inline(always)]
-    fn update(
-        &self,
-        param: &mut f32,
-        grad: f32,
-        square_avg: &mut f32,
-        grad_avg: Option<&mut f32>,
-        momentum_buffer: Option<&mut f32>,
-    ) {
-        let g = self.prep.apply(grad, *param);
-        *square_avg = average_of_squares(*square_avg, g, self.alpha, self.one_minus_alpha);
-        let rms = match grad_avg {
-            Some(mean) => {
-                *mean = lerp(*mean, g, self.one_minus_alpha);
-                (*square_avg - *mean * *mean).sqrt()
-            }
-            None => square_avg.sqrt(),
+/// One RMSprop step over one tensor (or a slice of one), swept by [`simd::run`].
+#[derive(Debug)]
+struct RmsPropSweep<'a> {
+    /// The step's scalars.
+    scalars: RmsPropStepScalars,
+    /// θ.
+    param: &'a mut [f32],
+    /// g, as long as `param`.
+    grad: &'a [f32],
+    /// v, as long as `param`.
+    square_avg: &'a mut [f32],
+    /// ḡ, as long as `param`: `Some` exactly when centred.
+    grad_avg: Option<&'a mut [f32]>,
+    /// b, as long as `param`: `Some` exactly when μ > 0.
+    momentum_buffer: Option<&'a mut [f32]>,
+}
+
+impl Sweep for RmsPropSweep<'_> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (param, param_rest) = self.param.split_at_mut(mid);
+        let (grad, grad_rest) = self.grad.split_at(mid);
+        let (square_avg, square_avg_rest) = self.square_avg.split_at_mut(mid);
+        let (grad_avg, grad_avg_rest) = split_optional(self.grad_avg, mid);
+        let (buffer, buffer_rest) = split_optional(self.momentum_buffer, mid);
+        let first = Self {
+            scalars: self.scalars,
+            param,
+            grad,
+            square_avg,
+            grad_avg,
+            momentum_buffer: buffer,
         };
-        let denom = rms + self.eps;
-        match momentum_buffer {
-            Some(b) => {
-                *b = *b * self.momentum + g / denom;
-                *param += self.neg_lr * *b;
+        let second = Self {
+            scalars: self.scalars,
+            param: param_rest,
+            grad: grad_rest,
+            square_avg: square_avg_rest,
+            grad_avg: grad_avg_rest,
+            momentum_buffer: buffer_rest,
+        };
+        (first, second)
+    }
+
+    #[inline(always)]
+    fn update<L: Lanes>(&mut self, at: usize) {
+        let k = &self.scalars;
+        let param = L::load(self.param, at);
+        let g = k.prep.apply(L::load(self.grad, at), param);
+        let v = average_of_squares(L::load(self.square_avg, at), g, k.alpha, k.one_minus_alpha);
+        v.store(self.square_avg, at);
+        let rms = match self.grad_avg.as_deref_mut() {
+            Some(grad_avg) => {
+                let mean = lerp(L::load(grad_avg, at), g, k.one_minus_alpha);
+                mean.store(grad_avg, at);
+                (v - mean * mean).sqrt()
             }
-            None => *param += self.neg_lr * g / denom,
-        }
+            None => v.sqrt(),
+        };
+        let denom = rms + L::splat(k.eps);
+        let neg_lr = L::splat(k.neg_lr);
+        let param = match self.momentum_buffer.as_deref_mut() {
+            Some(buffer) => {
+                let b = L::load(buffer, at) * L::splat(k.momentum) + g / denom;
+                b.store(buffer, at);
+                // torch: param.add_(buf, alpha=-lr), one fused multiply-add in ATen.
+                b.mul_add(neg_lr, param)
+            }
+            None => param + neg_lr * g / denom,
+        };
+        param.store(self.param, at);
     }
 }
 
@@ -207,12 +253,29 @@ impl RmsProp {
         }
     }
 
-    /// One step of `param` (or a slice of one) with learning rate `lr`, in one pass.
+    /// One step of `param` (or a slice of one) with learning rate `lr`, in one pass, on
+    /// the widest SIMD level and one thread.
     ///
     /// # Panics
-    /// When `grad` or a state buffer is not as long as `param`, or the optional buffers do
-    /// not match `momentum` and `centered` (a state from another optimizer).
+    /// As [`RmsProp::step_with`].
     pub fn step(&self, lr: f32, param: &mut [f32], grad: &[f32], state: &mut RmsPropState) {
+        self.step_with(Execution::default(), lr, param, grad, state);
+    }
+
+    /// [`RmsProp::step`] run as `execution` says.
+    ///
+    /// # Panics
+    /// When `grad` or a state buffer is not as long as `param`, the optional buffers do
+    /// not match `momentum` and `centered` (a state from another optimizer), or the CPU
+    /// cannot run `execution.simd`.
+    pub fn step_with(
+        &self,
+        execution: Execution,
+        lr: f32,
+        param: &mut [f32],
+        grad: &[f32],
+        state: &mut RmsPropState,
+    ) {
         let len = param.len();
         assert!(
             state.momentum_buffer.is_some() == (self.momentum > 0.0)
@@ -243,32 +306,15 @@ impl RmsProp {
             momentum: self.momentum as f32,
             neg_lr: -lr,
         };
-        let elements = param.iter_mut().zip(grad).zip(&mut state.square_avg);
-        match (
-            state.grad_avg.as_deref_mut(),
-            state.momentum_buffer.as_deref_mut(),
-        ) {
-            (None, None) => {
-                for ((p, &g), v) in elements {
-                    k.update(p, g, v, None, None);
-                }
-            }
-            (Some(mean), None) => {
-                for (((p, &g), v), m) in elements.zip(mean) {
-                    k.update(p, g, v, Some(m), None);
-                }
-            }
-            (None, Some(buffer)) => {
-                for (((p, &g), v), b) in elements.zip(buffer) {
-                    k.update(p, g, v, None, Some(b));
-                }
-            }
-            (Some(mean), Some(buffer)) => {
-                for (((p, &g), v), (m, b)) in elements.zip(mean.iter_mut().zip(buffer)) {
-                    k.update(p, g, v, Some(m), Some(b));
-                }
-            }
-        }
+        let sweep = RmsPropSweep {
+            scalars: k,
+            param,
+            grad,
+            square_avg: &mut state.square_avg,
+            grad_avg: state.grad_avg.as_deref_mut(),
+            momentum_buffer: state.momentum_buffer.as_deref_mut(),
+        };
+        simd::run(execution, sweep);
     }
 }
 

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::elementwise::{GradientPrep, one_minus};
+use super::simd::{self, Execution, Lanes, Sweep, split_optional};
 use super::{NamedBuffers, OptimizerError, assert_lengths, check_non_negative};
 
 /// The job file's `[optimizer]` section for `name = "sgd"`; names and defaults are
@@ -151,12 +152,29 @@ impl Sgd {
         }
     }
 
-    /// One step of `param` (or a slice of one) with learning rate `lr`, in one pass.
+    /// One step of `param` (or a slice of one) with learning rate `lr`, in one pass, on
+    /// the widest SIMD level and one thread.
+    ///
+    /// # Panics
+    /// As [`Sgd::step_with`].
+    pub fn step(&self, lr: f32, param: &mut [f32], grad: &[f32], state: &mut SgdState) {
+        self.step_with(Execution::default(), lr, param, grad, state);
+    }
+
+    /// [`Sgd::step`] run as `execution` says.
     ///
     /// # Panics
     /// When `grad` or the momentum buffer is not as long as `param`, or the buffer is
     /// missing although the optimizer has momentum (a state from another optimizer).
-    pub fn step(&self, lr: f32, param: &mut [f32], grad: &[f32], state: &mut SgdState) {
+    /// Also when the CPU cannot run `execution.simd`.
+    pub fn step_with(
+        &self,
+        execution: Execution,
+        lr: f32,
+        param: &mut [f32],
+        grad: &[f32],
+        state: &mut SgdState,
+    ) {
         let len = param.len();
         assert_eq!(
             state.momentum_buffer.is_some(),
@@ -170,27 +188,105 @@ impl Sgd {
             len,
             &[("grad", grad.len()), ("momentum_buffer", buffer_len)],
         );
-        let prep = GradientPrep::new(self.maximize, self.weight_decay);
-        let neg_lr = -lr;
-        match state.momentum_buffer.as_deref_mut() {
-            None => {
-                for (p, &g) in param.iter_mut().zip(grad) {
-                    *p += neg_lr * prep.apply(g, *p);
-                }
-            }
-            Some(buffer) => {
-                let first = state.step == 0;
-                let momentum = self.momentum as f32;
-                let keep = one_minus(self.dampening);
-                for ((p, &g), b) in param.iter_mut().zip(grad).zip(buffer) {
-                    let g = prep.apply(g, *p);
-                    *b = if first { g } else { *b * momentum + keep * g };
-                    let direction = if self.nesterov { g + momentum * *b } else { *b };
-                    *p += neg_lr * direction;
-                }
-            }
-        }
+        let sweep = SgdSweep {
+            scalars: SgdStepScalars {
+                prep: GradientPrep::new(self.maximize, self.weight_decay),
+                neg_lr: -lr,
+                first: state.step == 0,
+                momentum: self.momentum as f32,
+                keep: one_minus(self.dampening),
+                nesterov: self.nesterov,
+            },
+            param,
+            grad,
+            momentum_buffer: state.momentum_buffer.as_deref_mut(),
+        };
+        simd::run(execution, sweep);
         state.step += 1;
+    }
+}
+
+/// The scalars of one SGD step.
+#[derive(Debug, Clone, Copy)]
+struct SgdStepScalars {
+    /// Maximize and weight decay.
+    prep: GradientPrep,
+    /// −γ.
+    neg_lr: f32,
+    /// t = 1: the momentum buffer starts as the gradient.
+    first: bool,
+    /// μ.
+    momentum: f32,
+    /// `1 − τ`.
+    keep: f32,
+    /// Nesterov momentum.
+    nesterov: bool,
+}
+
+/// One SGD step over one tensor (or a slice of one), swept by [`simd::run`].
+#[derive(Debug)]
+struct SgdSweep<'a> {
+    /// The step's scalars.
+    scalars: SgdStepScalars,
+    /// θ.
+    param: &'a mut [f32],
+    /// g, as long as `param`.
+    grad: &'a [f32],
+    /// b, as long as `param`: `Some` exactly when μ ≠ 0.
+    momentum_buffer: Option<&'a mut [f32]>,
+}
+
+impl Sweep for SgdSweep<'_> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (param, param_rest) = self.param.split_at_mut(mid);
+        let (grad, grad_rest) = self.grad.split_at(mid);
+        let (buffer, buffer_rest) = split_optional(self.momentum_buffer, mid);
+        let first = Self {
+            scalars: self.scalars,
+            param,
+            grad,
+            momentum_buffer: buffer,
+        };
+        let second = Self {
+            scalars: self.scalars,
+            param: param_rest,
+            grad: grad_rest,
+            momentum_buffer: buffer_rest,
+        };
+        (first, second)
+    }
+
+    /// torch's `add_(x, alpha=a)` is one fused multiply-add in ATen's vector kernel, and so
+    /// is each `x × a + y` here.
+    #[inline(always)]
+    fn update<L: Lanes>(&mut self, at: usize) {
+        let k = &self.scalars;
+        let param = L::load(self.param, at);
+        let g = k.prep.apply(L::load(self.grad, at), param);
+        let direction = match self.momentum_buffer.as_deref_mut() {
+            None => g,
+            Some(buffer) => {
+                let momentum = L::splat(k.momentum);
+                let b = if k.first {
+                    g
+                } else {
+                    g.mul_add(L::splat(k.keep), L::load(buffer, at) * momentum)
+                };
+                b.store(buffer, at);
+                if k.nesterov {
+                    b.mul_add(momentum, g)
+                } else {
+                    b
+                }
+            }
+        };
+        direction
+            .mul_add(L::splat(k.neg_lr), param)
+            .store(self.param, at);
     }
 }
 

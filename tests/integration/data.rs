@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use downpour_core::data::split::split_indices;
 use downpour_launch::cli::JobArgs;
 use downpour_launch::evaluate::{EvaluateArgs, SplitFile, StandardizationSource, evaluate};
-use downpour_core::data::split::split_indices;
 
 use crate::support::{Run, assert_success, downpour, train};
 
@@ -57,7 +57,8 @@ fn standardised_tabular_data_is_within_two_points_of_scikit_learn() {
         );
         // The same statistics are in the weights file's metadata.
         let saved =
-            downpour_launch::weights::read_standardization(&run.dir.join("weights.safetensors")).unwrap();
+            downpour_launch::weights::read_standardization(&run.dir.join("weights.safetensors"))
+                .unwrap();
         assert_eq!(saved.as_ref(), Some(stats), "{name}");
         if name == "iris" {
             assert_eq!(

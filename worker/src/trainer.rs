@@ -731,7 +731,9 @@ fn compute_step_on(
         }
         None => {
             let batch = train.select(positions);
-            Ok(Some(model.loss_and_gradient_at(params, &batch, gradient, key)?))
+            Ok(Some(
+                model.loss_and_gradient_at(params, &batch, gradient, key)?,
+            ))
         }
     }
 }

@@ -32,7 +32,21 @@ pub enum Command {
     /// Save a running server's current parameters as safetensors (all shards, assembled).
     Export(ExportArgs),
     /// Print the test metrics of saved weights on the job's split (`--split-out` writes the split).
-    Evaluate(crate::evaluate::EvaluateArgs),
+    Evaluate(EvaluateArgs),
+}
+
+/// `downpour evaluate`.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// The job (the run directory's `job.toml` reproduces the run), with any overrides.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// The trained weights (safetensors, e.g. RUN_DIR/weights.safetensors).
+    #[arg(long, value_name = "FILE")]
+    pub weights: PathBuf,
+    /// Also write the split's sample indices (0-based, file order) to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub split_out: Option<PathBuf>,
 }
 
 /// `downpour export`.

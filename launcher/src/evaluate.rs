@@ -6,9 +6,8 @@
 //! file's metadata. The model is the one the workers evaluate with, so the test accuracy
 //! equals the run report's final one.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use downpour_core::data::SplitIndices;
@@ -16,22 +15,8 @@ use downpour_core::{NamedTensor, ParamSet};
 use downpour_server::JobError;
 use downpour_worker::model::{Metrics, Model, ModelError};
 
-use crate::cli::JobArgs;
+use crate::cli::EvaluateArgs;
 use crate::weights::{WeightsError, read_safetensors, read_standardization};
-
-/// `downpour evaluate`.
-#[derive(Debug, Args)]
-pub struct EvaluateArgs {
-    /// The job (the run directory's `job.toml` reproduces the run), with any overrides.
-    #[command(flatten)]
-    pub job: JobArgs,
-    /// The trained weights (safetensors, e.g. RUN_DIR/weights.safetensors).
-    #[arg(long, value_name = "FILE")]
-    pub weights: PathBuf,
-    /// Also write the split's sample indices (0-based, file order) to this JSON file.
-    #[arg(long, value_name = "FILE")]
-    pub split_out: Option<PathBuf>,
-}
 
 /// Why an evaluation failed.
 #[derive(Debug, thiserror::Error)]

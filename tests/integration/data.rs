@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use downpour_core::data::split::split_indices;
-use downpour_launch::cli::JobArgs;
-use downpour_launch::evaluate::{EvaluateArgs, SplitFile, StandardizationSource, evaluate};
+use downpour_launch::cli::{EvaluateArgs, JobArgs};
+use downpour_launch::evaluate::{SplitFile, StandardizationSource, evaluate};
 
 use crate::support::{Run, assert_success, downpour, train};
 

@@ -1,12 +1,13 @@
 //! PyTorch's `nn.Conv2d` (cross-correlation, square kernel, stride, zero padding) as
-//! im2col followed by one matrix product for the whole batch.
+//! im2col followed by one matrix product per image.
 //!
-//! With `P = out_h·out_w` kernel positions and `K = in_c·k·k` values per patch:
-//! - forward: `cols [B·P, K]` holds every patch (zeros where the padding is), then
-//!   `out_mat = cols Wᵀ` (`[B·P, C_out]`), then `out[b, c, p] = out_mat[b·P + p, c] + bias[c]`;
-//! - backward: `d_mat [B·P, C_out]` is the output gradient read the same way,
-//!   `∂W = d_matᵀ cols`, `∂b = Σ_rows d_mat`, and the input gradient is
-//!   `col2im(d_mat W)`: every patch value's gradient added back where it was read.
+//! With `P = out_h·out_w` kernel positions and `K = in_c·k·k` values per patch, image `b`'s
+//! patches are `cols_b [P, K]` (zeros where the padding is) and its output is read in
+//! place as `out_b [C_out, P]` (torch's `[C, H, W]` layout):
+//! - forward: `out_b = bias + W cols_bᵀ`, one product per image, no reordering copy;
+//! - backward: with `delta_b [C_out, P]` the output gradient read the same way,
+//!   `∂W = Σ_b delta_b cols_b`, `∂b = Σ_b Σ_p delta_b`, and the input gradient is
+//!   `col2im(delta_bᵀ W)`: every patch value's gradient added back where it was read.
 //!
 //! `W [C_out, K]` is PyTorch's `[out, in, kh, kw]` weight read row-major, so a patch is
 //! laid out `(c, ky, kx)`, channel slowest, to match.
@@ -47,8 +48,6 @@ pub(crate) struct ConvGeometry {
 pub(crate) struct ConvScratch<F> {
     /// `[B·P, K]`: the patches of the last forward pass (read again by the backward pass).
     cols: Vec<F>,
-    /// `[B·P, C_out]`: the output before reordering, then the output gradient.
-    mat: Vec<F>,
     /// `[B·P, K]`: the patches' gradient.
     dcols: Vec<F>,
 }
@@ -57,26 +56,7 @@ impl<F> Default for ConvScratch<F> {
     fn default() -> Self {
         Self {
             cols: Vec::new(),
-            mat: Vec::new(),
             dcols: Vec::new(),
-        }
-    }
-}
-
-/// Writes the transpose of the row-major `[rows, cols]` matrix `src` into `dst`
-/// (`[cols, rows]`), in tiles that stay in cache on both sides.
-fn transpose<F: Copy>(src: &[F], rows: usize, cols: usize, dst: &mut [F]) {
-    const TILE: usize = 16;
-    for r0 in (0..rows).step_by(TILE) {
-        let r1 = (r0 + TILE).min(rows);
-        for c0 in (0..cols).step_by(TILE) {
-            let c1 = (c0 + TILE).min(cols);
-            for r in r0..r1 {
-                let row = &src[r * cols..r * cols + cols];
-                for c in c0..c1 {
-                    dst[c * rows + r] = row[c];
-                }
-            }
         }
     }
 }
@@ -173,6 +153,10 @@ impl ConvGeometry {
     }
 
     /// Writes the convolution of `input [B, in_values]` into `output [B, out_values]`.
+    ///
+    /// One product per image, `out_b [C_out, P] = bias + W cols_bᵀ`, written straight into
+    /// the image's place in `output` (channels slowest, as torch lays it out): no
+    /// reordering copy.
     pub(crate) fn forward<F: Scalar>(
         &self,
         params: &Linear<'_, F>,
@@ -181,35 +165,29 @@ impl ConvGeometry {
         scratch: &mut ConvScratch<F>,
     ) {
         let batch = input.len() / self.in_values();
-        let (rows, positions) = (batch * self.positions(), self.positions());
-        let cols = prefix(&mut scratch.cols, rows * self.patch());
+        let (positions, patch) = (self.positions(), self.patch());
+        let cols = prefix(&mut scratch.cols, batch * positions * patch);
         self.im2col(input, cols);
-        let cols = ArrayView2::from_shape((rows, self.patch()), &*cols).expect("sized above");
-        let mat = prefix(&mut scratch.mat, rows * self.out_c);
-        let mut mat_view =
-            ArrayViewMut2::from_shape((rows, self.out_c), &mut *mat).expect("sized above");
-        general_mat_mul(
-            F::one(),
-            &cols,
-            &params.weight.t(),
-            F::zero(),
-            &mut mat_view,
-        );
-        let block = positions * self.out_c;
-        for (image, mat) in output
+        for (image, cols) in output
             .chunks_exact_mut(self.out_values())
-            .zip(mat.chunks_exact(block))
+            .zip(cols.chunks_exact(positions * patch))
         {
-            transpose(mat, positions, self.out_c, image);
             for (channel, &bias) in image.chunks_exact_mut(positions).zip(params.bias) {
-                channel.iter_mut().for_each(|v| *v += bias);
+                channel.fill(bias);
             }
+            let cols = ArrayView2::from_shape((positions, patch), cols).expect("sized above");
+            let mut out =
+                ArrayViewMut2::from_shape((self.out_c, positions), image).expect("sized above");
+            general_mat_mul(F::one(), &params.weight, &cols.t(), F::one(), &mut out);
         }
     }
 
     /// Writes the parameter gradient for `delta [B, out_values]` (the loss gradient
     /// w.r.t. the output of the last [`ConvGeometry::forward`]) into `gradient`, and the
     /// input gradient into `d_input [B, in_values]` when asked.
+    ///
+    /// Image by image, `delta_b [C_out, P]` read in place: `∂W += delta_b cols_b`,
+    /// `∂b += Σ_p delta_b`, `dcols_b = delta_bᵀ W`.
     pub(crate) fn backward<F: Scalar>(
         &self,
         params: &Linear<'_, F>,
@@ -219,30 +197,27 @@ impl ConvGeometry {
         scratch: &mut ConvScratch<F>,
     ) {
         let batch = delta.len() / self.out_values();
-        let (rows, positions) = (batch * self.positions(), self.positions());
-        let mat = prefix(&mut scratch.mat, rows * self.out_c);
-        let block = positions * self.out_c;
-        for (image, mat) in delta
-            .chunks_exact(self.out_values())
-            .zip(mat.chunks_exact_mut(block))
-        {
-            transpose(image, self.out_c, positions, mat);
-        }
-        let mat = ArrayView2::from_shape((rows, self.out_c), &*mat).expect("sized above");
-        let cols =
-            ArrayView2::from_shape((rows, self.patch()), &scratch.cols[..rows * self.patch()])
-                .expect("the forward pass filled it");
-        general_mat_mul(F::one(), &mat.t(), &cols, F::zero(), &mut gradient.weight);
-        // Row by row into the buffer: no temporary.
+        let (positions, patch) = (self.positions(), self.patch());
+        let cols = &scratch.cols[..batch * positions * patch];
+        gradient.weight.fill(F::zero());
         gradient.bias.fill(F::zero());
-        for row in mat.rows() {
-            gradient.bias += &row;
+        let images = delta.chunks_exact(self.out_values());
+        for (image, cols) in images.clone().zip(cols.chunks_exact(positions * patch)) {
+            let image = ArrayView2::from_shape((self.out_c, positions), image).expect("sized");
+            let cols = ArrayView2::from_shape((positions, patch), cols).expect("forward filled it");
+            general_mat_mul(F::one(), &image, &cols, F::one(), &mut gradient.weight);
+            for (b, channel) in gradient.bias.iter_mut().zip(image.rows()) {
+                *b += channel.sum();
+            }
         }
         if let Some(d_input) = d_input {
-            let dcols = prefix(&mut scratch.dcols, rows * self.patch());
-            let mut dcols_view =
-                ArrayViewMut2::from_shape((rows, self.patch()), &mut *dcols).expect("sized above");
-            general_mat_mul(F::one(), &mat, &params.weight, F::zero(), &mut dcols_view);
+            let dcols = prefix(&mut scratch.dcols, batch * positions * patch);
+            for (image, dcols) in images.zip(dcols.chunks_exact_mut(positions * patch)) {
+                let image = ArrayView2::from_shape((self.out_c, positions), image).expect("sized");
+                let mut dcols =
+                    ArrayViewMut2::from_shape((positions, patch), dcols).expect("sized above");
+                general_mat_mul(F::one(), &image.t(), &params.weight, F::zero(), &mut dcols);
+            }
             d_input.fill(F::zero());
             self.col2im(dcols, d_input);
         }

@@ -133,9 +133,18 @@ impl ConvGeometry {
     /// Fills `cols [B·P, K]` with the patches of `input [B, in_values]` (zeros for padding).
     pub(crate) fn im2col<F: Scalar>(&self, input: &[F], cols: &mut [F]) {
         let batch = input.len() / self.in_values();
-        self.for_each_patch_row(batch, |col, at, len| match at {
-            Some(at) => cols[col..col + len].copy_from_slice(&input[at..at + len]),
-            None => cols[col..col + len].fill(F::zero()),
+        // Element loops, not `copy_from_slice`/`fill`: the pieces are a kernel row long
+        // (3 values for a 3×3 kernel), too short to pay for a call to memcpy/memset.
+        self.for_each_patch_row(batch, |col, at, len| {
+            let cols = &mut cols[col..col + len];
+            match at {
+                Some(at) => {
+                    for (c, &v) in cols.iter_mut().zip(&input[at..at + len]) {
+                        *c = v;
+                    }
+                }
+                None => cols.iter_mut().for_each(|c| *c = F::zero()),
+            }
         });
     }
 

@@ -4,9 +4,10 @@
 //! With `P = out_h·out_w` kernel positions and `K = in_c·k·k` values per patch, image `b`'s
 //! patches are `cols_b [P, K]` (zeros where the padding is) and its output is read in
 //! place as `out_b [C_out, P]` (torch's `[C, H, W]` layout):
-//! - forward: `out_b = bias + W cols_bᵀ`, one product per image, no reordering copy;
+//! - forward: `out_b = [W | bias] [cols_b | 1]ᵀ`, one product per image, no reordering
+//!   copy, the bias added by the product (each patch is stored with a trailing 1);
 //! - backward: with `delta_b [C_out, P]` the output gradient read the same way,
-//!   `∂W = Σ_b delta_b cols_b`, `∂b = Σ_b Σ_p delta_b`, and the input gradient is
+//!   `[∂W | ∂b] = Σ_b delta_b [cols_b | 1]` (one product gives both), and the input gradient is
 //!   `col2im(delta_bᵀ W)`: every patch value's gradient added back where it was read.
 //!
 //! `W [C_out, K]` is PyTorch's `[out, in, kh, kw]` weight read row-major, so a patch is
@@ -50,6 +51,9 @@ pub(crate) struct ConvScratch<F> {
     cols: Vec<F>,
     /// `[B·P, K]`: the patches' gradient.
     dcols: Vec<F>,
+    /// `[C_out, K + 1]`: the weight with the bias as its last column (forward), then the
+    /// weight gradient with the bias gradient as its last column (backward).
+    augmented: Vec<F>,
 }
 
 impl<F> Default for ConvScratch<F> {
@@ -57,6 +61,7 @@ impl<F> Default for ConvScratch<F> {
         Self {
             cols: Vec::new(),
             dcols: Vec::new(),
+            augmented: Vec::new(),
         }
     }
 }
@@ -93,9 +98,15 @@ impl ConvGeometry {
     /// Visits every kernel row of every patch of `batch` images, in pieces:
     /// `visit(col, Some(at), len)` for `len` values at `cols[col..]` read from
     /// `input[at..]`, `visit(col, None, len)` for `len` padding values at `cols[col..]`.
-    fn for_each_patch_row(&self, batch: usize, mut visit: impl FnMut(usize, Option<usize>, usize)) {
+    /// Patches start `stride` values apart in `cols`.
+    fn for_each_patch_row(
+        &self,
+        batch: usize,
+        stride: usize,
+        mut visit: impl FnMut(usize, Option<usize>, usize),
+    ) {
         let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let patch = self.patch();
+        let patch = stride;
         for b in 0..batch {
             let image = b * self.in_values();
             for oy in 0..self.out_h {
@@ -130,12 +141,17 @@ impl ConvGeometry {
         }
     }
 
-    /// Fills `cols [B·P, K]` with the patches of `input [B, in_values]` (zeros for padding).
+    /// Fills `cols [B·P, K + 1]` with the patches of `input [B, in_values]` (zeros for
+    /// padding), each followed by a 1 (the bias's input).
     pub(crate) fn im2col<F: Scalar>(&self, input: &[F], cols: &mut [F]) {
         let batch = input.len() / self.in_values();
+        let stride = self.patch() + 1;
+        for row in cols.chunks_exact_mut(stride) {
+            row[stride - 1] = F::one();
+        }
         // Element loops, not `copy_from_slice`/`fill`: the pieces are a kernel row long
         // (3 values for a 3×3 kernel), too short to pay for a call to memcpy/memset.
-        self.for_each_patch_row(batch, |col, at, len| {
+        self.for_each_patch_row(batch, stride, |col, at, len| {
             let cols = &mut cols[col..col + len];
             match at {
                 Some(at) => {
@@ -152,7 +168,7 @@ impl ConvGeometry {
     /// `d_input [B, in_values]` (which the caller zeroed); padding gradients are dropped.
     pub(crate) fn col2im<F: Scalar>(&self, dcols: &[F], d_input: &mut [F]) {
         let batch = d_input.len() / self.in_values();
-        self.for_each_patch_row(batch, |col, at, len| {
+        self.for_each_patch_row(batch, self.patch(), |col, at, len| {
             if let Some(at) = at {
                 for (d, &g) in d_input[at..at + len].iter_mut().zip(&dcols[col..col + len]) {
                     *d += g;
@@ -163,9 +179,9 @@ impl ConvGeometry {
 
     /// Writes the convolution of `input [B, in_values]` into `output [B, out_values]`.
     ///
-    /// One product per image, `out_b [C_out, P] = bias + W cols_bᵀ`, written straight into
-    /// the image's place in `output` (channels slowest, as torch lays it out): no
-    /// reordering copy.
+    /// One product per image, `out_b [C_out, P] = [W | bias] [cols_b | 1]ᵀ`, written
+    /// straight into the image's place in `output` (channels slowest, as torch lays it
+    /// out): no reordering copy, and the bias rides in the product.
     pub(crate) fn forward<F: Scalar>(
         &self,
         params: &Linear<'_, F>,
@@ -174,20 +190,30 @@ impl ConvGeometry {
         scratch: &mut ConvScratch<F>,
     ) {
         let batch = input.len() / self.in_values();
-        let (positions, patch) = (self.positions(), self.patch());
-        let cols = prefix(&mut scratch.cols, batch * positions * patch);
+        let (positions, stride) = (self.positions(), self.patch() + 1);
+        let cols = prefix(&mut scratch.cols, batch * positions * stride);
         self.im2col(input, cols);
+        let augmented = prefix(&mut scratch.augmented, self.out_c * stride);
+        for ((row, weight), &bias) in augmented
+            .chunks_exact_mut(stride)
+            .zip(params.weight.rows())
+            .zip(params.bias)
+        {
+            for (a, &w) in row.iter_mut().zip(weight) {
+                *a = w;
+            }
+            row[stride - 1] = bias;
+        }
+        let augmented =
+            ArrayView2::from_shape((self.out_c, stride), &*augmented).expect("sized above");
         for (image, cols) in output
             .chunks_exact_mut(self.out_values())
-            .zip(cols.chunks_exact(positions * patch))
+            .zip(cols.chunks_exact(positions * stride))
         {
-            for (channel, &bias) in image.chunks_exact_mut(positions).zip(params.bias) {
-                channel.fill(bias);
-            }
-            let cols = ArrayView2::from_shape((positions, patch), cols).expect("sized above");
+            let cols = ArrayView2::from_shape((positions, stride), cols).expect("sized above");
             let mut out =
                 ArrayViewMut2::from_shape((self.out_c, positions), image).expect("sized above");
-            general_mat_mul(F::one(), &params.weight, &cols.t(), F::one(), &mut out);
+            general_mat_mul(F::one(), &augmented, &cols.t(), F::zero(), &mut out);
         }
     }
 
@@ -195,8 +221,8 @@ impl ConvGeometry {
     /// w.r.t. the output of the last [`ConvGeometry::forward`]) into `gradient`, and the
     /// input gradient into `d_input [B, in_values]` when asked.
     ///
-    /// Image by image, `delta_b [C_out, P]` read in place: `∂W += delta_b cols_b`,
-    /// `∂b += Σ_p delta_b`, `dcols_b = delta_bᵀ W`.
+    /// Image by image, `delta_b [C_out, P]` read in place: `[∂W | ∂b] += delta_b [cols_b | 1]`,
+    /// `dcols_b = delta_bᵀ W`.
     pub(crate) fn backward<F: Scalar>(
         &self,
         params: &Linear<'_, F>,
@@ -206,18 +232,28 @@ impl ConvGeometry {
         scratch: &mut ConvScratch<F>,
     ) {
         let batch = delta.len() / self.out_values();
-        let (positions, patch) = (self.positions(), self.patch());
-        let cols = &scratch.cols[..batch * positions * patch];
-        gradient.weight.fill(F::zero());
-        gradient.bias.fill(F::zero());
+        let (positions, patch, stride) = (self.positions(), self.patch(), self.patch() + 1);
+        let cols = &scratch.cols[..batch * positions * stride];
+        let augmented = prefix(&mut scratch.augmented, self.out_c * stride);
+        augmented.fill(F::zero());
+        let mut sum =
+            ArrayViewMut2::from_shape((self.out_c, stride), &mut *augmented).expect("sized");
         let images = delta.chunks_exact(self.out_values());
-        for (image, cols) in images.clone().zip(cols.chunks_exact(positions * patch)) {
+        for (image, cols) in images.clone().zip(cols.chunks_exact(positions * stride)) {
             let image = ArrayView2::from_shape((self.out_c, positions), image).expect("sized");
-            let cols = ArrayView2::from_shape((positions, patch), cols).expect("forward filled it");
-            general_mat_mul(F::one(), &image, &cols, F::one(), &mut gradient.weight);
-            for (b, channel) in gradient.bias.iter_mut().zip(image.rows()) {
-                *b += channel.sum();
+            let cols =
+                ArrayView2::from_shape((positions, stride), cols).expect("forward filled it");
+            general_mat_mul(F::one(), &image, &cols, F::one(), &mut sum);
+        }
+        for ((row, mut weight), bias) in augmented
+            .chunks_exact(stride)
+            .zip(gradient.weight.rows_mut())
+            .zip(gradient.bias.iter_mut())
+        {
+            for (w, &a) in weight.iter_mut().zip(row) {
+                *w = a;
             }
+            *bias = row[patch];
         }
         if let Some(d_input) = d_input {
             let dcols = prefix(&mut scratch.dcols, batch * positions * patch);

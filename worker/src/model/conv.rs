@@ -1,12 +1,14 @@
 //! PyTorch's `nn.Conv2d` (cross-correlation, square kernel, stride, zero padding) as
-//! im2col followed by one matrix product for the whole batch.
+//! im2col followed by one matrix product per image.
 //!
-//! With `P = out_h·out_w` kernel positions and `K = in_c·k·k` values per patch:
-//! - forward: `cols [B·P, K]` holds every patch (zeros where the padding is), then
-//!   `out_mat = cols Wᵀ` (`[B·P, C_out]`), then `out[b, c, p] = out_mat[b·P + p, c] + bias[c]`;
-//! - backward: `d_mat [B·P, C_out]` is the output gradient read the same way,
-//!   `∂W = d_matᵀ cols`, `∂b = Σ_rows d_mat`, and the input gradient is
-//!   `col2im(d_mat W)`: every patch value's gradient added back where it was read.
+//! With `P = out_h·out_w` kernel positions and `K = in_c·k·k` values per patch, image `b`'s
+//! patches are `cols_b [P, K]` (zeros where the padding is) and its output is read in
+//! place as `out_b [C_out, P]` (torch's `[C, H, W]` layout):
+//! - forward: `out_b = [W | bias] [cols_b | 1]ᵀ`, one product per image, no reordering
+//!   copy, the bias added by the product (each patch is stored with a trailing 1);
+//! - backward: with `delta_b [C_out, P]` the output gradient read the same way,
+//!   `[∂W | ∂b] = Σ_b delta_b [cols_b | 1]` (one product gives both), and the input gradient is
+//!   `col2im(delta_bᵀ W)`: every patch value's gradient added back where it was read.
 //!
 //! `W [C_out, K]` is PyTorch's `[out, in, kh, kw]` weight read row-major, so a patch is
 //! laid out `(c, ky, kx)`, channel slowest, to match.
@@ -47,36 +49,19 @@ pub(crate) struct ConvGeometry {
 pub(crate) struct ConvScratch<F> {
     /// `[B·P, K]`: the patches of the last forward pass (read again by the backward pass).
     cols: Vec<F>,
-    /// `[B·P, C_out]`: the output before reordering, then the output gradient.
-    mat: Vec<F>,
     /// `[B·P, K]`: the patches' gradient.
     dcols: Vec<F>,
+    /// `[C_out, K + 1]`: the weight with the bias as its last column (forward), then the
+    /// weight gradient with the bias gradient as its last column (backward).
+    augmented: Vec<F>,
 }
 
 impl<F> Default for ConvScratch<F> {
     fn default() -> Self {
         Self {
             cols: Vec::new(),
-            mat: Vec::new(),
             dcols: Vec::new(),
-        }
-    }
-}
-
-/// Writes the transpose of the row-major `[rows, cols]` matrix `src` into `dst`
-/// (`[cols, rows]`), in tiles that stay in cache on both sides.
-fn transpose<F: Copy>(src: &[F], rows: usize, cols: usize, dst: &mut [F]) {
-    const TILE: usize = 16;
-    for r0 in (0..rows).step_by(TILE) {
-        let r1 = (r0 + TILE).min(rows);
-        for c0 in (0..cols).step_by(TILE) {
-            let c1 = (c0 + TILE).min(cols);
-            for r in r0..r1 {
-                let row = &src[r * cols..r * cols + cols];
-                for c in c0..c1 {
-                    dst[c * rows + r] = row[c];
-                }
-            }
+            augmented: Vec::new(),
         }
     }
 }
@@ -113,9 +98,15 @@ impl ConvGeometry {
     /// Visits every kernel row of every patch of `batch` images, in pieces:
     /// `visit(col, Some(at), len)` for `len` values at `cols[col..]` read from
     /// `input[at..]`, `visit(col, None, len)` for `len` padding values at `cols[col..]`.
-    fn for_each_patch_row(&self, batch: usize, mut visit: impl FnMut(usize, Option<usize>, usize)) {
+    /// Patches start `stride` values apart in `cols`.
+    fn for_each_patch_row(
+        &self,
+        batch: usize,
+        stride: usize,
+        mut visit: impl FnMut(usize, Option<usize>, usize),
+    ) {
         let (k, s, p) = (self.kernel, self.stride, self.padding);
-        let patch = self.patch();
+        let patch = stride;
         for b in 0..batch {
             let image = b * self.in_values();
             for oy in 0..self.out_h {
@@ -150,12 +141,26 @@ impl ConvGeometry {
         }
     }
 
-    /// Fills `cols [B·P, K]` with the patches of `input [B, in_values]` (zeros for padding).
+    /// Fills `cols [B·P, K + 1]` with the patches of `input [B, in_values]` (zeros for
+    /// padding), each followed by a 1 (the bias's input).
     pub(crate) fn im2col<F: Scalar>(&self, input: &[F], cols: &mut [F]) {
         let batch = input.len() / self.in_values();
-        self.for_each_patch_row(batch, |col, at, len| match at {
-            Some(at) => cols[col..col + len].copy_from_slice(&input[at..at + len]),
-            None => cols[col..col + len].fill(F::zero()),
+        let stride = self.patch() + 1;
+        for row in cols.chunks_exact_mut(stride) {
+            row[stride - 1] = F::one();
+        }
+        // Element loops, not `copy_from_slice`/`fill`: the pieces are a kernel row long
+        // (3 values for a 3×3 kernel), too short to pay for a call to memcpy/memset.
+        self.for_each_patch_row(batch, stride, |col, at, len| {
+            let cols = &mut cols[col..col + len];
+            match at {
+                Some(at) => {
+                    for (c, &v) in cols.iter_mut().zip(&input[at..at + len]) {
+                        *c = v;
+                    }
+                }
+                None => cols.iter_mut().for_each(|c| *c = F::zero()),
+            }
         });
     }
 
@@ -163,7 +168,7 @@ impl ConvGeometry {
     /// `d_input [B, in_values]` (which the caller zeroed); padding gradients are dropped.
     pub(crate) fn col2im<F: Scalar>(&self, dcols: &[F], d_input: &mut [F]) {
         let batch = d_input.len() / self.in_values();
-        self.for_each_patch_row(batch, |col, at, len| {
+        self.for_each_patch_row(batch, self.patch(), |col, at, len| {
             if let Some(at) = at {
                 for (d, &g) in d_input[at..at + len].iter_mut().zip(&dcols[col..col + len]) {
                     *d += g;
@@ -173,6 +178,10 @@ impl ConvGeometry {
     }
 
     /// Writes the convolution of `input [B, in_values]` into `output [B, out_values]`.
+    ///
+    /// One product per image, `out_b [C_out, P] = [W | bias] [cols_b | 1]ᵀ`, written
+    /// straight into the image's place in `output` (channels slowest, as torch lays it
+    /// out): no reordering copy, and the bias rides in the product.
     pub(crate) fn forward<F: Scalar>(
         &self,
         params: &Linear<'_, F>,
@@ -181,35 +190,39 @@ impl ConvGeometry {
         scratch: &mut ConvScratch<F>,
     ) {
         let batch = input.len() / self.in_values();
-        let (rows, positions) = (batch * self.positions(), self.positions());
-        let cols = prefix(&mut scratch.cols, rows * self.patch());
+        let (positions, stride) = (self.positions(), self.patch() + 1);
+        let cols = prefix(&mut scratch.cols, batch * positions * stride);
         self.im2col(input, cols);
-        let cols = ArrayView2::from_shape((rows, self.patch()), &*cols).expect("sized above");
-        let mat = prefix(&mut scratch.mat, rows * self.out_c);
-        let mut mat_view =
-            ArrayViewMut2::from_shape((rows, self.out_c), &mut *mat).expect("sized above");
-        general_mat_mul(
-            F::one(),
-            &cols,
-            &params.weight.t(),
-            F::zero(),
-            &mut mat_view,
-        );
-        let block = positions * self.out_c;
-        for (image, mat) in output
-            .chunks_exact_mut(self.out_values())
-            .zip(mat.chunks_exact(block))
+        let augmented = prefix(&mut scratch.augmented, self.out_c * stride);
+        for ((row, weight), &bias) in augmented
+            .chunks_exact_mut(stride)
+            .zip(params.weight.rows())
+            .zip(params.bias)
         {
-            transpose(mat, positions, self.out_c, image);
-            for (channel, &bias) in image.chunks_exact_mut(positions).zip(params.bias) {
-                channel.iter_mut().for_each(|v| *v += bias);
+            for (a, &w) in row.iter_mut().zip(weight) {
+                *a = w;
             }
+            row[stride - 1] = bias;
+        }
+        let augmented =
+            ArrayView2::from_shape((self.out_c, stride), &*augmented).expect("sized above");
+        for (image, cols) in output
+            .chunks_exact_mut(self.out_values())
+            .zip(cols.chunks_exact(positions * stride))
+        {
+            let cols = ArrayView2::from_shape((positions, stride), cols).expect("sized above");
+            let mut out =
+                ArrayViewMut2::from_shape((self.out_c, positions), image).expect("sized above");
+            general_mat_mul(F::one(), &augmented, &cols.t(), F::zero(), &mut out);
         }
     }
 
     /// Writes the parameter gradient for `delta [B, out_values]` (the loss gradient
     /// w.r.t. the output of the last [`ConvGeometry::forward`]) into `gradient`, and the
     /// input gradient into `d_input [B, in_values]` when asked.
+    ///
+    /// Image by image, `delta_b [C_out, P]` read in place: `[∂W | ∂b] += delta_b [cols_b | 1]`,
+    /// `dcols_b = delta_bᵀ W`.
     pub(crate) fn backward<F: Scalar>(
         &self,
         params: &Linear<'_, F>,
@@ -219,30 +232,37 @@ impl ConvGeometry {
         scratch: &mut ConvScratch<F>,
     ) {
         let batch = delta.len() / self.out_values();
-        let (rows, positions) = (batch * self.positions(), self.positions());
-        let mat = prefix(&mut scratch.mat, rows * self.out_c);
-        let block = positions * self.out_c;
-        for (image, mat) in delta
-            .chunks_exact(self.out_values())
-            .zip(mat.chunks_exact_mut(block))
-        {
-            transpose(image, self.out_c, positions, mat);
+        let (positions, patch, stride) = (self.positions(), self.patch(), self.patch() + 1);
+        let cols = &scratch.cols[..batch * positions * stride];
+        let augmented = prefix(&mut scratch.augmented, self.out_c * stride);
+        augmented.fill(F::zero());
+        let mut sum =
+            ArrayViewMut2::from_shape((self.out_c, stride), &mut *augmented).expect("sized");
+        let images = delta.chunks_exact(self.out_values());
+        for (image, cols) in images.clone().zip(cols.chunks_exact(positions * stride)) {
+            let image = ArrayView2::from_shape((self.out_c, positions), image).expect("sized");
+            let cols =
+                ArrayView2::from_shape((positions, stride), cols).expect("forward filled it");
+            general_mat_mul(F::one(), &image, &cols, F::one(), &mut sum);
         }
-        let mat = ArrayView2::from_shape((rows, self.out_c), &*mat).expect("sized above");
-        let cols =
-            ArrayView2::from_shape((rows, self.patch()), &scratch.cols[..rows * self.patch()])
-                .expect("the forward pass filled it");
-        general_mat_mul(F::one(), &mat.t(), &cols, F::zero(), &mut gradient.weight);
-        // Row by row into the buffer: no temporary.
-        gradient.bias.fill(F::zero());
-        for row in mat.rows() {
-            gradient.bias += &row;
+        for ((row, mut weight), bias) in augmented
+            .chunks_exact(stride)
+            .zip(gradient.weight.rows_mut())
+            .zip(gradient.bias.iter_mut())
+        {
+            for (w, &a) in weight.iter_mut().zip(row) {
+                *w = a;
+            }
+            *bias = row[patch];
         }
         if let Some(d_input) = d_input {
-            let dcols = prefix(&mut scratch.dcols, rows * self.patch());
-            let mut dcols_view =
-                ArrayViewMut2::from_shape((rows, self.patch()), &mut *dcols).expect("sized above");
-            general_mat_mul(F::one(), &mat, &params.weight, F::zero(), &mut dcols_view);
+            let dcols = prefix(&mut scratch.dcols, batch * positions * patch);
+            for (image, dcols) in images.zip(dcols.chunks_exact_mut(positions * patch)) {
+                let image = ArrayView2::from_shape((self.out_c, positions), image).expect("sized");
+                let mut dcols =
+                    ArrayViewMut2::from_shape((positions, patch), dcols).expect("sized above");
+                general_mat_mul(F::one(), &image.t(), &params.weight, F::zero(), &mut dcols);
+            }
             d_input.fill(F::zero());
             self.col2im(dcols, d_input);
         }

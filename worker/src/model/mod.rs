@@ -15,7 +15,7 @@
 //! - [`dropout`]: [`StepKey`], which step a gradient is for, and the masks it seeds.
 //! - `network`: the layer stack's forward and backward passes, and their reusable workspace.
 //! - `linear`: the affine layer `x Wᵀ + b` and its gradients.
-//! - `conv`: the convolution as im2col and one matrix product, and its gradients.
+//! - `conv`: the convolution as im2col and one matrix product per image, and its gradients.
 //! - `pool`: max-pooling and its gradient.
 //! - `activation`: ReLU, sigmoid and tanh, and their derivatives.
 //! - `loss`: mean squared error, binary and softmax cross-entropy, and their output links.

@@ -1,7 +1,7 @@
 //! SSP's bound, the staleness policies, and sharded servers, driven by plain calls.
 
 mod support;
-use support::gradient;
+use support::{gradient, push_uniform};
 
 use downpour_core::ParamSet;
 use downpour_core::Push;
@@ -172,7 +172,8 @@ fn the_drop_policy_discards_gradients_staler_than_its_limit() {
     let b = c.register("b", None).unwrap().assignment.worker_id;
     for step in 0..3 {
         let v = c.version();
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: a,
                 step,
@@ -180,41 +181,41 @@ fn the_drop_policy_discards_gradients_staler_than_its_limit() {
                 loss: 0.1,
                 samples: 4,
             },
-            c.schema().conform(gradient(&c, 1.0)).unwrap(),
+            1.0,
         )
         .unwrap();
     }
     let before = bias0(&c);
     // b's gradient was computed from version 0; 3 updates have been applied since.
-    let out = c
-        .push(
-            &Push {
-                worker: b,
-                step: 0,
-                base_version: 0,
-                loss: 0.1,
-                samples: 4,
-            },
-            c.schema().conform(gradient(&c, 1.0)).unwrap(),
-        )
-        .unwrap();
+    let out = push_uniform(
+        &mut c,
+        &Push {
+            worker: b,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 4,
+        },
+        1.0,
+    )
+    .unwrap();
     assert!(out.dropped);
     assert_eq!(out.staleness, 3);
     assert_eq!(bias0(&c), before, "a dropped gradient changes nothing");
     // One within the limit is applied.
     let v = c.version() - 1;
-    let out = c
-        .push(
-            &Push {
-                worker: b,
-                step: 1,
-                base_version: v,
-                loss: 0.1,
-                samples: 4,
-            },
-            c.schema().conform(gradient(&c, 1.0)).unwrap(),
-        )
-        .unwrap();
+    let out = push_uniform(
+        &mut c,
+        &Push {
+            worker: b,
+            step: 1,
+            base_version: v,
+            loss: 0.1,
+            samples: 4,
+        },
+        1.0,
+    )
+    .unwrap();
     assert!(!out.dropped);
     assert!((bias0(&c) - (before - 0.1)).abs() < 1e-6);
     assert_eq!(c.status(0.0).workers[1].dropped, 1);
@@ -226,7 +227,8 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
     let a = c.register("a", None).unwrap().assignment.worker_id;
     let b = c.register("b", None).unwrap().assignment.worker_id;
     let start = bias0(&c);
-    c.push(
+    push_uniform(
+        &mut c,
         &Push {
             worker: a,
             step: 0,
@@ -234,7 +236,7 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
             loss: 0.1,
             samples: 4,
         },
-        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+        1.0,
     )
     .unwrap();
     let fresh_step = start - bias0(&c);
@@ -244,7 +246,8 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
     );
     for step in 1..3 {
         let v = c.version();
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: a,
                 step,
@@ -252,23 +255,23 @@ fn the_damp_policy_scales_the_learning_rate_by_one_over_one_plus_staleness() {
                 loss: 0.1,
                 samples: 4,
             },
-            c.schema().conform(gradient(&c, 1.0)).unwrap(),
+            1.0,
         )
         .unwrap();
     }
     let before = bias0(&c);
-    let out = c
-        .push(
-            &Push {
-                worker: b,
-                step: 0,
-                base_version: 0,
-                loss: 0.1,
-                samples: 4,
-            },
-            c.schema().conform(gradient(&c, 1.0)).unwrap(),
-        )
-        .unwrap();
+    let out = push_uniform(
+        &mut c,
+        &Push {
+            worker: b,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 4,
+        },
+        1.0,
+    )
+    .unwrap();
     assert_eq!(out.staleness, 3);
     let damped = before - bias0(&c);
     assert!(

@@ -1,7 +1,7 @@
 //! The server's logic driven by plain calls: no network, no clock.
 
 mod support;
-use support::gradient;
+use support::{gradient, push_uniform};
 
 use downpour_core::Push;
 use downpour_core::data::DatasetKind;
@@ -65,18 +65,18 @@ fn sync_waits_for_every_worker_then_applies_the_average() {
     assert_eq!(c.params(), &before);
     assert_eq!(c.pull(a.worker_id, 1, false).unwrap(), PullOutcome::Wait);
 
-    let out = c
-        .push(
-            &Push {
-                worker: b.worker_id,
-                step: 0,
-                base_version: 0,
-                loss: 0.7,
-                samples: 1,
-            },
-            c.schema().conform(gradient(&c, 3.0)).unwrap(),
-        )
-        .unwrap();
+    let out = push_uniform(
+        &mut c,
+        &Push {
+            worker: b.worker_id,
+            step: 0,
+            base_version: 0,
+            loss: 0.7,
+            samples: 1,
+        },
+        3.0,
+    )
+    .unwrap();
     assert_eq!(out.version, 1);
     assert_eq!(ready(c.pull(a.worker_id, 1, false).unwrap()), 1);
     assert_ne!(c.params(), &before);
@@ -99,7 +99,8 @@ fn sync_results_do_not_depend_on_arrival_order() {
                 // Different, awkward values per worker so the f32 sum is order-sensitive.
                 let v = [1.0e3_f32, 1.0e-3, -0.333_333][k] * (step as f32 + 1.0);
                 let version = c.version();
-                c.push(
+                push_uniform(
+                    &mut c,
                     &Push {
                         worker: ids[k],
                         step,
@@ -107,7 +108,7 @@ fn sync_results_do_not_depend_on_arrival_order() {
                         loss: 0.1,
                         samples: 1,
                     },
-                    c.schema().conform(gradient(&c, v)).unwrap(),
+                    v,
                 )
                 .unwrap();
             }
@@ -133,7 +134,8 @@ fn async_applies_each_gradient_and_records_staleness() {
     let a = c.register("a", None).unwrap().assignment.worker_id;
     let b = c.register("b", None).unwrap().assignment.worker_id;
     assert_eq!(
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: a,
                 step: 0,
@@ -141,14 +143,15 @@ fn async_applies_each_gradient_and_records_staleness() {
                 loss: 0.1,
                 samples: 1
             },
-            c.schema().conform(gradient(&c, 1.0)).unwrap()
+            1.0
         )
         .unwrap()
         .version,
         1
     );
     assert_eq!(
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: a,
                 step: 1,
@@ -156,25 +159,25 @@ fn async_applies_each_gradient_and_records_staleness() {
                 loss: 0.1,
                 samples: 1
             },
-            c.schema().conform(gradient(&c, 1.0)).unwrap()
+            1.0
         )
         .unwrap()
         .version,
         2
     );
     // b computed from version 0 while a pushed twice: staleness 2.
-    let out = c
-        .push(
-            &Push {
-                worker: b,
-                step: 0,
-                base_version: 0,
-                loss: 0.1,
-                samples: 1,
-            },
-            c.schema().conform(gradient(&c, 1.0)).unwrap(),
-        )
-        .unwrap();
+    let out = push_uniform(
+        &mut c,
+        &Push {
+            worker: b,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 1,
+        },
+        1.0,
+    )
+    .unwrap();
     assert_eq!((out.version, out.staleness), (3, 2));
     let status = c.status(1.0);
     assert_eq!(status.staleness.max, 2);
@@ -262,7 +265,8 @@ fn bad_pushes_are_refused_and_change_nothing() {
     ));
 
     assert_eq!(
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: 99,
                 step: 0,
@@ -270,13 +274,14 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 loss: 0.1,
                 samples: 1
             },
-            c.schema().conform(gradient(&c, 1.0)).unwrap()
+            1.0
         )
         .unwrap_err(),
         CoreError::UnknownWorker(99)
     );
     assert_eq!(
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: w,
                 step: 3,
@@ -284,7 +289,7 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 loss: 0.1,
                 samples: 1
             },
-            c.schema().conform(gradient(&c, 1.0)).unwrap()
+            1.0
         )
         .unwrap_err(),
         CoreError::OutOfOrder {
@@ -294,7 +299,8 @@ fn bad_pushes_are_refused_and_change_nothing() {
         }
     );
     assert_eq!(
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: w,
                 step: 0,
@@ -302,7 +308,7 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 loss: 0.1,
                 samples: 1
             },
-            c.schema().conform(gradient(&c, 1.0)).unwrap()
+            1.0
         )
         .unwrap_err(),
         CoreError::FutureVersion {
@@ -321,7 +327,8 @@ fn bad_pushes_are_refused_and_change_nothing() {
 
     c.leave(w).unwrap();
     assert_eq!(
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: w,
                 step: 0,
@@ -329,7 +336,7 @@ fn bad_pushes_are_refused_and_change_nothing() {
                 loss: 0.1,
                 samples: 1
             },
-            c.schema().conform(gradient(&c, 1.0)).unwrap()
+            1.0
         )
         .unwrap_err(),
         CoreError::DepartedWorker(w)
@@ -341,7 +348,8 @@ fn bad_pushes_are_refused_and_change_nothing() {
 fn a_retried_push_is_applied_once() {
     let mut c = core(ConsistencyMode::Async, 1, 5);
     let w = c.register("w", None).unwrap().assignment.worker_id;
-    c.push(
+    push_uniform(
+        &mut c,
         &Push {
             worker: w,
             step: 0,
@@ -349,22 +357,22 @@ fn a_retried_push_is_applied_once() {
             loss: 0.1,
             samples: 1,
         },
-        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+        1.0,
     )
     .unwrap();
     let after_first = c.params().clone();
-    let again = c
-        .push(
-            &Push {
-                worker: w,
-                step: 0,
-                base_version: 0,
-                loss: 0.1,
-                samples: 1,
-            },
-            c.schema().conform(gradient(&c, 1.0)).unwrap(),
-        )
-        .unwrap();
+    let again = push_uniform(
+        &mut c,
+        &Push {
+            worker: w,
+            step: 0,
+            base_version: 0,
+            loss: 0.1,
+            samples: 1,
+        },
+        1.0,
+    )
+    .unwrap();
     assert!(again.duplicate);
     assert_eq!(c.version(), 1);
     assert_eq!(c.params(), &after_first);
@@ -385,7 +393,8 @@ fn an_extra_worker_idles_until_a_data_shard_frees() {
         (vec![0], vec![1], vec![])
     );
     // The idle worker keeps pace with empty pushes; the step completes with all three.
-    c.push(
+    push_uniform(
+        &mut c,
         &Push {
             worker: a,
             step: 0,
@@ -393,10 +402,11 @@ fn an_extra_worker_idles_until_a_data_shard_frees() {
             loss: 0.1,
             samples: 1,
         },
-        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+        1.0,
     )
     .unwrap();
-    c.push(
+    push_uniform(
+        &mut c,
         &Push {
             worker: b,
             step: 0,
@@ -404,7 +414,7 @@ fn an_extra_worker_idles_until_a_data_shard_frees() {
             loss: 0.1,
             samples: 1,
         },
-        c.schema().conform(gradient(&c, 3.0)).unwrap(),
+        3.0,
     )
     .unwrap();
     assert_eq!(c.version(), 0, "the idle worker is part of the step");
@@ -436,7 +446,8 @@ fn a_silent_worker_is_declared_dead_and_the_step_completes_without_it() {
     let b = c.register("b", None).unwrap().assignment.worker_id;
     c.touch(a, Duration::from_secs(1));
     c.touch(b, Duration::from_secs(1));
-    c.push(
+    push_uniform(
+        &mut c,
         &Push {
             worker: a,
             step: 0,
@@ -444,7 +455,7 @@ fn a_silent_worker_is_declared_dead_and_the_step_completes_without_it() {
             loss: 0.1,
             samples: 1,
         },
-        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+        1.0,
     )
     .unwrap();
     assert!(
@@ -466,7 +477,8 @@ fn a_silent_worker_is_declared_dead_and_the_step_completes_without_it() {
         "the dead worker's data shard moved"
     );
     assert_eq!(
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: b,
                 step: 0,
@@ -474,7 +486,7 @@ fn a_silent_worker_is_declared_dead_and_the_step_completes_without_it() {
                 loss: 0.1,
                 samples: 1
             },
-            c.schema().conform(gradient(&c, 1.0)).unwrap()
+            1.0
         )
         .unwrap_err(),
         CoreError::DepartedWorker(b)
@@ -500,7 +512,8 @@ fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
     let c = &mut spec_core;
     let a = c.register("a", None).unwrap().assignment.worker_id;
     assert!(c.started(), "min_workers = 1");
-    c.push(
+    push_uniform(
+        c,
         &Push {
             worker: a,
             step: 0,
@@ -508,14 +521,15 @@ fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
             loss: 0.1,
             samples: 2,
         },
-        c.schema().conform(gradient(c, 1.0)).unwrap(),
+        1.0,
     )
     .unwrap();
     assert_eq!(c.version(), 1, "alone, the first worker drives the steps");
     let joined = c.register("late", None).unwrap();
     assert_eq!(joined.start_step, 1);
     let late = joined.assignment.worker_id;
-    c.push(
+    push_uniform(
+        c,
         &Push {
             worker: a,
             step: 1,
@@ -523,11 +537,12 @@ fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
             loss: 0.1,
             samples: 1,
         },
-        c.schema().conform(gradient(c, 1.0)).unwrap(),
+        1.0,
     )
     .unwrap();
     assert_eq!(c.version(), 1, "the step waits for the newcomer");
-    c.push(
+    push_uniform(
+        c,
         &Push {
             worker: late,
             step: 1,
@@ -535,7 +550,7 @@ fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
             loss: 0.1,
             samples: 1,
         },
-        c.schema().conform(gradient(c, 1.0)).unwrap(),
+        1.0,
     )
     .unwrap();
     assert_eq!(c.version(), 2);
@@ -546,7 +561,8 @@ fn a_worker_joining_a_running_sync_job_starts_at_the_next_step_and_counts() {
 fn a_worker_coming_back_resumes_where_the_server_says() {
     let mut c = core(ConsistencyMode::Async, 1, 5);
     let w = c.register("w", None).unwrap().assignment.worker_id;
-    c.push(
+    push_uniform(
+        &mut c,
         &Push {
             worker: w,
             step: 0,
@@ -554,10 +570,11 @@ fn a_worker_coming_back_resumes_where_the_server_says() {
             loss: 0.1,
             samples: 1,
         },
-        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+        1.0,
     )
     .unwrap();
-    c.push(
+    push_uniform(
+        &mut c,
         &Push {
             worker: w,
             step: 1,
@@ -565,7 +582,7 @@ fn a_worker_coming_back_resumes_where_the_server_says() {
             loss: 0.1,
             samples: 1,
         },
-        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+        1.0,
     )
     .unwrap();
     let back = c.register("w", Some(w)).unwrap();
@@ -581,7 +598,8 @@ fn a_departed_worker_no_longer_holds_the_barrier() {
     let mut c = core(ConsistencyMode::Sync, 2, 3);
     let a = c.register("a", None).unwrap().assignment.worker_id;
     let b = c.register("b", None).unwrap().assignment.worker_id;
-    c.push(
+    push_uniform(
+        &mut c,
         &Push {
             worker: a,
             step: 0,
@@ -589,7 +607,7 @@ fn a_departed_worker_no_longer_holds_the_barrier() {
             loss: 0.1,
             samples: 1,
         },
-        c.schema().conform(gradient(&c, 1.0)).unwrap(),
+        1.0,
     )
     .unwrap();
     assert_eq!(c.version(), 0);
@@ -614,7 +632,8 @@ fn the_end_of_training_is_evaluated_exactly_once() {
             PullOutcome::Wait,
             "training not over"
         );
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: a,
                 step,
@@ -622,10 +641,11 @@ fn the_end_of_training_is_evaluated_exactly_once() {
                 loss: 0.1,
                 samples: 1,
             },
-            c.schema().conform(gradient(&c, 0.1)).unwrap(),
+            0.1,
         )
         .unwrap();
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: b,
                 step,
@@ -633,7 +653,7 @@ fn the_end_of_training_is_evaluated_exactly_once() {
                 loss: 0.1,
                 samples: 1,
             },
-            c.schema().conform(gradient(&c, 0.1)).unwrap(),
+            0.1,
         )
         .unwrap();
     }
@@ -692,7 +712,8 @@ fn the_lowest_active_worker_evaluates_once_per_epoch() {
                 asked.push((w, version));
             }
         }
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: a,
                 step,
@@ -700,10 +721,11 @@ fn the_lowest_active_worker_evaluates_once_per_epoch() {
                 loss: 0.1,
                 samples: 1,
             },
-            c.schema().conform(gradient(&c, 0.1)).unwrap(),
+            0.1,
         )
         .unwrap();
-        c.push(
+        push_uniform(
+            &mut c,
             &Push {
                 worker: b,
                 step,
@@ -711,7 +733,7 @@ fn the_lowest_active_worker_evaluates_once_per_epoch() {
                 loss: 0.1,
                 samples: 1,
             },
-            c.schema().conform(gradient(&c, 0.1)).unwrap(),
+            0.1,
         )
         .unwrap();
     }

@@ -28,6 +28,7 @@ use crate::model::{Model, ModelError, StepKey};
 use crate::parameter_service::{ParameterService, PullRequest, PulledStep, StepExchange};
 use crate::phases::PhaseClock;
 use crate::sharded_server::{Exchanged, ShardedServer};
+use crate::step_compute::{StepCompute, StepInput};
 
 /// Why a worker stopped before the job finished.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +223,15 @@ impl Workload {
             steps_per_epoch,
             batch,
         })
+    }
+
+    /// A step's compute on this workload's data and model.
+    fn step_compute(&self, options: &WorkerOptions) -> StepCompute {
+        StepCompute::new(
+            Arc::clone(&self.train),
+            Arc::clone(&self.model),
+            options.simulate_compute,
+        )
     }
 
     /// What seeds worker `id`'s dropout masks at `step`.
@@ -438,6 +448,7 @@ async fn train_lockstep<S: ParameterService>(
         return Ok(());
     }
     let mut gradient: Option<ParamSet> = None;
+    let mut compute = work.step_compute(options);
     let empty = ParamSet::default();
     let mut orders = HashMap::new();
     let mut clock = PhaseClock::default();
@@ -452,15 +463,12 @@ async fn train_lockstep<S: ParameterService>(
         } else {
             let computing = Instant::now();
             let grads = gradient.get_or_insert_with(|| server.params().zeros_like());
-            let loss = compute_step(
-                work,
-                options.simulate_compute,
-                &positions,
-                server.params(),
-                grads,
-                work.step_key(id, step),
-            )?
-            .unwrap_or(0.0);
+            let input = StepInput {
+                positions: &positions,
+                params: server.params(),
+                key: work.step_key(id, step),
+            };
+            let loss = compute.run(input, grads)?.unwrap_or(0.0);
             if !options.step_delay.is_zero() {
                 tokio::time::sleep(options.step_delay).await;
             }
@@ -520,6 +528,8 @@ struct Pending {
 
 /// What the compute thread hands back.
 struct Computed {
+    /// The step's compute and its batch buffer, returned for the next step.
+    compute: StepCompute,
     /// The parameters it computed on, returned for reuse.
     params: ParamSet,
     /// The gradient buffer, filled when `loss` is `Some`.
@@ -553,6 +563,7 @@ async fn train_prefetching<S: ParameterService>(
     let mut shards = pull_step(server, work, id, step, &mut clock, shutdown).await?;
     let mut pending: Option<Pending> = None;
     let mut spare_gradient: Option<ParamSet> = None;
+    let mut step_compute = Some(work.step_compute(options));
     loop {
         let positions = work.batch_positions(&mut orders, step, &shards);
         let base = server.versions().to_vec();
@@ -560,7 +571,14 @@ async fn train_prefetching<S: ParameterService>(
         let gradient = spare_gradient.take().unwrap_or_else(|| params.zeros_like());
         let samples = positions.len() as u64;
         let key = work.step_key(id, step);
-        let compute = spawn_compute(work, options, positions, params, gradient, key);
+        let compute = spawn_compute(
+            step_compute.take().expect("returned by the last step"),
+            options.step_delay,
+            positions,
+            params,
+            gradient,
+            key,
+        );
         let last = step + 1 == work.total_steps;
         let joined = Instant::now();
         let communicate = async {
@@ -592,6 +610,7 @@ async fn train_prefetching<S: ParameterService>(
         let (exchanged, pulled, communicating) = communicated?;
         let computed = computed.map_err(|e| WorkerError::ComputeThread(e.to_string()))??;
         let together = joined.elapsed();
+        step_compute = Some(computed.compute);
         if let Some(exchanged) = exchanged {
             clock.exchanged(&exchanged.timing);
             let done = pending.take().expect("a receipt is for a pending gradient");
@@ -648,94 +667,35 @@ async fn train_prefetching<S: ParameterService>(
 }
 
 /// Computes `positions`' gradient on a blocking thread (or sleeps, with simulated compute),
-/// so that the runtime's thread stays free for the network.
+/// so that the runtime's thread stays free for the network. The thread owns `compute` and
+/// the buffers and hands them back in [`Computed`].
 fn spawn_compute(
-    work: &Workload,
-    options: &WorkerOptions,
+    mut compute: StepCompute,
+    delay: Duration,
     positions: Vec<usize>,
     params: ParamSet,
     mut gradient: ParamSet,
     key: StepKey,
 ) -> tokio::task::JoinHandle<Result<Computed, WorkerError>> {
-    let train = Arc::clone(&work.train);
-    let model = Arc::clone(&work.model);
-    let simulate = options.simulate_compute;
-    let delay = options.step_delay;
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
-        let loss = compute_step_on(
-            &train,
-            &model,
-            simulate,
-            &positions,
-            &params,
-            &mut gradient,
+        let input = StepInput {
+            positions: &positions,
+            params: &params,
             key,
-        )?;
+        };
+        let loss = compute.run(input, &mut gradient)?;
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
         Ok(Computed {
+            compute,
             params,
             gradient,
             loss,
             took: started.elapsed(),
         })
     })
-}
-
-/// One step's compute, the rule lockstep and prefetch share: the gradient of the samples
-/// at `positions` on `params`, into `gradient`, and the batch's loss; with simulated
-/// compute, a sleep of that long instead (blocking the thread, as real compute would; the
-/// gradient stays as it was) and a loss of 0. `None` when the step has no data.
-///
-/// # Errors
-/// [`ModelError`] when the model refuses the batch.
-fn compute_step(
-    work: &Workload,
-    simulate: Option<Duration>,
-    positions: &[usize],
-    params: &ParamSet,
-    gradient: &mut ParamSet,
-    key: StepKey,
-) -> Result<Option<f32>, ModelError> {
-    compute_step_on(
-        &work.train,
-        &work.model,
-        simulate,
-        positions,
-        params,
-        gradient,
-        key,
-    )
-}
-
-/// [`compute_step`] on the data and model themselves (a compute thread owns clones of
-/// their `Arc`s, not the workload).
-fn compute_step_on(
-    train: &Dataset,
-    model: &Model,
-    simulate: Option<Duration>,
-    positions: &[usize],
-    params: &ParamSet,
-    gradient: &mut ParamSet,
-    key: StepKey,
-) -> Result<Option<f32>, ModelError> {
-    if positions.is_empty() {
-        return Ok(None);
-    }
-    match simulate {
-        Some(pause) => {
-            std::thread::sleep(pause);
-            Ok(Some(0.0))
-        }
-        None => {
-            let batch = train.select(positions);
-            Ok(Some(
-                model.loss_and_gradient_at(params, &batch, gradient, key)?,
-            ))
-        }
-    }
 }
 
 /// Exchanges a pending gradient, with the worker's phase totals so far, for the

@@ -267,4 +267,94 @@ impl Dataset {
             class_names: self.class_names.clone(),
         }
     }
+
+    /// [`select`](Self::select) into `batch`, reusing its buffers: once `batch` has held a
+    /// batch of this size, nothing is allocated (the worker's hot loop). Class names are
+    /// not copied: a batch needs none.
+    pub fn select_into(&self, indices: &[usize], batch: &mut Dataset) {
+        copy_rows(&self.features, indices, &mut batch.features);
+        match (&self.targets, &mut batch.targets) {
+            (Targets::Regression(y), Targets::Regression(out)) => copy_rows(y, indices, out),
+            (
+                Targets::Classes { labels, classes },
+                Targets::Classes {
+                    labels: out,
+                    classes: out_classes,
+                },
+            ) => {
+                out.clear();
+                out.extend(indices.iter().map(|&i| labels[i]));
+                *out_classes = *classes;
+            }
+            (_, out) => *out = self.select(indices).targets,
+        }
+        batch.image = self.image;
+        batch.class_names = None;
+    }
+}
+
+/// Rows `indices` of `from` into `to`, which is reshaped (reallocated) only when its
+/// dimensions differ.
+fn copy_rows(from: &Array2<f32>, indices: &[usize], to: &mut Array2<f32>) {
+    if to.dim() != (indices.len(), from.ncols()) {
+        *to = Array2::zeros((indices.len(), from.ncols()));
+    }
+    for (mut row, &i) in to.rows_mut().into_iter().zip(indices) {
+        let source = from.row(i);
+        match (row.as_slice_mut(), source.as_slice()) {
+            (Some(dst), Some(src)) => dst.copy_from_slice(src),
+            _ => row.assign(&source),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::array;
+
+    use super::*;
+
+    #[test]
+    fn select_into_matches_select_and_reuses_the_buffer() {
+        let mut data = Dataset::new(
+            array![[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]],
+            Targets::Classes {
+                labels: vec![0, 1, 2, 1],
+                classes: 3,
+            },
+        );
+        data.class_names = Some(vec!["a".into(), "b".into(), "c".into()]);
+        let mut batch = Dataset::new(
+            Array2::zeros((0, 0)),
+            Targets::Regression(Array2::zeros((0, 1))),
+        );
+        data.select_into(&[3, 0], &mut batch);
+        let expected = Dataset {
+            class_names: None,
+            ..data.select(&[3, 0])
+        };
+        assert_eq!(batch, expected);
+        let buffer = batch.features.as_ptr();
+        data.select_into(&[1, 2], &mut batch);
+        assert_eq!(batch.features, array![[2.0, 3.0], [4.0, 5.0]]);
+        assert!(matches!(&batch.targets, Targets::Classes { labels, .. } if labels == &[1, 2]));
+        assert_eq!(
+            batch.features.as_ptr(),
+            buffer,
+            "same size: the buffer is reused"
+        );
+        data.select_into(&[1], &mut batch);
+        assert_eq!(batch.features, array![[2.0, 3.0]], "a smaller last batch");
+    }
+
+    #[test]
+    fn select_into_copies_regression_targets() {
+        let data = Dataset::new(
+            array![[1.0], [2.0], [3.0]],
+            Targets::Regression(array![[10.0], [20.0], [30.0]]),
+        );
+        let mut batch = data.select(&[0, 1]);
+        data.select_into(&[2, 0], &mut batch);
+        assert_eq!(batch, data.select(&[2, 0]));
+    }
 }

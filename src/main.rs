@@ -188,6 +188,17 @@ fn print_summary(outcome: &downpour_launch::launch::TrainOutcome) {
         f.training_seconds,
         f.samples_per_second
     );
+    if !r.refused_pushes.is_empty() {
+        let reasons: Vec<String> = r
+            .refused_pushes
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        println!(
+            "  refused pushes (parameters unchanged): {}",
+            reasons.join(", ")
+        );
+    }
     println!("  report:  {}", outcome.report_path.display());
     println!("  weights: {}", r.files.weights.display());
 }

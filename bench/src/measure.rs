@@ -199,6 +199,7 @@ mod tests {
     #[test]
     fn reads_throughput_time_to_target_and_phases() {
         let report = RunReport {
+            refused_pushes: std::collections::BTreeMap::new(),
             data: downpour_launch::report::DataReport::default(),
             job: serde_json::Value::Null,
             consistency: "sync".into(),

@@ -42,6 +42,7 @@ pub async fn run_once(
         run_dir: Some(dir),
         servers: c.servers,
         slow_worker: Vec::new(),
+        sabotage_worker: Vec::new(),
         simulate_compute_ms: config.simulate_compute_ms,
         quiet: true,
     };

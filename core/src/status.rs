@@ -155,6 +155,10 @@ pub struct ShardStatus {
     pub bytes_received: u64,
     /// Tensor bytes sent in pulls.
     pub bytes_sent: u64,
+    /// Pushes refused, by reason (`non_finite`, `value_bound`, `norm_bound`, `malformed`,
+    /// `out_of_order`, …): the parameters were unchanged by each.
+    #[serde(default)]
+    pub refused_pushes: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a server shard did with checkpoints.

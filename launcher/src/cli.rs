@@ -78,6 +78,11 @@ pub struct TrainArgs {
     /// Slow the worker process named worker-K down by MS milliseconds per step, as `K:MS` (tests and benchmarks).
     #[arg(long, value_name = "K:MS")]
     pub slow_worker: Vec<String>,
+    /// Tests and demonstrations only: make worker-K spoil every gradient it pushes, as
+    /// `K:garbage` (uniform noise in ±100, accepted by the server's bounds: see
+    /// `robustness.aggregation`) or `K:huge` (every value 1e20: refused).
+    #[arg(long, value_name = "K:KIND")]
+    pub sabotage_worker: Vec<String>,
     /// Simulated compute (benchmarks): every worker sleeps MS milliseconds per step instead
     /// of computing its gradient, and pushes zeros.
     #[arg(long, value_name = "MS")]
@@ -191,6 +196,10 @@ pub struct WorkerArgs {
     /// the gradient, and push zeros.
     #[arg(long, value_name = "MS")]
     pub simulate_compute_ms: Option<u64>,
+    /// Tests and demonstrations only: spoil every gradient before pushing it: `garbage`
+    /// (uniform noise in ±100) or `huge` (every value 1e20).
+    #[arg(long, value_name = "KIND", value_parser = downpour_worker::sabotage::Sabotage::parse)]
+    pub sabotage: Option<downpour_worker::sabotage::Sabotage>,
 }
 
 /// `downpour health`.

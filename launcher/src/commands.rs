@@ -145,6 +145,7 @@ pub fn worker(args: &WorkerArgs) -> Result<(), WorkerError> {
         options.connect_timeout = Duration::from_secs(args.connect_timeout);
         options.step_delay = Duration::from_millis(args.step_delay_ms);
         options.simulate_compute = args.simulate_compute_ms.map(Duration::from_millis);
+        options.sabotage = args.sabotage;
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone());
         downpour_worker::run(&options, shutdown).await.map(|_| ())

@@ -93,6 +93,32 @@ fn slow_workers(specs: &[String], workers: usize) -> Result<HashMap<usize, u64>,
     Ok(delays)
 }
 
+/// Parses `--sabotage-worker K:KIND` values into the kind each named worker is given.
+fn sabotaged_workers(
+    specs: &[String],
+    workers: usize,
+) -> Result<HashMap<usize, String>, LaunchError> {
+    let mut kinds = HashMap::new();
+    for s in specs {
+        let parsed = s.split_once(':').and_then(|(k, kind)| {
+            let k = k.parse::<usize>().ok()?;
+            downpour_worker::sabotage::Sabotage::parse(kind).ok()?;
+            Some((k, kind.to_string()))
+        });
+        match parsed {
+            Some((k, kind)) if k < workers => {
+                kinds.insert(k, kind);
+            }
+            _ => {
+                return Err(LaunchError::Usage(format!(
+                    "--sabotage-worker expects K:garbage or K:huge with K < {workers}, got {s}"
+                )));
+            }
+        }
+    }
+    Ok(kinds)
+}
+
 /// Runs a job locally and writes its report. Stops every process on `interrupt`.
 ///
 /// # Errors
@@ -105,6 +131,7 @@ pub async fn train(
     let job: Job = spec.clone().validate()?;
     let workers = job.workers();
     let delays = slow_workers(&args.slow_worker, workers)?;
+    let sabotaged = sabotaged_workers(&args.sabotage_worker, workers)?;
 
     let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
     std::fs::create_dir_all(&run_dir).map_err(io(format!("creating {}", run_dir.display())))?;
@@ -161,6 +188,9 @@ pub async fn train(
             ];
             if let Some(ms) = delays.get(&k) {
                 wargs.extend(["--step-delay-ms".into(), ms.to_string()]);
+            }
+            if let Some(kind) = sabotaged.get(&k) {
+                wargs.extend(["--sabotage".into(), kind.clone()]);
             }
             if let Some(ms) = args.simulate_compute_ms {
                 wargs.extend(["--simulate-compute-ms".into(), ms.to_string()]);

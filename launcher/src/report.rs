@@ -1,6 +1,7 @@
 //! The JSON run report `downpour train` writes: the job, per-epoch metrics, per-worker
 //! counters, staleness statistics, and the final metrics.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -117,6 +118,10 @@ pub struct RunReport {
     pub step_staleness: StalenessSummary,
     /// Each server shard: the values it owns and the traffic it served.
     pub shards: Vec<ShardStatus>,
+    /// Pushes the server refused, by reason, over every shard (each refused push left
+    /// the parameters unchanged).
+    #[serde(default)]
+    pub refused_pushes: BTreeMap<String, u64>,
     /// The run's files.
     pub files: RunFiles,
     /// The data's split size, standardisation and class names.
@@ -143,7 +148,15 @@ impl RunReport {
     ) -> Self {
         let final_eval = status.final_evaluation.clone();
         let training_seconds = status.elapsed_seconds;
+        let mut refused_pushes = BTreeMap::new();
+        for shard in &shards {
+            for (reason, n) in &shard.refused_pushes {
+                let total: &mut u64 = refused_pushes.entry(reason.clone()).or_default();
+                *total = total.saturating_add(*n);
+            }
+        }
         Self {
+            refused_pushes,
             job: status.job.clone(),
             consistency: status.consistency.name().to_string(),
             hardware,

@@ -1,9 +1,11 @@
 //! The synchronous (BSP) barrier: collect one gradient per worker for a step, then
-//! release their average.
+//! release their combination (the mean, or a robust rule: [`crate::aggregation`]).
 
 use std::collections::BTreeMap;
 
 use downpour_core::ParamSet;
+
+use crate::aggregation::AggregationRule;
 
 /// What happened to a gradient offered to the barrier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,8 +21,8 @@ pub enum Offer {
 pub struct Released {
     /// Workers that arrived at the step (with a gradient or with none).
     pub count: usize,
-    /// The mean of their gradients; `None` when none had data.
-    pub mean: Option<ParamSet>,
+    /// Their gradients combined by the barrier's rule; `None` when none had data.
+    pub combined: Option<ParamSet>,
 }
 
 /// The barrier of one sync-mode job.
@@ -34,15 +36,19 @@ pub struct SyncBarrier {
     /// A `BTreeMap` so that the sum runs in worker-id order whatever the arrival order:
     /// sync runs are bit-identical.
     pending: BTreeMap<u32, Option<ParamSet>>,
+    /// How the held gradients are combined at release.
+    rule: AggregationRule,
 }
 
 impl SyncBarrier {
-    /// An empty barrier collecting `step` (a server resumed at that version).
+    /// An empty barrier collecting `step` (a server resumed at that version: the store's
+    /// version), combining gradients by `rule`.
     #[must_use]
-    pub fn at_step(step: u64) -> Self {
+    pub fn with_rule(step: u64, rule: AggregationRule) -> Self {
         Self {
             step,
             pending: BTreeMap::new(),
+            rule,
         }
     }
 
@@ -89,32 +95,20 @@ impl SyncBarrier {
         let count = self.len();
         Some(Released {
             count,
-            mean: self.release(),
+            combined: self.release(),
         })
     }
 
-    /// Releases the mean of the held gradients (summed in worker-id order, then divided
-    /// by their count) and moves on to the next step. `None` when no gradient was held
-    /// (the step still advances).
+    /// Releases the held gradients combined by the barrier's rule (in worker-id order:
+    /// the mean sums in that order, then divides by their count) and moves on to the next
+    /// step. `None` when no gradient was held (the step still advances).
     pub fn release(&mut self) -> Option<ParamSet> {
-        let mut gradients = std::mem::take(&mut self.pending).into_values().flatten();
+        let gradients: Vec<ParamSet> = std::mem::take(&mut self.pending)
+            .into_values()
+            .flatten()
+            .collect();
         self.step += 1;
-        let mut sum = gradients.next()?;
-        let mut count = 1usize;
-        for g in gradients {
-            count += 1;
-            for (acc, t) in sum.tensors_mut().zip(g.entries()) {
-                for (a, v) in acc.data_mut().iter_mut().zip(t.tensor.data()) {
-                    *a += v;
-                }
-            }
-        }
-        if count > 1 {
-            let n = count as f32;
-            sum.tensors_mut()
-                .for_each(|t| t.data_mut().iter_mut().for_each(|v| *v /= n));
-        }
-        Some(sum)
+        self.rule.combine(gradients)
     }
 }
 

@@ -7,6 +7,7 @@
 //!   `bound` steps ahead of the slowest active worker.
 //! - [`Consistency::Async`] (Downpour SGD): gradients applied as they arrive.
 
+use crate::aggregation::AggregationRule;
 use crate::barrier::SyncBarrier;
 use crate::job::{ConsistencyMode, ConsistencySpec, StalenessPolicy};
 
@@ -59,7 +60,7 @@ impl Consistency {
     /// The rule of a validated `[consistency]` section, its barrier (in sync mode) at
     /// step `version`.
     #[must_use]
-    pub fn of(spec: &ConsistencySpec, version: u64) -> Self {
+    pub fn of(spec: &ConsistencySpec, aggregation: AggregationRule, version: u64) -> Self {
         let policy = match spec.policy {
             StalenessPolicy::Accept => StaleGradients::Accept,
             StalenessPolicy::Damp => StaleGradients::Damp,
@@ -68,7 +69,7 @@ impl Consistency {
             },
         };
         match spec.mode {
-            ConsistencyMode::Sync => Self::Sync(SyncBarrier::at_step(version)),
+            ConsistencyMode::Sync => Self::Sync(SyncBarrier::with_rule(version, aggregation)),
             ConsistencyMode::Ssp => Self::Ssp {
                 bound: spec.staleness.unwrap_or(u64::MAX),
                 policy,
@@ -160,12 +161,13 @@ mod tests {
 
     #[test]
     fn each_mode_lets_a_step_start_by_its_own_rule() {
-        let sync = Consistency::of(&spec(ConsistencyMode::Sync), 3);
+        let sync = Consistency::of(&spec(ConsistencyMode::Sync), AggregationRule::default(), 3);
         assert!(sync.may_start(3, 3, Some(0)) && !sync.may_start(4, 3, Some(9)));
-        let ssp = Consistency::of(&spec(ConsistencyMode::Ssp), 0);
+        let ssp = Consistency::of(&spec(ConsistencyMode::Ssp), AggregationRule::default(), 0);
         assert!(ssp.may_start(7, 0, Some(5)) && !ssp.may_start(8, 0, Some(5)));
         assert!(ssp.may_start(100, 0, None));
-        let asynchronous = Consistency::of(&spec(ConsistencyMode::Async), 0);
+        let asynchronous =
+            Consistency::of(&spec(ConsistencyMode::Async), AggregationRule::default(), 0);
         assert!(asynchronous.may_start(1000, 0, Some(0)));
         assert_eq!(
             [sync.mode(), ssp.mode(), asynchronous.mode()],

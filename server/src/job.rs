@@ -31,7 +31,9 @@ use downpour_core::model_spec::{ModelKind, ModelSpecError};
 use downpour_core::sharding;
 use downpour_core::{BatchSize, DataSpec, ModelSpec, ParameterLayout, TrainingPlan};
 
+use crate::aggregation::AggregationRule;
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerError, OptimizerOverrides};
+use crate::robustness::{RobustnessError, RobustnessSpec};
 use crate::schedule::{ScheduleConfig, ScheduleError};
 
 /// A job that cannot run, with the field and value at fault.
@@ -60,6 +62,9 @@ pub enum JobError {
     /// The `[schedule]` section is invalid.
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    /// The `[robustness]` section is invalid.
+    #[error(transparent)]
+    Robustness(#[from] RobustnessError),
 }
 
 pub use downpour_core::consistency::{ConsistencyMode, StalenessPolicy};
@@ -342,6 +347,9 @@ pub struct JobSpec {
     /// Heartbeats and checkpoints.
     #[serde(default)]
     pub fault_tolerance: FaultToleranceSpec,
+    /// Bounds on gradients, and how sync mode combines a step's gradients.
+    #[serde(default)]
+    pub robustness: RobustnessSpec,
 }
 
 impl Default for JobSpec {
@@ -354,6 +362,7 @@ impl Default for JobSpec {
             schedule: ScheduleConfig::default(),
             consistency: ConsistencySpec::default(),
             fault_tolerance: FaultToleranceSpec::default(),
+            robustness: RobustnessSpec::default(),
         }
     }
 }
@@ -466,6 +475,19 @@ impl JobSpec {
         }
         self.consistency.validate()?;
         self.fault_tolerance.validate()?;
+        self.robustness.validate()?;
+        if self.robustness.aggregation != crate::robustness::Aggregation::Mean
+            && self.consistency.mode != ConsistencyMode::Sync
+        {
+            return Err(invalid(
+                "robustness.aggregation",
+                format!(
+                    "{} combines the gradients of a sync step; mode {} applies each gradient alone",
+                    self.robustness.aggregation.name(),
+                    self.consistency.mode.name()
+                ),
+            ));
+        }
         if let Some(m) = t.min_workers
             && !(1..=t.workers).contains(&m)
         {
@@ -567,6 +589,15 @@ impl Job {
         match self.spec.training.eval_every {
             0 => self.steps_per_epoch,
             n => n,
+        }
+    }
+
+    /// How the sync barrier combines a step's gradients.
+    #[must_use]
+    pub fn aggregation(&self) -> AggregationRule {
+        AggregationRule {
+            kind: self.spec.robustness.aggregation,
+            trim_fraction: self.spec.robustness.trim_fraction,
         }
     }
 

@@ -5,8 +5,10 @@
 //! - [`optim`]: the optimizers, one file each, with PyTorch's exact update rules.
 //! - [`schedule`]: learning-rate schedules, applied once per optimizer step.
 //! - [`clip`]: global gradient-norm clipping.
-//! - [`store`]: the parameter store: weights, optimizer state, version, gradient checks.
-//! - [`barrier`]: the sync (BSP) barrier that averages one gradient per worker per step.
+//! - [`store`]: the parameter store: weights, optimizer state, version.
+//! - [`robustness`]: the `[robustness]` section and the one check of a gradient's values (finite, bounded).
+//! - [`aggregation`]: how a sync step's gradients are combined: mean, trimmed mean, median.
+//! - [`barrier`]: the sync (BSP) barrier that combines one gradient per worker per step.
 //! - [`consistency`]: the consistency rule as a type: when a step may start, what a stale gradient becomes.
 //! - [`checkpoint`]: checkpoint files: atomic writes, checksums, retention, resuming from the newest valid one.
 //! - [`membership`]: registered workers, their liveness and counters.
@@ -17,6 +19,7 @@
 //! - [`service`]: the gRPC layer over the core, periodic and shutdown checkpoints, and [`service::serve`].
 //! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
 
+pub mod aggregation;
 pub mod barrier;
 pub mod checkpoint;
 pub mod clip;
@@ -26,6 +29,7 @@ pub mod membership;
 pub mod optim;
 pub mod ownership;
 pub mod resume;
+pub mod robustness;
 pub mod schedule;
 pub mod server_core;
 pub mod service;

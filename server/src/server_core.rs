@@ -18,7 +18,8 @@ use crate::job::Job;
 use crate::membership::{Membership, WorkerRecord};
 use crate::optim::ParamState;
 use crate::ownership::DataOwnership;
-use crate::store::{GradientError, ParameterStore, UpdateRule};
+use crate::robustness::{GradientBounds, GradientError};
+use crate::store::{ParameterStore, UpdateRule};
 use crate::training_metrics::TrainingMetrics;
 
 /// A request the server refuses. State is unchanged when one is returned.
@@ -75,6 +76,24 @@ pub enum CoreError {
         /// The server's version.
         current: u64,
     },
+}
+
+impl CoreError {
+    /// A short name of what was wrong, as refused pushes are counted in the status.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownWorker(_) => "unknown_worker",
+            Self::DepartedWorker(_) => "departed_worker",
+            Self::Gradient(e) => e.reason(),
+            Self::OutOfOrder { .. } => "out_of_order",
+            Self::BeyondLastStep { .. } => "beyond_last_step",
+            Self::Role(_) => "role",
+            Self::Resume(_) => "resume",
+            Self::EmptyGradient { .. } => "empty_gradient",
+            Self::FutureVersion { .. } => "future_version",
+        }
+    }
 }
 
 /// Which part of the model this server owns.
@@ -186,6 +205,8 @@ pub struct ServerCore {
     step_staleness: StalenessStats,
     /// Checkpoints resumed from and written (kept up to date by the service).
     checkpoint: CheckpointStatus,
+    /// What every gradient is checked against before it is held or applied.
+    bounds: GradientBounds,
 }
 
 /// The part of [`ServerCore`] a checkpoint keeps besides weights and optimizer state.
@@ -249,7 +270,9 @@ impl ServerCore {
             heartbeat_timeout: std::time::Duration::from_secs_f64(
                 job.spec.fault_tolerance.heartbeat_timeout,
             ),
-            consistency: Consistency::of(&job.spec.consistency, 0),
+            consistency: Consistency::of(&job.spec.consistency, job.aggregation(), 0),
+            bounds: job.spec.robustness.bounds(),
+
             metrics: TrainingMetrics::default(),
             gradients_applied: 0,
             final_evaluator: None,
@@ -364,7 +387,11 @@ impl ServerCore {
         core.staleness = state.staleness;
         core.step_staleness = state.step_staleness;
         core.traffic = state.traffic;
-        core.consistency = Consistency::of(&core.job.spec.consistency, snapshot.version);
+        core.consistency = Consistency::of(
+            &core.job.spec.consistency,
+            core.job.aggregation(),
+            snapshot.version,
+        );
         Ok(core)
     }
 
@@ -640,8 +667,8 @@ impl ServerCore {
     pub fn push(&mut self, push: &Push, gradient: Conformed) -> Result<PushOutcome, CoreError> {
         self.traffic.pushes += 1;
         let result = self.accept_push(push, gradient);
-        if result.is_err() {
-            self.note_rejected(push.worker);
+        if let Err(e) = &result {
+            self.note_rejected(push.worker, e.reason());
         }
         result
     }
@@ -690,7 +717,7 @@ impl ServerCore {
             (true, 0) => None,
             (true, _) => return Err(CoreError::EmptyGradient { worker, samples }),
             (false, _) => {
-                self.store.check_finite(&gradient)?;
+                self.bounds.check(&gradient)?;
                 Some(gradient.into_set())
             }
         };
@@ -785,11 +812,19 @@ impl ServerCore {
         Ok(())
     }
 
-    /// Counts a push refused before it reached the core (it did not decode).
-    pub fn note_rejected(&mut self, worker: u32) {
+    /// Counts a refused push: against its worker (when known) and under `reason`. The
+    /// service calls it for a push refused before it reached the core (it did not decode
+    /// or fit the model: reason `"malformed"`).
+    pub fn note_rejected(&mut self, worker: u32, reason: &'static str) {
         if let Some(r) = self.membership.get_mut(worker) {
-            r.rejected_pushes += 1;
+            r.rejected_pushes = r.rejected_pushes.saturating_add(1);
         }
+        let count = self
+            .traffic
+            .refused_pushes
+            .entry(reason.to_string())
+            .or_default();
+        *count = count.saturating_add(1);
     }
 
     /// Whether every worker that registered has left.
@@ -852,9 +887,9 @@ impl ServerCore {
         let Some(released) = barrier.release_unless_owed(owed) else {
             return;
         };
-        match released.mean {
-            Some(mean) => {
-                self.store.apply(mean, 1.0);
+        match released.combined {
+            Some(combined) => {
+                self.store.apply(combined, 1.0);
             }
             None => {
                 self.store.skip();

@@ -365,7 +365,7 @@ impl Shared {
                 Ok(Some((header, gradient)))
             }
             Err(e) => {
-                self.core().note_rejected(header.worker_id);
+                self.core().note_rejected(header.worker_id, "malformed");
                 Err(Status::invalid_argument(e.to_string()))
             }
         }

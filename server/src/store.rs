@@ -2,29 +2,10 @@
 //! and the version (updates applied so far).
 
 use downpour_core::ParamSet;
-use downpour_core::schema::Conformed;
 
 use crate::clip::clip_grad_norm;
 use crate::optim::{Optimizer, ParamState};
 use crate::schedule::ScheduleConfig;
-
-/// A gradient the store refuses. The store is unchanged when one is returned.
-///
-/// Which tensors a gradient holds is checked before it reaches the store, once, by the
-/// model's [`downpour_core::schema::TensorSchema`]; the store checks only the values.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum GradientError {
-    /// A value is NaN or infinite.
-    #[error("tensor {name}: value {value} at index {index} is not finite")]
-    NonFinite {
-        /// The tensor.
-        name: String,
-        /// Flat index of the first bad value.
-        index: usize,
-        /// The value.
-        value: f32,
-    },
-}
 
 /// How updates are computed from gradients: the optimizer and what surrounds it.
 #[derive(Debug, Clone)]
@@ -124,23 +105,6 @@ impl ParameterStore {
         self.rule.schedule.lr_at(self.rule.base_lr, self.version)
     }
 
-    /// Checks that every value of a conformed gradient is finite.
-    ///
-    /// # Errors
-    /// [`GradientError::NonFinite`] for the first NaN or infinity.
-    pub fn check_finite(&self, gradient: &Conformed) -> Result<(), GradientError> {
-        for g in gradient.set().entries() {
-            if let Some((index, value)) = first_non_finite(g.tensor.data()) {
-                return Err(GradientError::NonFinite {
-                    name: g.name.clone(),
-                    index,
-                    value,
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// Applies one optimizer step with a conformed gradient, the learning rate scaled by `lr_scale`.
     ///
     /// Clips the gradient's global norm first when the job asks for it. Returns the new version.
@@ -174,44 +138,5 @@ impl ParameterStore {
     pub fn skip(&mut self) -> u64 {
         self.version += 1;
         self.version
-    }
-}
-
-/// The index and value of the first NaN or infinity in `values`, if any.
-///
-/// Scans in chunks without branching inside a chunk (an exponent of all ones is an
-/// infinity or a NaN), so the common all-finite case runs at memory speed.
-fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
-    const CHUNK: usize = 4096;
-    const EXPONENT: u32 = 0x7f80_0000;
-    for (k, chunk) in values.chunks(CHUNK).enumerate() {
-        let any = chunk
-            .iter()
-            .fold(false, |any, v| any | (v.to_bits() & EXPONENT == EXPONENT));
-        if any {
-            let i = chunk.iter().position(|v| !v.is_finite())?;
-            return Some((k * CHUNK + i, chunk[i]));
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_non_finite_value_is_found_in_any_chunk() {
-        let mut values = vec![1.0_f32; 10_000];
-        assert_eq!(first_non_finite(&values), None);
-        values[9_000] = f32::NEG_INFINITY;
-        values[9_999] = f32::NAN;
-        assert_eq!(first_non_finite(&values), Some((9_000, f32::NEG_INFINITY)));
-        values[4_096] = f32::INFINITY;
-        assert_eq!(first_non_finite(&values), Some((4_096, f32::INFINITY)));
-        let nan = first_non_finite(&[0.0, -0.0, f32::MAX, f32::MIN_POSITIVE, f32::NAN]).unwrap();
-        assert_eq!(nan.0, 4);
-        assert!(nan.1.is_nan());
-        assert_eq!(first_non_finite(&[]), None);
     }
 }

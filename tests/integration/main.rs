@@ -14,6 +14,7 @@ mod fault_tolerance;
 mod layers;
 mod lifecycle;
 mod optimizers;
+mod poisoning;
 mod shards_and_staleness;
 mod support;
 mod training;

@@ -7,6 +7,7 @@
 //! - [`parameter_service`]: what the training loop needs from a server, as a trait (gRPC here;
 //!   in process in the bench crate); pull and exchange facts as structs.
 //! - [`phases`]: a worker's running per-phase time totals, sent with each push.
+//! - [`sabotage`]: tests only: a worker that pushes garbage or huge gradients.
 //! - `step_compute`: one step's compute (batch, gradient, loss), shared by both loops.
 //! - [`trainer`]: the training loop: register, pull, compute, push, evaluate.
 
@@ -14,6 +15,7 @@ pub mod client;
 pub mod model;
 pub mod parameter_service;
 pub mod phases;
+pub mod sabotage;
 pub mod sharded_server;
 mod step_compute;
 pub mod trainer;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use downpour_core::{Dataset, ParamSet};
 
 use crate::model::{Model, ModelError, StepKey};
+use crate::sabotage::Sabotage;
 
 /// What one step computes on.
 #[derive(Debug, Clone, Copy)]
@@ -31,18 +32,26 @@ pub(crate) struct StepCompute {
     /// Simulated compute (benchmarks): sleep this long instead of computing, and leave the
     /// gradient as it was.
     simulate: Option<Duration>,
+    /// Tests only: what this worker does to each gradient it computes.
+    sabotage: Option<Sabotage>,
     /// The last step's batch; refilled in place, so a step allocates nothing for it once
     /// the batch size has been seen.
     batch: Dataset,
 }
 
 impl StepCompute {
-    pub(crate) fn new(train: Arc<Dataset>, model: Arc<Model>, simulate: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        train: Arc<Dataset>,
+        model: Arc<Model>,
+        simulate: Option<Duration>,
+        sabotage: Option<Sabotage>,
+    ) -> Self {
         let batch = train.select(&[]);
         Self {
             train,
             model,
             simulate,
+            sabotage,
             batch,
         }
     }
@@ -69,6 +78,9 @@ impl StepCompute {
         let loss =
             self.model
                 .loss_and_gradient_at(input.params, &self.batch, gradient, input.key)?;
+        if let Some(sabotage) = self.sabotage {
+            sabotage.spoil(gradient, input.key.step);
+        }
         Ok(Some(loss))
     }
 }

@@ -27,6 +27,7 @@ use crate::client::{ClientError, Registration, ServerClient};
 use crate::model::{Model, ModelError, StepKey};
 use crate::parameter_service::{ParameterService, PullRequest, PulledStep, StepExchange};
 use crate::phases::PhaseClock;
+use crate::sabotage::Sabotage;
 use crate::sharded_server::{Exchanged, ShardedServer};
 use crate::step_compute::{StepCompute, StepInput};
 
@@ -74,6 +75,8 @@ pub struct WorkerOptions {
     /// Simulated compute (benchmarks only): block for this long per step instead of
     /// computing the gradient, and push a zero gradient of the right shape.
     pub simulate_compute: Option<Duration>,
+    /// Tests and demonstrations only: spoil every gradient this way before pushing it.
+    pub sabotage: Option<Sabotage>,
 }
 
 impl WorkerOptions {
@@ -87,6 +90,7 @@ impl WorkerOptions {
             heartbeat_interval: Duration::from_secs(1),
             step_delay: Duration::ZERO,
             simulate_compute: None,
+            sabotage: None,
         }
     }
 }
@@ -231,6 +235,7 @@ impl Workload {
             Arc::clone(&self.train),
             Arc::clone(&self.model),
             options.simulate_compute,
+            options.sabotage,
         )
     }
 

@@ -11,8 +11,8 @@ use downpour_core::status::{Evaluation, WorkerState};
 use downpour_core::{BatchSize, DataSpec, NamedTensor, ParamSet, Tensor};
 use downpour_server::JobSpec;
 use downpour_server::job::ConsistencyMode;
-use downpour_server::server_core::{CoreError, PullOutcome, ServerCore};
 use downpour_server::robustness::GradientError;
+use downpour_server::server_core::{CoreError, PullOutcome, ServerCore};
 
 /// XOR with a 2-4-2 MLP, full batch: one step per epoch, `epochs` steps in all.
 fn core(mode: ConsistencyMode, workers: usize, epochs: usize) -> ServerCore {

@@ -143,15 +143,21 @@ impl ServerArgs {
                 ),
             );
         }
-        let expected = if self.shard == 0 { self.servers - 1 } else { 0 };
-        if self.shard_addresses.len() != expected {
+        // Shard 0 lists shards 1..; the other shards need no list but may be given the same
+        // one (ignored), so that one pod template or environment serves every shard.
+        let listed = self.shard_addresses.len();
+        let fits = listed == self.servers - 1 || (self.shard != 0 && listed == 0);
+        if !fits {
+            let expected = if self.shard == 0 {
+                format!("{}", self.servers - 1)
+            } else {
+                format!("0 or {}", self.servers - 1)
+            };
             return bad(
                 "--shard-addresses",
                 format!(
-                    "shard {} of {} needs {expected} address(es) (shard 0 lists shards 1..), got {}",
-                    self.shard,
-                    self.servers,
-                    self.shard_addresses.len()
+                    "shard {} of {} needs {expected} address(es) (shard 0 lists shards 1..), got {listed}",
+                    self.shard, self.servers,
                 ),
             );
         }
@@ -498,6 +504,30 @@ mod tests {
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("downpour").chain(args.iter().copied())).unwrap()
+    }
+
+    fn shard_check(args: &[&str]) -> Result<(), String> {
+        let Command::Server(s) = parse(&[&["server"], args].concat()).command else {
+            panic!("not server")
+        };
+        let spec = s.job.to_spec().unwrap();
+        s.check_shards(&spec).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_shard_may_be_given_the_same_address_list_but_shard_0_needs_it() {
+        let list = "--shard-addresses=a:1,b:1";
+        assert_eq!(shard_check(&["--servers=3", "--shard=0", list]), Ok(()));
+        assert_eq!(shard_check(&["--servers=3", "--shard=2", list]), Ok(()));
+        assert_eq!(shard_check(&["--servers=3", "--shard=1"]), Ok(()));
+        let short = shard_check(&["--servers=3", "--shard=0", "--shard-addresses=a:1"]);
+        assert!(
+            short.as_ref().unwrap_err().contains("needs 2 address(es)"),
+            "{short:?}"
+        );
+        let odd = shard_check(&["--servers=3", "--shard=1", "--shard-addresses=a:1"]);
+        assert!(odd.as_ref().unwrap_err().contains("needs 0 or 2"), "{odd:?}");
+        assert!(shard_check(&["--servers=3", "--shard=0"]).is_err());
     }
 
     #[test]

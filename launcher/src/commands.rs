@@ -121,7 +121,12 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
         cancel_on_signal(shutdown.clone());
         let options = ServeOptions {
             role,
-            shard_addresses: args.shard_addresses.clone(),
+            // Only shard 0 tells workers where the others are.
+            shard_addresses: if args.shard == 0 {
+                args.shard_addresses.clone()
+            } else {
+                Vec::new()
+            },
             exit_when_done: args.exit_when_done,
             checkpointing: started.checkpointing,
         };

@@ -1,4 +1,5 @@
-//! Every job file under `examples/` parses and validates, so the README's examples stay true.
+//! Every job file under `examples/` parses and validates, so the README's examples stay true;
+//! so does the job the Kubernetes manifests ship.
 
 #[test]
 fn every_example_job_validates() {
@@ -16,4 +17,19 @@ fn every_example_job_validates() {
         }
     }
     assert!(checked >= 1, "no example job found in {}", dir.display());
+}
+
+#[test]
+fn the_kubernetes_job_validates_and_plans_the_workers_the_manifests_start() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/base");
+    let spec = downpour_server::JobSpec::from_file(&dir.join("job.toml")).unwrap();
+    spec.validate().unwrap();
+    let job = std::fs::read_to_string(dir.join("worker-job.yaml")).unwrap();
+    let workers = spec.training.workers;
+    for field in ["completions", "parallelism"] {
+        assert!(
+            job.contains(&format!("  {field}: {workers}\n")),
+            "worker-job.yaml's {field} must be the job's {workers} workers"
+        );
+    }
 }

@@ -45,6 +45,9 @@ pub async fn run_once(
         sabotage_worker: Vec::new(),
         simulate_compute_ms: config.simulate_compute_ms,
         quiet: true,
+        tensorboard: None,
+        // The folder already holds the sweep's job file.
+        force: true,
     };
     let outcome = launch::train(&args, interrupt.clone()).await?;
     Ok(RunMeasurement::from_report(

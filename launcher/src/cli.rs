@@ -90,6 +90,12 @@ pub struct TrainArgs {
     /// Print no progress bar, only the summary.
     #[arg(long)]
     pub quiet: bool,
+    /// Also write TensorBoard event files (scalars: losses, test metrics, throughput) here.
+    #[arg(long, value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
+    /// Reuse a run directory that is not empty (its files are overwritten).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `downpour server`.
@@ -526,7 +532,10 @@ mod tests {
             "{short:?}"
         );
         let odd = shard_check(&["--servers=3", "--shard=1", "--shard-addresses=a:1"]);
-        assert!(odd.as_ref().unwrap_err().contains("needs 0 or 2"), "{odd:?}");
+        assert!(
+            odd.as_ref().unwrap_err().contains("needs 0 or 2"),
+            "{odd:?}"
+        );
         assert!(shard_check(&["--servers=3", "--shard=0"]).is_err());
     }
 

@@ -15,6 +15,7 @@ use crate::cli::TrainArgs;
 use crate::processes::ChildProcess;
 use crate::progress::Progress;
 use crate::report::{DataReport, Hardware, RunFiles, RunReport};
+use crate::run_log::RunLog;
 use crate::weights::{WeightsError, data_metadata, write_safetensors};
 
 /// Why a run failed.
@@ -134,6 +135,7 @@ pub async fn train(
     let sabotaged = sabotaged_workers(&args.sabotage_worker, workers)?;
 
     let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
+    refuse_a_used_run_dir(&run_dir, args.force)?;
     std::fs::create_dir_all(&run_dir).map_err(io(format!("creating {}", run_dir.display())))?;
     let job_path = run_dir.join("job.toml");
     std::fs::write(&job_path, spec.to_toml())
@@ -145,6 +147,14 @@ pub async fn train(
     }
     crate::cli::check_clipping(&spec, args.servers)?;
     let exe = std::env::current_exe().map_err(io("locating the downpour binary"))?;
+
+    let mut run_log =
+        RunLog::create(&run_dir, args.tensorboard.as_deref()).map_err(|(path, source)| {
+            LaunchError::Io {
+                what: format!("creating {}", path.display()),
+                source,
+            }
+        })?;
 
     let started = Instant::now();
     let mut progress = Progress::new(args.quiet);
@@ -202,14 +212,11 @@ pub async fn train(
                     .map_err(io(format!("starting {name}")))?,
             );
         }
-        let status = watch(
-            &mut servers,
-            &mut children,
-            &address,
-            &mut progress,
-            &interrupt,
-        )
-        .await?;
+        let mut view = RunView {
+            progress: &mut progress,
+            log: &mut run_log,
+        };
+        let status = watch(&mut servers, &mut children, &address, &mut view, &interrupt).await?;
         let plan = ShardPlan::new(&job.layout, servers_wanted);
         let mut params = plan.zeros();
         let mut shards = Vec::with_capacity(servers_wanted);
@@ -279,6 +286,20 @@ pub async fn train(
         report,
         report_path,
     })
+}
+
+/// A run directory that holds files already is refused unless `force`: reusing one would
+/// overwrite another run's report and weights without a word.
+fn refuse_a_used_run_dir(run_dir: &Path, force: bool) -> Result<(), LaunchError> {
+    let used = std::fs::read_dir(run_dir).is_ok_and(|mut entries| entries.next().is_some());
+    if used && !force {
+        return Err(LaunchError::Usage(format!(
+            "the run directory {} is not empty (another run's files would be overwritten); \
+             choose another --run-dir, or pass --force to reuse it",
+            run_dir.display()
+        )));
+    }
+    Ok(())
 }
 
 fn default_run_dir() -> PathBuf {
@@ -366,12 +387,32 @@ pub async fn wait_for_address(
     }
 }
 
+/// What the launcher shows and logs of each status it polls.
+struct RunView<'a> {
+    /// The terminal.
+    progress: &'a mut Progress,
+    /// `metrics.csv` and TensorBoard.
+    log: &'a mut RunLog,
+}
+
+impl RunView<'_> {
+    fn update(&mut self, status: &ServerStatus) -> Result<(), LaunchError> {
+        self.progress.update(status);
+        self.log
+            .observe(status)
+            .map_err(|(path, source)| LaunchError::Io {
+                what: format!("writing {}", path.display()),
+                source,
+            })
+    }
+}
+
 /// Watches the processes and the server's status until every worker has exited.
 async fn watch(
     servers: &mut [ChildProcess],
     workers: &mut [ChildProcess],
     address: &str,
-    progress: &mut Progress,
+    view: &mut RunView<'_>,
     interrupt: &CancellationToken,
 ) -> Result<ServerStatus, LaunchError> {
     let mut client: Option<ServerClient> = None;
@@ -385,7 +426,7 @@ async fn watch(
         if let Some(c) = client.as_mut()
             && let Ok(status) = c.status().await
         {
-            progress.update(&status);
+            view.update(&status)?;
             last_status = Some(status);
         }
         for server in servers.iter_mut() {
@@ -401,7 +442,7 @@ async fn watch(
                         // A dead worker does not stop the job: the server hands its data
                         // to the others once it misses its heartbeat timeout.
                         reported[k] = true;
-                        progress.println(&format!(
+                        view.progress.println(&format!(
                             "warning: {} failed ({status}); the job goes on without it",
                             w.name
                         ));
@@ -418,7 +459,7 @@ async fn watch(
                 None => last_status
                     .ok_or_else(|| failed(&servers[0], "never answered a status request".into()))?,
             };
-            progress.update(&status);
+            view.update(&status)?;
             if !status.finished {
                 return Err(failures.pop().unwrap_or_else(|| {
                     failed(&servers[0], "workers exited before the job finished".into())

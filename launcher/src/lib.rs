@@ -9,8 +9,10 @@
 //! - [`evaluate`]: `evaluate`: saved weights' test metrics on a job's split; the split written out.
 //! - [`launch`]: `train`: one server and N worker processes on loopback, watched to the end.
 //! - [`processes`]: child processes with log files, tied to the launcher's life.
-//! - [`progress`]: the progress bar and epoch lines.
+//! - [`progress`]: the status line (80 columns, with an ETA) and epoch lines, plain when piped.
 //! - [`report`]: the JSON run report.
+//! - [`run_log`]: `metrics.csv` and TensorBoard scalars, written as training goes.
+//! - [`tensorboard`]: TensorBoard event files.
 //! - [`weights`]: trained weights as safetensors.
 
 pub mod allocator;
@@ -21,4 +23,6 @@ pub mod launch;
 pub mod processes;
 pub mod progress;
 pub mod report;
+pub mod run_log;
+pub mod tensorboard;
 pub mod weights;

@@ -83,7 +83,7 @@ write_etc() {
     mkdir -p "$rootfs/tmp"
     chmod 1777 "$rootfs/tmp"
     # Owned by the unprivileged user in the Dockerfile, so a fresh named volume is writable.
-    mkdir -p "$context/checkpoints"
+    mkdir -p "$context/checkpoints" "$context/output"
 }
 
 assemble_rootfs() {

@@ -33,6 +33,7 @@ enum Command {
 
 fn main() -> ExitCode {
     downpour_launch::allocator::keep_large_buffers_on_the_heap();
+    unset_empty_downpour_variables();
     let cli = Cli::parse();
     let default_level = if matches!(
         cli.command,
@@ -63,6 +64,19 @@ fn main() -> ExitCode {
                     .is_some_and(BenchError::interrupted);
             ExitCode::from(if interrupted { 130 } else { 1 })
         }
+    }
+}
+
+/// An empty `DOWNPOUR_*` variable counts as unset, so that Compose files and manifests can
+/// pass `${VAR:-}` through and leave the job file's value in force when VAR is not given.
+fn unset_empty_downpour_variables() {
+    let empty: Vec<_> = std::env::vars_os()
+        .filter(|(k, v)| k.to_string_lossy().starts_with("DOWNPOUR_") && v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    for key in empty {
+        // SAFETY: called first thing in `main`, before any other thread exists.
+        unsafe { std::env::remove_var(key) };
     }
 }
 

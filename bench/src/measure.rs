@@ -202,6 +202,7 @@ mod tests {
             refused_pushes: std::collections::BTreeMap::new(),
             data: downpour_launch::report::DataReport::default(),
             job: serde_json::Value::Null,
+            finished: true,
             consistency: "sync".into(),
             hardware: Hardware {
                 cores: 2,
@@ -233,6 +234,8 @@ mod tests {
                 job: "runs/x/job.toml".into(),
                 weights: "runs/x/w".into(),
                 logs: vec![],
+                metrics_csv: "runs/x/metrics.csv".into(),
+                tensorboard: None,
             },
             final_metrics: FinalMetrics {
                 test_accuracy: Some(0.97),

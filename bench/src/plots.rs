@@ -90,17 +90,31 @@ fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
             ]
         })
         .fold(max_workers.max(r.machine.cores as f64), f64::max);
-    let root = SVGBackend::new(path, (800, 560)).into_drawing_area();
+    // Two reference lines, then per mode drawn: measured and up to two predictions.
+    let modes = [ConsistencyMode::Sync, ConsistencyMode::Async]
+        .iter()
+        .filter(|&&m| {
+            r.summaries
+                .iter()
+                .any(|s| s.config.mode == m && s.speedup.is_some())
+        })
+        .count();
+    let root = SVGBackend::new(path, (800, SPEEDUP_HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
         .caption(format!("Speedup T1/TN: {}", title(r)), ("sans-serif", 20))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(52)
-        .build_cartesian_2d(0.0..max_workers * 1.05 + 0.5, 0.0..max_y * 1.1)
+        .build_cartesian_2d(
+            0.0..max_workers * 1.05 + 0.5,
+            0.0..speedup_y_top(max_y, 2 + 3 * modes),
+        )
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
+        .x_labels(max_workers as usize + 2)
+        .x_label_formatter(&worker_tick)
         .x_desc("workers N")
         .y_desc("speedup (throughput / throughput at N = 1)")
         .draw()
@@ -172,7 +186,7 @@ fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
         draw_prediction(
             &mut chart,
             predicted,
-            (6, 2),
+            Prediction::cost_model(mode),
             colour,
             format!("{} predicted (cost model)", mode_label(mode, r.prefetch)),
         )?;
@@ -183,7 +197,7 @@ fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
         draw_prediction(
             &mut chart,
             under_load,
-            (2, 1),
+            Prediction::under_load(mode),
             colour,
             format!(
                 "{} predicted on the cores others left free",
@@ -202,37 +216,135 @@ fn draw_speedup(r: &BenchReport, path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Draws a predicted curve as a dashed line of `(dash, width)`, with its legend entry;
+/// The speedup plot's height in pixels.
+const SPEEDUP_HEIGHT: u32 = 560;
+/// Pixels of the plotting area: the height less the caption, margins and the x labels.
+const SPEEDUP_PLOT_PIXELS: f64 = (SPEEDUP_HEIGHT - 20 - 2 * 16 - 44) as f64;
+/// A legend row and the legend's padding, in pixels (plotters' default 12-pixel font).
+const LEGEND_ROW_PIXELS: f64 = 19.0;
+const LEGEND_PAD_PIXELS: f64 = 16.0;
+
+/// The top of the speedup axis: high enough that a legend of `rows` entries in the upper
+/// left lies wholly above `max_y`, so it covers no point and no line.
+fn speedup_y_top(max_y: f64, rows: usize) -> f64 {
+    let legend = (rows as f64 * LEGEND_ROW_PIXELS + LEGEND_PAD_PIXELS) / SPEEDUP_PLOT_PIXELS;
+    max_y * 1.05 / (1.0 - legend.min(0.6))
+}
+
+/// Worker ticks are whole numbers: other positions get no label.
+fn worker_tick(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-9 && *x >= 0.0 {
+        format!("{}", x.round() as u64)
+    } else {
+        String::new()
+    }
+}
+
+/// How a predicted curve is drawn, so that sync's and async's stay apart even where their
+/// values coincide: each mode has its own dash and its own marker at every point.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Prediction {
+    /// Dash and gap lengths, in pixels.
+    dash: (u32, u32),
+    /// Line width.
+    width: u32,
+    /// Markers: triangles (sync) or crosses (async and SSP).
+    triangles: bool,
+}
+
+impl Prediction {
+    fn cost_model(mode: ConsistencyMode) -> Self {
+        match mode {
+            ConsistencyMode::Sync => Self {
+                dash: (10, 4),
+                width: 2,
+                triangles: true,
+            },
+            _ => Self {
+                dash: (4, 4),
+                width: 2,
+                triangles: false,
+            },
+        }
+    }
+
+    fn under_load(mode: ConsistencyMode) -> Self {
+        match mode {
+            ConsistencyMode::Sync => Self {
+                dash: (2, 6),
+                width: 1,
+                triangles: true,
+            },
+            _ => Self {
+                dash: (1, 3),
+                width: 1,
+                triangles: false,
+            },
+        }
+    }
+}
+
+/// Draws a predicted curve, dashed with markers as `style` says, with its legend entry;
 /// nothing when there are no points.
-fn draw_prediction<DB: DrawingBackend>(
+fn draw_prediction<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<
-        '_,
+        'a,
         DB,
         Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
     >,
     points: Vec<(f64, f64)>,
-    (dash, width): (u32, u32),
+    style: Prediction,
     colour: RGBColor,
     label: String,
 ) -> Result<(), String> {
     if points.is_empty() {
         return Ok(());
     }
-    chart
+    let Prediction {
+        dash: (dash, gap),
+        width,
+        triangles,
+    } = style;
+    let size = 3 + width as i32;
+    if triangles {
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&p| TriangleMarker::new(p, size, colour.stroke_width(1))),
+            )
+            .map_err(|e| e.to_string())?;
+    } else {
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&p| Cross::new(p, size, colour.stroke_width(1))),
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    let series = chart
         .draw_series(DashedLineSeries::new(
             points,
             dash,
-            4,
+            gap,
             colour.stroke_width(width),
         ))
         .map_err(|e| e.to_string())?
-        .label(label)
-        .legend(move |(x, y)| {
-            PathElement::new(
-                [(x, y), (x + 4 * width as i32, y)],
-                colour.stroke_width(width),
-            )
+        .label(label);
+    // Legend entries: the line with the mode's marker on it (coordinates relative to the entry).
+    let line = move || PathElement::new([(0, 0), (20, 0)], colour.stroke_width(width));
+    if triangles {
+        series.legend(move |(x, y)| {
+            EmptyElement::at((x, y))
+                + line()
+                + TriangleMarker::new((10, 0), size, colour.stroke_width(1))
         });
+    } else {
+        series.legend(move |(x, y)| {
+            EmptyElement::at((x, y)) + line() + Cross::new((10, 0), size, colour.stroke_width(1))
+        });
+    }
     Ok(())
 }
 
@@ -315,4 +427,46 @@ fn draw_phases(r: &BenchReport, path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_ticks_are_whole_numbers_only() {
+        assert_eq!(worker_tick(&0.0), "0");
+        assert_eq!(worker_tick(&4.0), "4");
+        assert_eq!(worker_tick(&2.000_000_000_01), "2");
+        assert_eq!(worker_tick(&1.5), "");
+        assert_eq!(worker_tick(&0.25), "");
+    }
+
+    #[test]
+    fn the_legend_sits_above_every_value_it_could_cover() {
+        for rows in [2, 5, 8] {
+            for max_y in [1.0, 2.2, 8.8] {
+                let top = speedup_y_top(max_y, rows);
+                // The legend's lowest edge, in data units, measured from the top.
+                let legend = (rows as f64 * LEGEND_ROW_PIXELS + LEGEND_PAD_PIXELS)
+                    / SPEEDUP_PLOT_PIXELS
+                    * top;
+                assert!(top - legend > max_y, "rows {rows}, max {max_y}: top {top}");
+            }
+        }
+    }
+
+    #[test]
+    fn sync_and_async_predictions_are_drawn_differently() {
+        for style in [Prediction::cost_model, Prediction::under_load] {
+            let (sync, asynchronous) =
+                (style(ConsistencyMode::Sync), style(ConsistencyMode::Async));
+            assert_ne!(sync.dash, asynchronous.dash);
+            assert_ne!(sync.triangles, asynchronous.triangles);
+        }
+        assert_ne!(
+            Prediction::cost_model(ConsistencyMode::Sync).dash,
+            Prediction::under_load(ConsistencyMode::Sync).dash
+        );
+    }
 }

@@ -48,6 +48,7 @@ pub async fn run_once(
         tensorboard: None,
         // The folder already holds the sweep's job file.
         force: true,
+        resume: None,
     };
     let outcome = launch::train(&args, interrupt.clone()).await?;
     Ok(RunMeasurement::from_report(

@@ -96,6 +96,11 @@ pub struct TrainArgs {
     /// Reuse a run directory that is not empty (its files are overwritten).
     #[arg(long)]
     pub force: bool,
+    /// Continue the run in RUN_DIR from its checkpoints: its `job.toml` is the job (flags
+    /// may still change the checkpoint cadence), its servers resume from the newest valid
+    /// checkpoint under RUN_DIR/checkpoints, and its files are brought up to date.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
+    pub resume: Option<PathBuf>,
 }
 
 /// `downpour server`.
@@ -125,6 +130,10 @@ pub struct ServerArgs {
     /// Resume from this checkpoint file instead of the newest in the directory.
     #[arg(long)]
     pub resume_from: Option<PathBuf>,
+    /// When the job has finished, write `weights.safetensors`, `report.json`, `metrics.csv`
+    /// and `job.toml` here (a single server only).
+    #[arg(long, value_name = "DIR", env = "DOWNPOUR_OUTPUT_DIR")]
+    pub output_dir: Option<PathBuf>,
     /// Shard 0 only: the addresses of shards 1.. as workers reach them, comma-separated.
     #[arg(long, value_delimiter = ',', env = "DOWNPOUR_SHARD_ADDRESSES")]
     pub shard_addresses: Vec<String>,
@@ -229,16 +238,16 @@ pub struct HealthArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct JobArgs {
     /// Job file (TOML). Without one, the built-in default job: an MLP on the UCI digits with Adam.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "DOWNPOUR_JOB")]
     pub job: Option<PathBuf>,
     /// Number of workers (training.workers).
-    #[arg(long, short = 'w')]
+    #[arg(long, short = 'w', env = "DOWNPOUR_WORKERS")]
     pub workers: Option<usize>,
     /// Consistency mode: sync, ssp or async (consistency.mode).
-    #[arg(long, value_parser = parse_mode)]
+    #[arg(long, value_parser = parse_mode, env = "DOWNPOUR_MODE")]
     pub mode: Option<ConsistencyMode>,
     /// SSP's staleness bound in steps (consistency.staleness).
-    #[arg(long)]
+    #[arg(long, env = "DOWNPOUR_STALENESS")]
     pub staleness: Option<u64>,
     /// Stale-gradient policy for async and ssp: accept, drop or damp (consistency.policy).
     #[arg(long, value_parser = parse_policy)]
@@ -305,7 +314,7 @@ pub struct JobArgs {
     #[arg(long)]
     pub global_batch: Option<usize>,
     /// Passes over the training set (training.epochs).
-    #[arg(long)]
+    #[arg(long, env = "DOWNPOUR_EPOCHS")]
     pub epochs: Option<usize>,
     /// Seed (training.seed).
     #[arg(long)]
@@ -317,10 +326,10 @@ pub struct JobArgs {
     #[arg(long, env = "DOWNPOUR_MIN_WORKERS")]
     pub min_workers: Option<usize>,
     /// Seconds without a heartbeat before a worker is declared dead (fault_tolerance.heartbeat_timeout).
-    #[arg(long)]
+    #[arg(long, env = "DOWNPOUR_HEARTBEAT_TIMEOUT")]
     pub heartbeat_timeout: Option<f64>,
     /// Write a checkpoint every this many updates (fault_tolerance.checkpoint_every_steps).
-    #[arg(long)]
+    #[arg(long, env = "DOWNPOUR_CHECKPOINT_EVERY_STEPS")]
     pub checkpoint_every_steps: Option<u64>,
     /// Write a checkpoint every this many seconds (fault_tolerance.checkpoint_every_seconds).
     #[arg(long)]

@@ -10,6 +10,7 @@ use downpour_server::{JobError, ServeError, ServeOptions};
 use downpour_worker::{ClientError, ServerClient, WorkerError, WorkerOptions};
 
 use crate::cli::{HealthArgs, ServerArgs, WorkerArgs};
+use crate::report::DataReport;
 
 /// Why the server subcommand failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,9 @@ pub enum ServerCommandError {
     /// The checkpoints could not be used.
     #[error(transparent)]
     Resume(#[from] downpour_server::resume::ResumeError),
+    /// The finished job's outputs could not be written.
+    #[error(transparent)]
+    Outputs(#[from] crate::outputs::OutputError),
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
@@ -64,7 +68,23 @@ pub fn cancel_on_signal(token: CancellationToken) {
 pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
     let spec = args.job.to_spec()?;
     args.check_shards(&spec)?;
+    if args.output_dir.is_some() && args.servers > 1 {
+        return Err(ServerCommandError::Job(JobError::Invalid {
+            field: "--output-dir",
+            reason: format!(
+                "each of {} shards holds only a part of the model; write the weights with `downpour export` against every shard",
+                args.servers
+            ),
+        }));
+    }
+    let job_toml = spec.to_toml();
     let job = spec.validate()?;
+    // What the outputs need of the job once it has been handed to the core.
+    let data = DataReport {
+        train_samples: job.train_len,
+        standardization: job.standardization.clone(),
+        class_names: job.class_names.clone(),
+    };
     let role = ShardRole {
         index: args.shard,
         count: args.servers,
@@ -130,7 +150,24 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
             exit_when_done: args.exit_when_done,
             checkpointing: started.checkpointing,
         };
-        downpour_server::serve(started.core, listener, shutdown, options).await?;
+        let outcome = downpour_server::serve(started.core, listener, shutdown, options).await?;
+        if let Some(dir) = &args.output_dir {
+            if outcome.status.finished {
+                let written = crate::outputs::write(dir, &job_toml, &data, &outcome)?;
+                tracing::info!(
+                    weights = %written.weights.display(),
+                    report = %written.report.display(),
+                    version = outcome.status.version,
+                    "wrote the finished job's outputs"
+                );
+            } else {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    version = outcome.status.version,
+                    "stopped before the job finished: no outputs written"
+                );
+            }
+        }
         Ok(())
     })
 }

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
+use downpour_core::ParamSet;
 use downpour_core::partition::ShardPlan;
-use downpour_core::status::ServerStatus;
-use downpour_server::{Job, JobError};
+use downpour_core::status::{ServerStatus, ShardStatus};
+use downpour_server::{Job, JobError, JobSpec};
 use downpour_worker::{ClientError, ServerClient};
 
 use crate::cli::TrainArgs;
@@ -128,14 +129,12 @@ pub async fn train(
     args: &TrainArgs,
     interrupt: CancellationToken,
 ) -> Result<TrainOutcome, LaunchError> {
-    let spec = args.job.to_spec()?;
+    let (spec, run_dir) = job_and_run_dir(args)?;
     let job: Job = spec.clone().validate()?;
     let workers = job.workers();
     let delays = slow_workers(&args.slow_worker, workers)?;
     let sabotaged = sabotaged_workers(&args.sabotage_worker, workers)?;
 
-    let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
-    refuse_a_used_run_dir(&run_dir, args.force)?;
     std::fs::create_dir_all(&run_dir).map_err(io(format!("creating {}", run_dir.display())))?;
     let job_path = run_dir.join("job.toml");
     std::fs::write(&job_path, spec.to_toml())
@@ -147,6 +146,12 @@ pub async fn train(
     }
     crate::cli::check_clipping(&spec, args.servers)?;
     let exe = std::env::current_exe().map_err(io("locating the downpour binary"))?;
+    // Checkpoints are kept in the run directory when the job asks for them, and a resumed
+    // run reads them back from there.
+    let ft = &spec.fault_tolerance;
+    let checkpoints = args.resume.is_some()
+        || ft.checkpoint_every_steps.is_some()
+        || ft.checkpoint_every_seconds.is_some();
 
     let mut run_log =
         RunLog::create(&run_dir, args.tensorboard.as_deref()).map_err(|(path, source)| {
@@ -162,9 +167,11 @@ pub async fn train(
     let servers_wanted = args.servers;
     let mut servers: Vec<ChildProcess> = Vec::with_capacity(servers_wanted);
     let mut children = Vec::new();
+    // Every shard's address, shard 0 first, once all have started.
+    let mut addresses = Vec::with_capacity(servers_wanted);
+    let plan = ShardPlan::new(&job.layout, servers_wanted);
     let result = async {
         // Shards 1.. first: shard 0 must be told where they are.
-        let mut addresses = Vec::with_capacity(servers_wanted);
         for shard in (0..servers_wanted).rev() {
             let peers = if shard == 0 {
                 addresses.iter().rev().cloned().collect::<Vec<String>>()
@@ -175,9 +182,12 @@ pub async fn train(
                 &exe,
                 &run_dir,
                 &job_path,
-                shard,
-                servers_wanted,
-                &peers,
+                ShardPlace {
+                    shard,
+                    count: servers_wanted,
+                    peers: &peers,
+                    checkpoints,
+                },
                 &interrupt,
             )
             .await?;
@@ -217,15 +227,7 @@ pub async fn train(
             log: &mut run_log,
         };
         let status = watch(&mut servers, &mut children, &address, &mut view, &interrupt).await?;
-        let plan = ShardPlan::new(&job.layout, servers_wanted);
-        let mut params = plan.zeros();
-        let mut shards = Vec::with_capacity(servers_wanted);
-        for (k, shard_address) in addresses.iter().enumerate() {
-            let mut client = ServerClient::connect(shard_address).await?;
-            let (_, part) = client.parameters().await?;
-            plan.write_part(&mut params, k, &part);
-            shards.push(client.status().await?.shard);
-        }
+        let (params, shards) = collect(&plan, &addresses).await?;
         Ok::<_, LaunchError>((status, params, shards))
     }
     .await;
@@ -233,6 +235,19 @@ pub async fn train(
     for child in &mut children {
         child.stop(Duration::from_secs(5)).await;
     }
+    // Interrupted with every server up: the workers are stopped, so the last version is
+    // final; save it and the report before stopping the servers.
+    let interrupted = matches!(result, Err(LaunchError::Interrupted));
+    let result = match result {
+        Err(LaunchError::Interrupted) if addresses.len() == servers_wanted => {
+            progress.println("interrupted: saving the last version's weights and the report");
+            salvage(&plan, &addresses).await.map_err(|e| {
+                progress.println(&format!("could not save the last version: {e}"));
+                LaunchError::Interrupted
+            })
+        }
+        other => other,
+    };
     for server in &mut servers {
         server.stop(Duration::from_secs(5)).await;
     }
@@ -257,6 +272,8 @@ pub async fn train(
         job: job_path,
         weights,
         logs,
+        metrics_csv: run_log.csv_path().to_path_buf(),
+        tensorboard: run_log.events_path().map(Path::to_path_buf),
     };
     let hardware = Hardware {
         cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
@@ -282,10 +299,76 @@ pub async fn train(
     report
         .write(&report_path)
         .map_err(io(format!("writing {}", report_path.display())))?;
+    if interrupted {
+        progress.println(&format!(
+            "wrote {} and {} (version {version}, not finished)",
+            report_path.display(),
+            report.files.weights.display()
+        ));
+        return Err(LaunchError::Interrupted);
+    }
     Ok(TrainOutcome {
         report,
         report_path,
     })
+}
+
+/// Every shard's current parameters, assembled, and each shard's traffic.
+async fn collect(
+    plan: &ShardPlan,
+    addresses: &[String],
+) -> Result<(ParamSet, Vec<ShardStatus>), LaunchError> {
+    let mut params = plan.zeros();
+    let mut shards = Vec::with_capacity(addresses.len());
+    for (k, shard_address) in addresses.iter().enumerate() {
+        let mut client = ServerClient::connect(shard_address).await?;
+        let (_, part) = client.parameters().await?;
+        plan.write_part(&mut params, k, &part);
+        shards.push(client.status().await?.shard);
+    }
+    Ok((params, shards))
+}
+
+/// After an interruption: shard 0's status and every shard's parameters, as they are.
+async fn salvage(
+    plan: &ShardPlan,
+    addresses: &[String],
+) -> Result<(ServerStatus, ParamSet, Vec<ShardStatus>), LaunchError> {
+    let status = ServerClient::connect(&addresses[0]).await?.status().await?;
+    let (params, shards) = collect(plan, addresses).await?;
+    Ok((status, params, shards))
+}
+
+/// The job and the run directory: from the flags, or, with `--resume RUN_DIR`, the job that
+/// run wrote and that run's directory.
+fn job_and_run_dir(args: &TrainArgs) -> Result<(JobSpec, PathBuf), LaunchError> {
+    let Some(dir) = &args.resume else {
+        let run_dir = args.run_dir.clone().unwrap_or_else(default_run_dir);
+        refuse_a_used_run_dir(&run_dir, args.force)?;
+        return Ok((args.job.to_spec()?, run_dir));
+    };
+    if args.job.job.is_some() {
+        return Err(LaunchError::Usage(format!(
+            "--resume takes the job from {}; --job cannot be given too",
+            dir.join("job.toml").display()
+        )));
+    }
+    let job_file = dir.join("job.toml");
+    if !job_file.is_file() {
+        return Err(LaunchError::Usage(format!(
+            "--resume {}: no job.toml there; it is not a run directory",
+            dir.display()
+        )));
+    }
+    if !dir.join("checkpoints").is_dir() {
+        return Err(LaunchError::Usage(format!(
+            "--resume {}: that run kept no checkpoints (train with --checkpoint-every-steps N or --checkpoint-every-seconds S to keep them)",
+            dir.display()
+        )));
+    }
+    let mut job_args = args.job.clone();
+    job_args.job = Some(job_file);
+    Ok((job_args.to_spec()?, dir.clone()))
 }
 
 /// A run directory that holds files already is refused unless `force`: reusing one would
@@ -318,16 +401,32 @@ fn failed(child: &ChildProcess, status: String) -> LaunchError {
     }
 }
 
-/// Starts server shard `shard` of `count` and waits for its address.
+/// Where a server shard sits in the job.
+struct ShardPlace<'a> {
+    /// Its index, `0..count`.
+    shard: usize,
+    /// Shards in the job.
+    count: usize,
+    /// Shard 0 only: the other shards' addresses.
+    peers: &'a [String],
+    /// Whether it keeps checkpoints, in `RUN_DIR/checkpoints/<name>`.
+    checkpoints: bool,
+}
+
+/// Starts server shard `place.shard` of `place.count` and waits for its address.
 async fn start_server(
     exe: &Path,
     run_dir: &Path,
     job_path: &Path,
-    shard: usize,
-    count: usize,
-    peers: &[String],
+    place: ShardPlace<'_>,
     interrupt: &CancellationToken,
 ) -> Result<(ChildProcess, String), LaunchError> {
+    let ShardPlace {
+        shard,
+        count,
+        peers,
+        checkpoints,
+    } = place;
     let name = if count == 1 {
         "server".to_string()
     } else {
@@ -350,6 +449,10 @@ async fn start_server(
     ];
     if !peers.is_empty() {
         sargs.extend(["--shard-addresses".into(), peers.join(",")]);
+    }
+    if checkpoints {
+        let dir = run_dir.join("checkpoints").join(&name);
+        sargs.extend(["--checkpoint-dir".into(), dir.display().to_string()]);
     }
     let mut child = ChildProcess::spawn(&name, exe, &sargs, run_dir.join(format!("{name}.log")))
         .map_err(io(format!("starting {name}")))?;

@@ -8,6 +8,7 @@
 //! - [`commands`]: `server` and `worker`: runtimes with capped threads, signals, shutdown.
 //! - [`evaluate`]: `evaluate`: saved weights' test metrics on a job's split; the split written out.
 //! - [`launch`]: `train`: one server and N worker processes on loopback, watched to the end.
+//! - [`outputs`]: `server --output-dir`: a finished job's weights, report and metrics.
 //! - [`processes`]: child processes with log files, tied to the launcher's life.
 //! - [`progress`]: the status line (80 columns, with an ETA) and epoch lines, plain when piped.
 //! - [`report`]: the JSON run report.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod commands;
 pub mod evaluate;
 pub mod launch;
+pub mod outputs;
 pub mod processes;
 pub mod progress;
 pub mod report;

@@ -43,7 +43,10 @@ impl ChildProcess {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // Its own process group: a Ctrl-C at the terminal reaches the launcher only, which
+            // then stops the workers, saves the last version and stops the servers in order.
+            .process_group(0);
         #[cfg(target_os = "linux")]
         // SAFETY: the closure runs in the forked child before exec and calls only
         // `prctl`, which is async-signal-safe.

@@ -70,6 +70,12 @@ pub struct RunFiles {
     pub weights: PathBuf,
     /// Process logs.
     pub logs: Vec<PathBuf>,
+    /// `metrics.csv`: one row per evaluated epoch, written as training went.
+    #[serde(default)]
+    pub metrics_csv: PathBuf,
+    /// The TensorBoard event file, with `--tensorboard`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensorboard: Option<PathBuf>,
 }
 
 /// The machine the run used.
@@ -102,6 +108,10 @@ pub struct DataReport {
 pub struct RunReport {
     /// The job as run.
     pub job: serde_json::Value,
+    /// Whether the job ran to its end; false when `train` was interrupted (Ctrl-C), and then
+    /// the final numbers are the last evaluation's and the weights the last version's.
+    #[serde(default = "finished_by_default")]
+    pub finished: bool,
     /// `sync` or `async`.
     pub consistency: String,
     /// The machine.
@@ -135,6 +145,10 @@ pub struct RunReport {
     pub timing: TimingReport,
 }
 
+fn finished_by_default() -> bool {
+    true
+}
+
 impl RunReport {
     /// Builds the report from the server's final status.
     #[must_use]
@@ -146,7 +160,11 @@ impl RunReport {
         hardware: Hardware,
         data: DataReport,
     ) -> Self {
-        let final_eval = status.final_evaluation.clone();
+        // An interrupted run has no final evaluation: its last one stands in.
+        let final_eval = status
+            .final_evaluation
+            .clone()
+            .or_else(|| status.evaluations.last().cloned());
         let training_seconds = status.elapsed_seconds;
         let mut refused_pushes = BTreeMap::new();
         for shard in &shards {
@@ -158,6 +176,7 @@ impl RunReport {
         Self {
             refused_pushes,
             job: status.job.clone(),
+            finished: status.finished,
             consistency: status.consistency.name().to_string(),
             hardware,
             epochs: status.epochs.clone(),

@@ -38,4 +38,4 @@ pub mod timing;
 pub mod training_metrics;
 
 pub use job::{Job, JobError, JobSpec};
-pub use service::{ServeError, ServeOptions, serve};
+pub use service::{ServeError, ServeOptions, ServeOutcome, serve};

@@ -16,8 +16,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use downpour_core::Push;
 use downpour_core::schema::{Conformed, TensorSchema};
+use downpour_core::status::ServerStatus;
+use downpour_core::{ParamSet, Push};
 use downpour_proto::convert::{params_to_wire, plan_to_json, status_to_wire};
 use downpour_proto::limits::{
     CONNECTION_WINDOW_BYTES, MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, PIECE_BYTES, STREAM_WINDOW_BYTES,
@@ -594,7 +595,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
     options: ServeOptions,
-) -> Result<(), ServeError> {
+) -> Result<ServeOutcome, ServeError> {
     let service = ParameterServerService::new(core, shutdown.clone(), options);
     service.spawn_liveness_check();
     let shared = Arc::clone(&service.shared);
@@ -610,7 +611,22 @@ pub async fn serve(
     if shared.options.checkpointing.is_some() {
         Shared::final_checkpoint(&shared).await;
     }
-    Ok(())
+    let core = shared.core();
+    let mut status = core.status(shared.elapsed());
+    status.timing = shared.timing().report();
+    Ok(ServeOutcome {
+        status,
+        params: core.params().clone(),
+    })
+}
+
+/// What a server held when it stopped: its last status and this shard's parameters.
+#[derive(Debug, Clone)]
+pub struct ServeOutcome {
+    /// The status a Status call would have answered last.
+    pub status: ServerStatus,
+    /// This shard's parameters at that version.
+    pub params: ParamSet,
 }
 
 fn status_of(err: &CoreError) -> Status {

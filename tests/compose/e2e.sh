@@ -2,7 +2,9 @@
 # End-to-end test of Downpour under Docker Compose: build the image, run the default job with
 # one server and three workers, `docker kill` one worker mid-training, later `docker kill` the
 # server and start it again, then check that the job finishes with the expected test accuracy,
-# that the server resumed from its checkpoint, and that nothing of the project is left.
+# that the server resumed from its checkpoint, and that the weights it wrote to OUTPUT_DIR
+# score the reported accuracy. Then a second project trains a CSV dataset given through
+# JOB_FILE and checks its outputs the same way. Nothing of either project may be left.
 #
 #   tests/compose/e2e.sh
 #
@@ -16,7 +18,13 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 project=downpour-e2e-$$
+main_project=$project
+csv_project=$project-csv
 workers=3
+scratch=$(mktemp -d)
+# Bind mounts the server writes its outputs into (it runs as uid 65534).
+output_dir=$scratch/output
+install -d -m 0777 "$output_dir" "$scratch/csv-output"
 min_accuracy=0.96
 timeout_s=${E2E_TIMEOUT:-300}
 image=${DOWNPOUR_IMAGE:-downpour:latest}
@@ -51,8 +59,11 @@ skip_unless_docker_is_usable() {
     fi
 }
 
+# The first run's job: the default one, longer, with quick failure detection.
+job_env=(WORKERS=$workers EPOCHS=${E2E_EPOCHS:-400} HEARTBEAT_TIMEOUT=3 CHECKPOINT_EVERY=100)
+
 compose() {
-    WORKERS=$workers DOWNPOUR_IMAGE=$image EPOCHS=${E2E_EPOCHS:-400} HEARTBEAT_TIMEOUT=3 CHECKPOINT_EVERY=100 \
+    env "${job_env[@]}" DOWNPOUR_IMAGE="$image" OUTPUT_DIR="$output_dir" \
         "${compose_command[@]}" --project-name "$project" --file "$repo/compose.yaml" "$@"
 }
 
@@ -71,6 +82,8 @@ container_state() {
 }
 
 # --- Steps ------------------------------------------------------------------------------------
+
+host_binary=${CARGO_TARGET_DIR:-$repo/target}/release/downpour
 
 build_image() {
     if [[ ${E2E_SKIP_BUILD:-} == 1 ]]; then
@@ -219,6 +232,46 @@ check_finished_after_the_restart() {
     log "training finished on the restarted server ($back surviving worker(s) reconnected after a failed call)"
 }
 
+# The finished job's outputs: weights, report, metrics and job file in OUTPUT_DIR, and the
+# weights score, with `downpour evaluate` on this machine, exactly what the report says.
+# Extra arguments go to `downpour evaluate` (a data path as this machine sees it).
+check_outputs() {
+    local dir=$1 file reported evaluated
+    shift
+    for file in weights.safetensors report.json metrics.csv job.toml; do
+        [[ -s $dir/$file ]] || fail "the server wrote no $file to OUTPUT_DIR ($dir)"
+    done
+    reported=$(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["finished"], "the report says the job did not finish"
+f = r["final"]
+print("test accuracy %.2f%% test loss %.6f" % (f["test_accuracy"] * 100, f["test_loss"]))
+' "$dir/report.json") || fail "report.json: unreadable or unfinished"
+    evaluated=$("$host_binary" evaluate --job "$dir/job.toml" --weights "$dir/weights.safetensors" "$@" 2>&1) ||
+        fail "downpour evaluate failed: $evaluated"
+    evaluated=$(grep -o 'test accuracy [0-9.]*% test loss [0-9.]*' <<<"$evaluated")
+    [[ $evaluated == "$reported" ]] ||
+        fail "the weights in OUTPUT_DIR score '$evaluated', the report says '$reported'"
+    log "OUTPUT_DIR holds the weights, report, metrics.csv and job.toml; the weights score the reported $reported"
+}
+
+# A second project: a CSV dataset through JOB_FILE (examples/wine.toml, its data under
+# DATA_DIR), 2 workers as the job says, no variable overriding the job; then its outputs.
+run_a_csv_job_through_job_file() {
+    project=$csv_project
+    output_dir=$scratch/csv-output
+    job_env=(JOB_FILE="$repo/examples/wine.toml" DATA_DIR="$repo/examples/data")
+    killed_worker=none
+    workers=2
+    log "project $project: JOB_FILE=examples/wine.toml (a CSV dataset), 2 workers"
+    started_at=$SECONDS
+    compose up --detach --scale worker=2
+    wait_for_job_end
+    check_exit_statuses
+    check_outputs "$output_dir" --data-path "$repo/examples/data/wine.csv"
+}
+
 # --- Diagnostics and teardown -------------------------------------------------------------
 
 container_name() {
@@ -262,7 +315,11 @@ tear_down() {
 on_exit() {
     local status=$?
     trap - EXIT
+    project=$main_project
     tear_down || status=1
+    project=$csv_project
+    tear_down || status=1
+    rm -rf "$scratch"
     if ((status == 0)); then
         echo "compose e2e: 1 passed, 0 failed"
     else
@@ -284,7 +341,10 @@ main() {
     check_exit_statuses
     check_finished_after_the_restart
     check_final_accuracy
-    log "done in $((SECONDS - started_at)) s after the build"
+    check_outputs "$output_dir"
+    log "first project done in $((SECONDS - started_at)) s after the build"
+    run_a_csv_job_through_job_file
+    log "done"
 }
 
 main "$@"

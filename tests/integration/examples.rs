@@ -23,9 +23,9 @@ fn every_example_job_validates() {
 fn the_kubernetes_job_validates_and_plans_the_workers_the_manifests_start() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/base");
     let spec = downpour_server::JobSpec::from_file(&dir.join("job.toml")).unwrap();
+    let workers = spec.training.workers;
     spec.validate().unwrap();
     let job = std::fs::read_to_string(dir.join("worker-job.yaml")).unwrap();
-    let workers = spec.training.workers;
     for field in ["completions", "parallelism"] {
         assert!(
             job.contains(&format!("  {field}: {workers}\n")),

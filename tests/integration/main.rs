@@ -18,3 +18,4 @@ mod poisoning;
 mod shards_and_staleness;
 mod support;
 mod training;
+mod watching;

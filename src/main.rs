@@ -193,14 +193,14 @@ fn print_summary(outcome: &downpour_launch::launch::TrainOutcome) {
         .map(describe)
         .unwrap_or_default();
     println!("Done: {result}");
+    // Two lines, each under 80 columns.
     println!(
-        "  {} workers, {} mode, {} updates in {:.2} s wall ({:.2} s training), {:.0} samples/s",
-        r.hardware.worker_processes,
-        r.consistency,
-        f.version,
-        f.wall_seconds,
-        f.training_seconds,
-        f.samples_per_second
+        "  {} workers, {} mode, {} updates, {:.0} samples/s",
+        r.hardware.worker_processes, r.consistency, f.version, f.samples_per_second
+    );
+    println!(
+        "  {:.2} s wall, {:.2} s training",
+        f.wall_seconds, f.training_seconds
     );
     if !r.refused_pushes.is_empty() {
         let reasons: Vec<String> = r

@@ -82,6 +82,42 @@ impl AggregationRule {
     }
 }
 
+impl AggregationRule {
+    /// As [`Self::combine`], but the mean weighs each gradient by the samples it was
+    /// computed on, `samples[i]` for `gradients[i]`: the step's gradient is then the mean over
+    /// every sample of the step, as when one worker holds two data shards after another
+    /// died (`global_batch`). Rule: Σᵢ sᵢ·gᵢ / Σᵢ sᵢ, summed in the order given. When every
+    /// count is the same it is exactly [`Self::combine`]'s plain mean (so sync runs stay
+    /// bit-identical). The robust rules count each worker once whatever it claims, so that
+    /// a worker cannot buy weight by reporting more samples.
+    #[must_use]
+    pub fn combine_weighted(&self, gradients: Vec<ParamSet>, samples: &[u64]) -> Option<ParamSet> {
+        let uneven = samples.windows(2).any(|w| w[0] != w[1]);
+        let total: u64 = samples.iter().fold(0u64, |a, &s| a.saturating_add(s));
+        if self.kind != Aggregation::Mean || !uneven || total == 0 {
+            return self.combine(gradients);
+        }
+        let mut weighted = gradients.into_iter().zip(samples);
+        let (mut sum, &first) = weighted.next()?;
+        let scale = |t: &mut downpour_core::Tensor, w: f32| {
+            t.data_mut().iter_mut().for_each(|v| *v *= w);
+        };
+        sum.tensors_mut().for_each(|t| scale(t, first as f32));
+        for (g, &s) in weighted {
+            let w = s as f32;
+            for (acc, t) in sum.tensors_mut().zip(g.entries()) {
+                for (a, v) in acc.data_mut().iter_mut().zip(t.tensor.data()) {
+                    *a += w * v;
+                }
+            }
+        }
+        let n = total as f32;
+        sum.tensors_mut()
+            .for_each(|t| t.data_mut().iter_mut().for_each(|v| *v /= n));
+        Some(sum)
+    }
+}
+
 /// The mean of sorted values, summed in order.
 fn middle_mean(kept: &[f32]) -> f32 {
     kept.iter().sum::<f32>() / kept.len() as f32
@@ -191,5 +227,30 @@ mod tests {
         let b = combined(Aggregation::Mean, &[&[1e8], &[-1e8], &[1.0]]);
         assert_eq!(a, [0.0]);
         assert_eq!(b, [1.0 / 3.0]);
+    }
+
+    #[test]
+    fn weighted_mean_weighs_by_samples_and_is_the_plain_mean_when_counts_agree() {
+        let gs = || vec![grad(&[0.1, 7.0]), grad(&[0.2, -3.0]), grad(&[0.7, 1.0])];
+        let mean = rule(Aggregation::Mean);
+        let plain = mean.combine(gs()).unwrap();
+        let same = mean.combine_weighted(gs(), &[32, 32, 32]).unwrap();
+        let bits = |p: &ParamSet| -> Vec<u32> {
+            p.entries()[0]
+                .tensor
+                .data()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(&plain), bits(&same));
+        let weighted = mean.combine_weighted(gs(), &[64, 32, 32]).unwrap();
+        let w = weighted.entries()[0].tensor.data();
+        assert!((w[0] - (0.2 + 0.2 + 0.7) / 4.0).abs() < 1e-6, "{w:?}");
+        assert!((w[1] - (14.0 - 3.0 + 1.0) / 4.0).abs() < 1e-6, "{w:?}");
+        // A robust rule counts each worker once, whatever it claims.
+        let median = rule(Aggregation::Median);
+        let claimed = median.combine_weighted(gs(), &[1_000_000, 1, 1]).unwrap();
+        assert_eq!(bits(&claimed), bits(&median.combine(gs()).unwrap()));
     }
 }

@@ -32,10 +32,10 @@ pub struct Released {
 pub struct SyncBarrier {
     /// The step being collected; equals the store's version in sync mode.
     step: u64,
-    /// Gradients for `step` by worker id (`None`: the worker had no data this step).
-    /// A `BTreeMap` so that the sum runs in worker-id order whatever the arrival order:
-    /// sync runs are bit-identical.
-    pending: BTreeMap<u32, Option<ParamSet>>,
+    /// Gradients for `step` by worker id, each with the samples it was computed on (`None`:
+    /// the worker had no data this step). A `BTreeMap` so that the sum runs in worker-id
+    /// order whatever the arrival order: sync runs are bit-identical.
+    pending: BTreeMap<u32, Option<(ParamSet, u64)>>,
     /// How the held gradients are combined at release.
     rule: AggregationRule,
 }
@@ -76,13 +76,14 @@ impl SyncBarrier {
         self.pending.is_empty()
     }
 
-    /// Holds `worker`'s gradient for the current step; `None` when it had no data to
-    /// compute on (it still counts as arrived, and is left out of the average).
-    pub fn offer(&mut self, worker: u32, gradient: Option<ParamSet>) -> Offer {
+    /// Holds `worker`'s gradient for the current step, the mean over `samples` samples;
+    /// `None` when it had no data to compute on (it still counts as arrived, and is left out
+    /// of the average).
+    pub fn offer(&mut self, worker: u32, gradient: Option<ParamSet>, samples: u64) -> Offer {
         if self.pending.contains_key(&worker) {
             return Offer::Duplicate;
         }
-        self.pending.insert(worker, gradient);
+        self.pending.insert(worker, gradient.map(|g| (g, samples)));
         Offer::Accepted
     }
 
@@ -100,15 +101,16 @@ impl SyncBarrier {
     }
 
     /// Releases the held gradients combined by the barrier's rule (in worker-id order:
-    /// the mean sums in that order, then divides by their count) and moves on to the next
+    /// the mean sums in that order, weighted by samples when workers computed on different
+    /// numbers of them, see [`AggregationRule::combine_weighted`]) and moves on to the next
     /// step. `None` when no gradient was held (the step still advances).
     pub fn release(&mut self) -> Option<ParamSet> {
-        let gradients: Vec<ParamSet> = std::mem::take(&mut self.pending)
+        let (gradients, samples): (Vec<ParamSet>, Vec<u64>) = std::mem::take(&mut self.pending)
             .into_values()
             .flatten()
-            .collect();
+            .unzip();
         self.step += 1;
-        self.rule.combine(gradients)
+        self.rule.combine_weighted(gradients, &samples)
     }
 }
 
@@ -127,17 +129,20 @@ mod tests {
     #[test]
     fn release_averages_and_advances() {
         let mut b = SyncBarrier::default();
-        assert_eq!(b.offer(1, Some(grad(&[1.0, 2.0]))), Offer::Accepted);
-        assert_eq!(b.offer(0, Some(grad(&[3.0, 6.0]))), Offer::Accepted);
-        assert_eq!(b.offer(0, Some(grad(&[100.0, 100.0]))), Offer::Duplicate);
+        assert_eq!(b.offer(1, Some(grad(&[1.0, 2.0])), 32), Offer::Accepted);
+        assert_eq!(b.offer(0, Some(grad(&[3.0, 6.0])), 32), Offer::Accepted);
+        assert_eq!(
+            b.offer(0, Some(grad(&[100.0, 100.0])), 32),
+            Offer::Duplicate
+        );
         let mean = b.release().unwrap();
         assert_eq!(mean.get("w").unwrap().data(), &[2.0, 4.0]);
         assert_eq!(b.step(), 1);
         assert!(b.is_empty());
         assert!(b.release().is_none());
         assert_eq!(b.step(), 2, "an empty step still advances");
-        b.offer(3, None);
-        b.offer(4, Some(grad(&[5.0, 5.0])));
+        b.offer(3, None, 0);
+        b.offer(4, Some(grad(&[5.0, 5.0])), 32);
         assert_eq!(
             b.release().unwrap().get("w").unwrap().data(),
             &[5.0, 5.0],
@@ -151,11 +156,11 @@ mod tests {
         let values = [[1.0e8f32], [1.0], [-1.0e8], [0.5]];
         let mut forward = SyncBarrier::default();
         for (i, v) in values.iter().enumerate() {
-            forward.offer(i as u32, Some(grad(v)));
+            forward.offer(i as u32, Some(grad(v)), 32);
         }
         let mut backward = SyncBarrier::default();
         for (i, v) in values.iter().enumerate().rev() {
-            backward.offer(i as u32, Some(grad(v)));
+            backward.offer(i as u32, Some(grad(v)), 32);
         }
         let a = forward.release().unwrap();
         let b = backward.release().unwrap();
@@ -163,5 +168,16 @@ mod tests {
             a.get("w").unwrap().data()[0].to_bits(),
             b.get("w").unwrap().data()[0].to_bits()
         );
+    }
+
+    #[test]
+    fn a_worker_that_computed_on_more_samples_weighs_more_in_the_mean() {
+        // Worker 0 owns two data shards after a death (64 samples), worker 1 one (32): the
+        // step's gradient is the mean over all 96 samples.
+        let mut b = SyncBarrier::default();
+        b.offer(0, Some(grad(&[3.0, 0.0])), 64);
+        b.offer(1, Some(grad(&[0.0, 3.0])), 32);
+        let g = b.release().unwrap();
+        assert_eq!(g.entries()[0].tensor.data(), &[2.0, 1.0]);
     }
 }

@@ -725,7 +725,7 @@ impl ServerCore {
         let mut dropped = false;
         match &mut self.consistency {
             Consistency::Sync(barrier) => {
-                if barrier.offer(worker, gradient) == Offer::Duplicate {
+                if barrier.offer(worker, gradient, samples) == Offer::Duplicate {
                     return Ok(PushOutcome {
                         version,
                         staleness,

@@ -8,6 +8,7 @@
 //! - [`commands`]: `server` and `worker`: runtimes with capped threads, signals, shutdown.
 //! - [`evaluate`]: `evaluate`: saved weights' test metrics on a job's split; the split written out.
 //! - [`launch`]: `train`: one server and N worker processes on loopback, watched to the end.
+//! - [`metrics_endpoint`]: `--metrics-listen`: `GET /metrics` for Prometheus, bounded against hostile clients.
 //! - [`processes`]: child processes with log files, tied to the launcher's life.
 //! - [`progress`]: the progress bar and epoch lines.
 //! - [`report`]: the JSON run report.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod commands;
 pub mod evaluate;
 pub mod launch;
+pub mod metrics_endpoint;
 pub mod processes;
 pub mod progress;
 pub mod report;

@@ -185,7 +185,12 @@ fn encode_status(status: &ServerStatus, encoder: &mut DescriptorEncoder) -> fmt:
     for (result, n) in pushes {
         ConstCounter::new(n).encode(family.encode_family(&[("result", result)])?)?;
     }
-    counter(encoder, "downpour_pulls", "Pulls served (parameters sent)", shard.pulls)?;
+    counter(
+        encoder,
+        "downpour_pulls",
+        "Pulls served (parameters sent)",
+        shard.pulls,
+    )?;
     let resumed = status.checkpoint.resumed_version.unwrap_or(0);
     counter(
         encoder,
@@ -401,7 +406,10 @@ mod tests {
         status.shard.index = 1;
         metrics.attach_status(move || Some(status.clone()));
         let text = exposition(&metrics, 1);
-        assert!(text.contains(r#"downpour_version{shard="1"} 42.0"#), "{text}");
+        assert!(
+            text.contains(r#"downpour_version{shard="1"} 42.0"#),
+            "{text}"
+        );
         assert!(!text.contains("downpour_test_accuracy"), "{text}");
         assert!(!text.contains("downpour_epoch"), "{text}");
     }

@@ -411,7 +411,9 @@ impl Shared {
             })?;
             let applied_seconds = locked.elapsed().as_secs_f64();
             if !outcome.duplicate {
-                self.options.metrics.pushed(applied_seconds, outcome.staleness);
+                self.options
+                    .metrics
+                    .pushed(applied_seconds, outcome.staleness);
             }
             let done = core.training_done();
             let now = self.elapsed();

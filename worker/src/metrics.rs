@@ -135,8 +135,8 @@ mod tests {
             r#"downpour_worker_train_loss{worker="3"} 0.5"#,
             "# TYPE downpour_step_phase_seconds histogram",
             r#"downpour_step_phase_seconds_sum{worker="3",phase="compute"} 0.01"#,
-            r#"downpour_step_phase_seconds_bucket{worker="3",phase="wait",le="0.1024"} 0"#,
-            r#"downpour_step_phase_seconds_bucket{worker="3",phase="wait",le="0.4096"} 1"#,
+            r#"downpour_step_phase_seconds_bucket{le="0.1024",worker="3",phase="wait"} 0"#,
+            r#"downpour_step_phase_seconds_bucket{le="0.4096",worker="3",phase="wait"} 1"#,
             r#"downpour_step_phase_seconds_count{worker="3",phase="evaluate"} 1"#,
         ] {
             assert!(

@@ -426,3 +426,39 @@ fn prometheus_scrapes_every_shard_and_reads_back_the_applied_updates() {
         "two shards, each applied every update"
     );
 }
+
+#[test]
+fn a_metrics_address_that_cannot_be_bound_is_named_and_nothing_serves() {
+    // In use: the server refuses to start rather than run without its metrics.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    let out = downpour()
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            &taken,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("binding the metrics address {taken}")),
+        "{stderr}"
+    );
+    drop(holder);
+    // Not an address: the worker stops before it tries to reach a server.
+    let out = downpour()
+        .args(["worker", "--server", "127.0.0.1:1"])
+        .args(["--metrics-listen", "127.0.0.1:99999"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("binding the metrics address 127.0.0.1:99999"),
+        "{stderr}"
+    );
+}

@@ -49,6 +49,7 @@ pub async fn run_once(
         // The folder already holds the sweep's job file.
         force: true,
         resume: None,
+        metrics_port_base: None,
     };
     let outcome = launch::train(&args, interrupt.clone()).await?;
     Ok(RunMeasurement::from_report(

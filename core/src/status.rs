@@ -149,6 +149,15 @@ pub struct ShardStatus {
     pub values: usize,
     /// Pushes received (accepted or not).
     pub pushes: u64,
+    /// Pushes accepted and applied (async, ssp) or held for the step's combined update (sync).
+    #[serde(default)]
+    pub applied_pushes: u64,
+    /// Pushes of a step already received: retries, accepted and not applied again.
+    #[serde(default)]
+    pub duplicate_pushes: u64,
+    /// Pushes accepted and discarded by the `drop` staleness policy.
+    #[serde(default)]
+    pub dropped_pushes: u64,
     /// Pulls served.
     pub pulls: u64,
     /// Tensor bytes received in pushes.

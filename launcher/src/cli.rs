@@ -101,6 +101,10 @@ pub struct TrainArgs {
     /// checkpoint under RUN_DIR/checkpoints, and its files are brought up to date.
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "run_dir")]
     pub resume: Option<PathBuf>,
+    /// Serve Prometheus metrics on 127.0.0.1: server shard K on port P+K, worker I on
+    /// P+SERVERS+I (the URLs are printed at start); see docs/metrics.md.
+    #[arg(long, value_name = "P")]
+    pub metrics_port_base: Option<u16>,
 }
 
 /// `downpour server`.
@@ -137,6 +141,9 @@ pub struct ServerArgs {
     /// Shard 0 only: the addresses of shards 1.. as workers reach them, comma-separated.
     #[arg(long, value_delimiter = ',', env = "DOWNPOUR_SHARD_ADDRESSES")]
     pub shard_addresses: Vec<String>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `0.0.0.0:9100`); see docs/metrics.md.
+    #[arg(long, value_name = "ADDR", env = "DOWNPOUR_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 impl ServerArgs {
@@ -221,6 +228,9 @@ pub struct WorkerArgs {
     /// (uniform noise in ±100) or `huge` (every value 1e20).
     #[arg(long, value_name = "KIND", value_parser = downpour_worker::sabotage::Sabotage::parse)]
     pub sabotage: Option<downpour_worker::sabotage::Sabotage>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `0.0.0.0:9100`); see docs/metrics.md.
+    #[arg(long, value_name = "ADDR", env = "DOWNPOUR_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 /// `downpour health`.

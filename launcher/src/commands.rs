@@ -2,14 +2,17 @@
 
 use std::time::Duration;
 
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use downpour_core::status::ServerStatus;
+use downpour_server::metrics::ServerMetrics;
 use downpour_server::server_core::ShardRole;
 use downpour_server::{JobError, ServeError, ServeOptions};
 use downpour_worker::{ClientError, ServerClient, WorkerError, WorkerOptions};
 
 use crate::cli::{HealthArgs, ServerArgs, WorkerArgs};
+use crate::metrics_endpoint::spawn_metrics_endpoint;
 use crate::report::DataReport;
 
 /// Why the server subcommand failed.
@@ -139,6 +142,17 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
         }
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone());
+        let metrics = ServerMetrics::default();
+        if let Some(address) = &args.metrics_listen {
+            let mut registry = Registry::default();
+            metrics.register(&mut registry, args.shard);
+            spawn_metrics_endpoint(address, registry, shutdown.clone())
+                .await
+                .map_err(|source| ServerCommandError::Io {
+                    what: format!("binding the metrics address {address}"),
+                    source,
+                })?;
+        }
         let options = ServeOptions {
             role,
             // Only shard 0 tells workers where the others are.
@@ -149,6 +163,7 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
             },
             exit_when_done: args.exit_when_done,
             checkpointing: started.checkpointing,
+            metrics,
         };
         let outcome = downpour_server::serve(started.core, listener, shutdown, options).await?;
         if let Some(dir) = &args.output_dir {
@@ -172,11 +187,29 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
     })
 }
 
+/// Why the worker subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerCommandError {
+    /// The worker stopped.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// The metrics address could not be bound.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Runs one worker on a single-threaded runtime (one core of compute per worker process).
 ///
 /// # Errors
-/// [`WorkerError`] when the server refuses it, the data or model fail, or on a signal.
-pub fn worker(args: &WorkerArgs) -> Result<(), WorkerError> {
+/// [`WorkerCommandError`] when the server refuses it, the data or model fail, the metrics
+/// address cannot be bound, or on a signal.
+pub fn worker(args: &WorkerArgs) -> Result<(), WorkerCommandError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -190,7 +223,18 @@ pub fn worker(args: &WorkerArgs) -> Result<(), WorkerError> {
         options.sabotage = args.sabotage;
         let shutdown = CancellationToken::new();
         cancel_on_signal(shutdown.clone());
-        downpour_worker::run(&options, shutdown).await.map(|_| ())
+        if let Some(address) = &args.metrics_listen {
+            let mut registry = Registry::default();
+            options.metrics.register(&mut registry);
+            spawn_metrics_endpoint(address, registry, shutdown.clone())
+                .await
+                .map_err(|source| WorkerCommandError::Io {
+                    what: format!("binding the metrics address {address}"),
+                    source,
+                })?;
+        }
+        downpour_worker::run(&options, shutdown).await?;
+        Ok(())
     })
 }
 

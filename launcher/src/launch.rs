@@ -163,6 +163,18 @@ pub async fn train(
 
     let started = Instant::now();
     let mut progress = Progress::new(args.quiet);
+    let metrics_ports = metrics_ports(args.metrics_port_base, args.servers, workers)?;
+    for (name, port) in &metrics_ports {
+        progress.println(&format!(
+            "metrics: {name} at http://127.0.0.1:{port}/metrics"
+        ));
+    }
+    let metrics_listen = |name: &str| {
+        metrics_ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, port)| format!("127.0.0.1:{port}"))
+    };
     progress.phase("starting the server");
     let servers_wanted = args.servers;
     let mut servers: Vec<ChildProcess> = Vec::with_capacity(servers_wanted);
@@ -182,10 +194,11 @@ pub async fn train(
                 &exe,
                 &run_dir,
                 &job_path,
-                ShardPlace {
+                ServerShard {
                     shard,
                     count: servers_wanted,
                     peers: &peers,
+                    metrics_listen: metrics_listen(&server_name(shard, servers_wanted)),
                     checkpoints,
                 },
                 &interrupt,
@@ -216,6 +229,9 @@ pub async fn train(
                 wargs.extend(["--simulate-compute-ms".into(), ms.to_string()]);
             }
             let name = format!("worker-{k}");
+            if let Some(listen) = metrics_listen(&name) {
+                wargs.extend(["--metrics-listen".into(), listen]);
+            }
             let log = run_dir.join(format!("{name}.log"));
             children.push(
                 ChildProcess::spawn(&name, &exe, &wargs, log)
@@ -401,37 +417,77 @@ fn failed(child: &ChildProcess, status: String) -> LaunchError {
     }
 }
 
-/// Where a server shard sits in the job.
-struct ShardPlace<'a> {
-    /// Its index, `0..count`.
+/// The process name of server shard `shard` of `count`.
+fn server_name(shard: usize, count: usize) -> String {
+    if count == 1 {
+        "server".to_string()
+    } else {
+        format!("server-{shard}")
+    }
+}
+
+/// `--metrics-port-base P`: each process's name and metrics port, shard K on P+K, worker I
+/// on P+servers+I; none without the flag.
+///
+/// # Errors
+/// [`LaunchError::Usage`] when the last port would exceed 65535.
+fn metrics_ports(
+    base: Option<u16>,
+    servers: usize,
+    workers: usize,
+) -> Result<Vec<(String, u16)>, LaunchError> {
+    let Some(base) = base else {
+        return Ok(Vec::new());
+    };
+    let names = (0..servers)
+        .map(|k| server_name(k, servers))
+        .chain((0..workers).map(|i| format!("worker-{i}")));
+    names
+        .enumerate()
+        .map(|(offset, name)| {
+            u16::try_from(usize::from(base) + offset)
+                .map(|port| (name, port))
+                .map_err(|_| {
+                    LaunchError::Usage(format!(
+                        "--metrics-port-base {base}: {servers} servers and {workers} workers need ports up to {}, above 65535",
+                        usize::from(base) + servers + workers - 1
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Which server shard to start, and how.
+#[derive(Debug)]
+struct ServerShard<'a> {
+    /// Its index.
     shard: usize,
     /// Shards in the job.
     count: usize,
-    /// Shard 0 only: the other shards' addresses.
+    /// On shard 0: the addresses of shards 1...
     peers: &'a [String],
+    /// Where it serves metrics, if it does.
+    metrics_listen: Option<String>,
     /// Whether it keeps checkpoints, in `RUN_DIR/checkpoints/<name>`.
     checkpoints: bool,
 }
 
-/// Starts server shard `place.shard` of `place.count` and waits for its address.
+/// Starts a server shard and waits for its address.
 async fn start_server(
     exe: &Path,
     run_dir: &Path,
     job_path: &Path,
-    place: ShardPlace<'_>,
+    server: ServerShard<'_>,
     interrupt: &CancellationToken,
 ) -> Result<(ChildProcess, String), LaunchError> {
-    let ShardPlace {
+    let ServerShard {
         shard,
         count,
         peers,
+        metrics_listen,
         checkpoints,
-    } = place;
-    let name = if count == 1 {
-        "server".to_string()
-    } else {
-        format!("server-{shard}")
-    };
+    } = server;
+    let name = server_name(shard, count);
     let port_file = run_dir.join(format!("{name}.addr"));
     let _ = std::fs::remove_file(&port_file);
     let mut sargs = vec![
@@ -453,6 +509,9 @@ async fn start_server(
     if checkpoints {
         let dir = run_dir.join("checkpoints").join(&name);
         sargs.extend(["--checkpoint-dir".into(), dir.display().to_string()]);
+    }
+    if let Some(listen) = metrics_listen {
+        sargs.extend(["--metrics-listen".into(), listen]);
     }
     let mut child = ChildProcess::spawn(&name, exe, &sargs, run_dir.join(format!("{name}.log")))
         .map_err(io(format!("starting {name}")))?;
@@ -574,5 +633,26 @@ async fn watch(
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
             () = interrupt.cancelled() => return Err(LaunchError::Interrupted),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_ports_count_shards_then_workers() {
+        assert!(metrics_ports(None, 2, 3).unwrap().is_empty());
+        let ports = metrics_ports(Some(9100), 2, 2).unwrap();
+        let expected = [
+            ("server-0", 9100),
+            ("server-1", 9101),
+            ("worker-0", 9102),
+            ("worker-1", 9103),
+        ];
+        assert_eq!(ports, expected.map(|(n, p)| (n.to_string(), p)).to_vec());
+        assert_eq!(metrics_ports(Some(9100), 1, 1).unwrap()[0].0, "server");
+        let err = metrics_ports(Some(65534), 2, 2).unwrap_err();
+        assert!(err.to_string().contains("65537"), "{err}");
     }
 }

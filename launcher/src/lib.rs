@@ -9,6 +9,7 @@
 //! - [`evaluate`]: `evaluate`: saved weights' test metrics on a job's split; the split written out.
 //! - [`launch`]: `train`: one server and N worker processes on loopback, watched to the end.
 //! - [`outputs`]: `server --output-dir`: a finished job's weights, report and metrics.
+//! - [`metrics_endpoint`]: `--metrics-listen`: `GET /metrics` for Prometheus, bounded against hostile clients.
 //! - [`processes`]: child processes with log files, tied to the launcher's life.
 //! - [`progress`]: the status line (80 columns, with an ETA) and epoch lines, plain when piped.
 //! - [`report`]: the JSON run report.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod commands;
 pub mod evaluate;
 pub mod launch;
+pub mod metrics_endpoint;
 pub mod outputs;
 pub mod processes;
 pub mod progress;

@@ -11,6 +11,7 @@
 //! - [`barrier`]: the sync (BSP) barrier that combines one gradient per worker per step.
 //! - [`consistency`]: the consistency rule as a type: when a step may start, what a stale gradient becomes.
 //! - [`checkpoint`]: checkpoint files: atomic writes, checksums, retention, resuming from the newest valid one.
+//! - [`metrics`]: the shard's Prometheus metrics: read from the status at scrape time, or observed.
 //! - [`membership`]: registered workers, their liveness and counters.
 //! - [`ownership`]: which worker computes which logical data shard.
 //! - [`training_metrics`]: losses per epoch and reported evaluations.
@@ -26,6 +27,7 @@ pub mod clip;
 pub mod consistency;
 pub mod job;
 pub mod membership;
+pub mod metrics;
 pub mod optim;
 pub mod ownership;
 pub mod resume;

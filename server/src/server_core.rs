@@ -667,9 +667,16 @@ impl ServerCore {
     pub fn push(&mut self, push: &Push, gradient: Conformed) -> Result<PushOutcome, CoreError> {
         self.traffic.pushes += 1;
         let result = self.accept_push(push, gradient);
-        if let Err(e) = &result {
-            self.note_rejected(push.worker, e.reason());
-        }
+        let counter = match &result {
+            Ok(o) if o.duplicate => &mut self.traffic.duplicate_pushes,
+            Ok(o) if o.dropped => &mut self.traffic.dropped_pushes,
+            Ok(_) => &mut self.traffic.applied_pushes,
+            Err(e) => {
+                self.note_rejected(push.worker, e.reason());
+                return result;
+            }
+        };
+        *counter = counter.saturating_add(1);
         result
     }
 

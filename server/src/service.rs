@@ -28,6 +28,7 @@ use downpour_proto::v1;
 use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 
 use crate::checkpoint::{CheckpointStore, Snapshot};
+use crate::metrics::ServerMetrics;
 use crate::server_core::{CoreError, PullOutcome, ServerCore, ShardRole};
 use crate::timing::TimingLedger;
 
@@ -50,6 +51,8 @@ pub struct ServeOptions {
     pub exit_when_done: bool,
     /// Where and how often to write checkpoints, if at all.
     pub checkpointing: Option<Checkpointing>,
+    /// The shard's Prometheus metrics, observed here and read at each scrape.
+    pub metrics: ServerMetrics,
 }
 
 impl Default for ServeOptions {
@@ -59,6 +62,7 @@ impl Default for ServeOptions {
             shard_addresses: Vec::new(),
             exit_when_done: false,
             checkpointing: None,
+            metrics: ServerMetrics::default(),
         }
     }
 }
@@ -142,6 +146,14 @@ impl Shared {
         self.epoch.elapsed()
     }
 
+    /// Everything the shard reports, with the timing ledger's report.
+    fn status(&self) -> downpour_core::status::ServerStatus {
+        let elapsed = self.elapsed();
+        let mut status = self.core().status(elapsed);
+        status.timing = self.timing().report();
+        status
+    }
+
     fn elapsed(&self) -> f64 {
         self.started_at
             .lock()
@@ -179,6 +191,7 @@ impl Shared {
     /// Writes `snapshot` off the runtime's threads, records it, and releases the writer.
     async fn write_checkpoint(shared: Arc<Self>, snapshot: Snapshot) {
         let version = snapshot.version;
+        let writing = Instant::now();
         let writer = Arc::clone(&shared);
         let result = tokio::task::spawn_blocking(move || {
             let cp = writer
@@ -189,6 +202,9 @@ impl Shared {
             cp.store.save(&snapshot)
         })
         .await;
+        let ok = matches!(result, Ok(Ok(_)));
+        let metrics = &shared.options.metrics;
+        metrics.checkpoint_written(writing.elapsed().as_secs_f64(), ok);
         match result {
             Ok(Ok(path)) => {
                 tracing::info!(path = %path.display(), version, "checkpoint written");
@@ -310,6 +326,9 @@ impl Shared {
                 {
                     // Encoding below is transfer work, not waiting.
                     let waited_seconds = arrived.elapsed().as_secs_f64();
+                    if !final_pull {
+                        self.options.metrics.waited(waited_seconds);
+                    }
                     if step == 0 && !final_pull {
                         let now = self.elapsed();
                         let workers = core.job().workers();
@@ -392,6 +411,11 @@ impl Shared {
                 status_of(&e)
             })?;
             let applied_seconds = locked.elapsed().as_secs_f64();
+            if !outcome.duplicate {
+                self.options
+                    .metrics
+                    .pushed(applied_seconds, outcome.staleness);
+            }
             let done = core.training_done();
             let now = self.elapsed();
             let mut timing = self.timing();
@@ -599,6 +623,12 @@ pub async fn serve(
     let service = ParameterServerService::new(core, shutdown.clone(), options);
     service.spawn_liveness_check();
     let shared = Arc::clone(&service.shared);
+    // Weak: the metrics live in the options the shared state holds.
+    let scraped = Arc::downgrade(&shared);
+    shared
+        .options
+        .metrics
+        .attach_status(move || scraped.upgrade().map(|s| s.status()));
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
@@ -796,9 +826,6 @@ impl ParameterServer for ParameterServerService {
         &self,
         _request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
-        let elapsed = self.shared.elapsed();
-        let mut status = self.shared.core().status(elapsed);
-        status.timing = self.shared.timing().report();
-        Ok(Response::new(status_to_wire(&status)))
+        Ok(Response::new(status_to_wire(&self.shared.status())))
     }
 }

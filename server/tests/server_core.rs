@@ -376,6 +376,17 @@ fn a_retried_push_is_applied_once() {
     assert!(again.duplicate);
     assert_eq!(c.version(), 1);
     assert_eq!(c.params(), &after_first);
+    // Counted once each, by result (what `downpour_pushes_total{result}` reads).
+    let traffic = c.status(0.0).shard;
+    assert_eq!(
+        (
+            traffic.pushes,
+            traffic.applied_pushes,
+            traffic.duplicate_pushes
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(traffic.dropped_pushes, 0);
 }
 
 #[test]

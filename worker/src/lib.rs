@@ -6,12 +6,14 @@
 //! - [`sharded_server`]: one connection per server shard; parameters assembled from the parts.
 //! - [`parameter_service`]: what the training loop needs from a server, as a trait (gRPC here;
 //!   in process in the bench crate); pull and exchange facts as structs.
+//! - [`metrics`]: the worker's Prometheus metrics: steps, samples, phase times, loss.
 //! - [`phases`]: a worker's running per-phase time totals, sent with each push.
 //! - [`sabotage`]: tests only: a worker that pushes garbage or huge gradients.
 //! - `step_compute`: one step's compute (batch, gradient, loss), shared by both loops.
 //! - [`trainer`]: the training loop: register, pull, compute, push, evaluate.
 
 pub mod client;
+pub mod metrics;
 pub mod model;
 pub mod parameter_service;
 pub mod phases;

@@ -9,15 +9,29 @@ use std::time::Duration;
 use downpour_core::timing::PhaseTimes;
 
 use crate::client::{ExchangeTiming, PullTiming};
+use crate::metrics::WorkerMetrics;
 
 /// Phase totals over the steps completed so far.
 #[derive(Debug, Clone, Default)]
 pub struct PhaseClock {
     /// The totals; `steps` counts the steps closed with [`Self::step_done`].
     totals: PhaseTimes,
+    /// The totals when the last step closed: a step's phases are the difference.
+    at_last_step: PhaseTimes,
+    /// Where each closed step's phases are observed, with the worker's id.
+    observer: Option<(WorkerMetrics, u32)>,
 }
 
 impl PhaseClock {
+    /// A clock whose closed steps are observed in `metrics` as `worker`'s.
+    #[must_use]
+    pub fn observed_by(metrics: WorkerMetrics, worker: u32) -> Self {
+        Self {
+            observer: Some((metrics, worker)),
+            ..Self::default()
+        }
+    }
+
     /// Adds a pull: the server's wait, and the rest of the call as receiving.
     pub fn pulled(&mut self, timing: &PullTiming) {
         let waited = timing.waited.min(timing.call);
@@ -60,6 +74,10 @@ impl PhaseClock {
     pub fn step_done(&mut self, took: Duration) {
         self.totals.steps += 1;
         self.totals.total += took.as_secs_f64();
+        if let Some((metrics, worker)) = &self.observer {
+            metrics.step_done(*worker, &self.at_last_step, &self.totals);
+        }
+        self.at_last_step = self.totals;
     }
 
     /// The totals over the steps closed so far.

@@ -24,6 +24,7 @@ use downpour_core::status::Evaluation;
 use downpour_core::{Dataset, ParamSet, Push, TrainingPlan};
 
 use crate::client::{ClientError, Registration, ServerClient};
+use crate::metrics::WorkerMetrics;
 use crate::model::{Model, ModelError, StepKey};
 use crate::parameter_service::{ParameterService, PullRequest, PulledStep, StepExchange};
 use crate::phases::PhaseClock;
@@ -77,6 +78,8 @@ pub struct WorkerOptions {
     pub simulate_compute: Option<Duration>,
     /// Tests and demonstrations only: spoil every gradient this way before pushing it.
     pub sabotage: Option<Sabotage>,
+    /// The worker's Prometheus metrics, observed by the training loop.
+    pub metrics: WorkerMetrics,
 }
 
 impl WorkerOptions {
@@ -91,6 +94,7 @@ impl WorkerOptions {
             step_delay: Duration::ZERO,
             simulate_compute: None,
             sabotage: None,
+            metrics: WorkerMetrics::default(),
         }
     }
 }
@@ -456,7 +460,7 @@ async fn train_lockstep<S: ParameterService>(
     let mut compute = work.step_compute(options);
     let empty = ParamSet::default();
     let mut orders = HashMap::new();
-    let mut clock = PhaseClock::default();
+    let mut clock = PhaseClock::observed_by(options.metrics.clone(), id);
     let mut step_started = Instant::now();
     let mut shards = pull_step(server, work, id, step, &mut clock, shutdown).await?;
     loop {
@@ -502,6 +506,7 @@ async fn train_lockstep<S: ParameterService>(
         };
         clock.exchanged(&exchanged.timing);
         progress.steps += 1;
+        options.metrics.pushed(id, samples, f64::from(loss));
         if last {
             clock.step_done(step_started.elapsed());
             return Ok(());
@@ -563,7 +568,7 @@ async fn train_prefetching<S: ParameterService>(
         return Ok(());
     }
     let mut orders = HashMap::new();
-    let mut clock = PhaseClock::default();
+    let mut clock = PhaseClock::observed_by(options.metrics.clone(), id);
     let mut step_started = Instant::now();
     let mut shards = pull_step(server, work, id, step, &mut clock, shutdown).await?;
     let mut pending: Option<Pending> = None;
@@ -620,6 +625,9 @@ async fn train_prefetching<S: ParameterService>(
             clock.exchanged(&exchanged.timing);
             let done = pending.take().expect("a receipt is for a pending gradient");
             progress.steps += 1;
+            options
+                .metrics
+                .pushed(id, done.samples, f64::from(done.loss));
             progress.samples += done.samples;
             if !done.gradient.is_empty() {
                 spare_gradient = Some(done.gradient);
@@ -653,6 +661,9 @@ async fn train_prefetching<S: ParameterService>(
             let exchanged = exchange_pending(server, id, &done, &clock, None).await?;
             clock.exchanged(&exchanged.timing);
             progress.steps += 1;
+            options
+                .metrics
+                .pushed(id, done.samples, f64::from(done.loss));
             progress.samples += done.samples;
             clock.step_done(step_started.elapsed());
             return Ok(());

@@ -38,6 +38,6 @@ pub use data::{DataShape, DataSpec, Dataset, ImageShape, Targets, Task};
 pub use exchange::Push;
 pub use layout::ParameterLayout;
 pub use model_spec::ModelSpec;
-pub use quote::{Quoted, quote};
 pub use plan::{Assignment, BatchSize, GlobalBatchError, TrainingPlan};
+pub use quote::{Quoted, quote};
 pub use tensor::{NamedTensor, ParamSet, Tensor};

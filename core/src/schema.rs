@@ -281,7 +281,10 @@ mod tests {
         let err = schema.conform(set(&[(long.as_str(), &[3])])).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("unknown tensor {}…(1048576 bytes); the model has w, b", "v".repeat(64))
+            format!(
+                "unknown tensor {}…(1048576 bytes); the model has w, b",
+                "v".repeat(64)
+            )
         );
     }
 }

@@ -924,7 +924,10 @@ mod tests {
         }
         let (at, err) = first_error.expect("refused");
         assert_eq!((accepted, at), (0, 0));
-        assert_eq!(err.to_string(), "unknown tensor x0; the model has t0, t1, t2");
+        assert_eq!(
+            err.to_string(),
+            "unknown tensor x0; the model has t0, t1, t2"
+        );
         // The model's own empty tensor is accepted once, then refused as a repeat.
         let mut b = ParamAssembler::new().with_schema(Arc::clone(&schema));
         b.push(piece("t0", &[2, 3], 0, &[0.0; 6])).unwrap();

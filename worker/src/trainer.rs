@@ -288,7 +288,19 @@ pub async fn run(
     options: &WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
-    let (shard0, registration) = register(options, None, &shutdown).await?;
+    let (shard0, registration) = match register(options, None, &shutdown).await {
+        Err(WorkerError::Client(e)) if e.is_job_finished() => {
+            tracing::info!(error = %e, "the job has already finished: nothing to do");
+            return Ok(WorkerSummary {
+                worker_id: 0,
+                steps: 0,
+                samples: 0,
+                recoveries: 0,
+                final_evaluation: None,
+            });
+        }
+        other => other?,
+    };
     let work = Workload::load(&registration)?;
     let mut id = registration.assignment.worker_id;
     tracing::info!(
@@ -323,10 +335,18 @@ pub async fn run(
         )
         .await
         {
+            Err(WorkerError::Client(e)) if e.is_job_finished() => {
+                tracing::info!(worker = id, error = %e, "the job finished without this worker");
+                break Ok(None);
+            }
             Err(WorkerError::Client(e)) if e.is_recoverable() => {
                 tracing::warn!(worker = id, error = %e, "lost the server; reconnecting");
                 let (shard0, registration) = match register(options, Some(id), &shutdown).await {
                     Ok(r) => r,
+                    Err(WorkerError::Client(e)) if e.is_job_finished() => {
+                        tracing::info!(worker = id, error = %e, "the job finished meanwhile");
+                        break Ok(None);
+                    }
                     Err(e) => break Err(e),
                 };
                 id = registration.assignment.worker_id;

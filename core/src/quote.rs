@@ -50,6 +50,19 @@ impl Quoted {
     }
 }
 
+/// Equal to a string when the whole string was kept and is that string.
+impl PartialEq<str> for Quoted {
+    fn eq(&self, other: &str) -> bool {
+        self.is_whole() && self.prefix == other
+    }
+}
+
+impl PartialEq<&str> for Quoted {
+    fn eq(&self, other: &&str) -> bool {
+        self == *other
+    }
+}
+
 impl From<&str> for Quoted {
     fn from(s: &str) -> Self {
         quote(s)

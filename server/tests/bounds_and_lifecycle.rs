@@ -15,14 +15,14 @@ use downpour_server::job::ConsistencyMode;
 use downpour_server::limits::MAX_NAME_BYTES;
 use downpour_server::server_core::{CoreError, PullOutcome, ServerCore};
 
-/// XOR with a 2-4-2 MLP, the whole set as one batch: one step per epoch.
+/// XOR with a 2-4-2 MLP, batches of 4 (the whole shard): one step per epoch.
 fn spec(mode: ConsistencyMode, workers: usize, epochs: usize) -> JobSpec {
     let mut spec = JobSpec::default();
     spec.model.kind = ModelKind::Mlp;
     spec.model.hidden = vec![4];
     spec.data = DataSpec::builtin(DatasetKind::Xor);
     spec.data.test_fraction = 0.0;
-    spec.training.batch_size = BatchSize::Full;
+    spec.training.batch_size = BatchSize::Samples(4);
     spec.training.epochs = epochs;
     spec.training.workers = workers;
     spec.consistency.mode = mode;

@@ -606,7 +606,10 @@ impl ParameterServerService {
                 let dead = {
                     let mut core = shared.core();
                     let dead = core.expire(shared.now());
-                    shared.maybe_exit(&core);
+                    // A finished job's server also waits out its linger here.
+                    if !dead.is_empty() || shared.finished_at_start {
+                        shared.maybe_exit(&core);
+                    }
                     Shared::checkpoint_if_due(&shared, &core);
                     dead
                 };

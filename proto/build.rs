@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
         .bytes(".")
+        // Decode failures are the sender's fault: INVALID_ARGUMENT (see src/codec.rs).
+        .codec_path("crate::codec::ProtoCodec")
         .compile_fds(descriptors)?;
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -14,6 +14,7 @@
 //! - [`sharding`]: which training samples each worker owns, and the per-epoch batch order.
 //! - [`partition`]: how the parameters are split over S server shards.
 //! - [`plan`]: what a worker receives when it registers.
+//! - [`quote`]: peer input as error messages show it, a short prefix at most.
 //! - [`status`]: what the server reports: progress, counters, losses, evaluations.
 //! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
 
@@ -26,6 +27,7 @@ pub mod layout;
 pub mod model_spec;
 pub mod partition;
 pub mod plan;
+pub mod quote;
 pub mod schema;
 pub mod sharding;
 pub mod status;
@@ -37,4 +39,5 @@ pub use exchange::Push;
 pub use layout::ParameterLayout;
 pub use model_spec::ModelSpec;
 pub use plan::{Assignment, BatchSize, GlobalBatchError, TrainingPlan};
+pub use quote::{Quoted, quote};
 pub use tensor::{NamedTensor, ParamSet, Tensor};

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use crate::quote::{Quoted, quote};
 use crate::{NamedTensor, ParamSet};
 
 /// A set of tensors that does not fit the model.
@@ -17,10 +18,16 @@ pub enum SchemaError {
     /// A tensor name the model does not have.
     #[error("unknown tensor {name}; the model has {known}")]
     UnknownTensor {
-        /// The name sent.
-        name: String,
+        /// The name sent (a prefix of it).
+        name: Quoted,
         /// The model's names, comma-separated.
         known: String,
+    },
+    /// More tensors than the model has (empty ones included).
+    #[error("more than {limit} tensors: the model has {limit}")]
+    TooManyTensors {
+        /// Tensors in the model.
+        limit: usize,
     },
     /// A tensor of the model is missing.
     #[error("gradient for {name} is missing")]
@@ -39,6 +46,9 @@ pub enum SchemaError {
         actual: Vec<usize>,
     },
 }
+
+/// Names of the model an unknown-tensor error lists.
+const NAMES_SHOWN: usize = 16;
 
 /// One tensor of the schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +121,7 @@ impl TensorSchema {
             .get(name)
             .copied()
             .ok_or_else(|| SchemaError::UnknownTensor {
-                name: name.to_string(),
+                name: quote(name),
                 known: self.names(),
             })
     }
@@ -142,6 +152,11 @@ impl TensorSchema {
         if set.is_empty() {
             return Ok(Conformed(set));
         }
+        if set.len() > self.specs.len() {
+            return Err(SchemaError::TooManyTensors {
+                limit: self.specs.len(),
+            });
+        }
         let mut slots: Vec<Option<NamedTensor>> = vec![None; self.specs.len()];
         for t in set.into_entries() {
             let i = self.lookup(&t.name)?;
@@ -160,12 +175,30 @@ impl TensorSchema {
         Ok(Conformed(ParamSet::new(entries)))
     }
 
+    /// Tensors in the model.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// Whether the model has no tensor.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// The model's names for an error message: the first [`NAMES_SHOWN`], then a count.
     fn names(&self) -> String {
-        self.specs
+        let mut shown: Vec<&str> = self
+            .specs
             .iter()
+            .take(NAMES_SHOWN)
             .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect();
+        let more = self.specs.len().saturating_sub(NAMES_SHOWN);
+        let more = (more > 0).then(|| format!("and {more} more"));
+        shown.extend(more.as_deref());
+        shown.join(", ")
     }
 }
 
@@ -240,5 +273,18 @@ mod tests {
         );
         let missing = schema.conform(set(&[("w", &[2, 3])])).unwrap_err();
         assert_eq!(missing.to_string(), "gradient for b is missing");
+        let extra = schema
+            .conform(set(&[("w", &[2, 3]), ("b", &[3]), ("c", &[0])]))
+            .unwrap_err();
+        assert_eq!(extra, SchemaError::TooManyTensors { limit: 2 });
+        let long = "v".repeat(1 << 20);
+        let err = schema.conform(set(&[(long.as_str(), &[3])])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "unknown tensor {}…(1048576 bytes); the model has w, b",
+                "v".repeat(64)
+            )
+        );
     }
 }

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::consistency::ConsistencyMode;
 use crate::timing::TimingReport;
 
+/// How every refusal of a finished job begins, so that a worker knows the job is over
+/// (and exits 0) rather than trying again.
+pub const JOB_FINISHED: &str = "job finished";
+
 /// Test metrics computed by a worker on the parameters of one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
@@ -24,6 +28,57 @@ pub struct Evaluation {
     pub test_samples: u64,
     /// True for the evaluation of the final parameters.
     pub is_final: bool,
+}
+
+/// An evaluation report whose values cannot be true.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EvaluationError {
+    /// A value that is not finite or outside its range.
+    #[error("{what} must be {range}, got {value}")]
+    OutOfRange {
+        /// Which value.
+        what: &'static str,
+        /// Its range, in words.
+        range: &'static str,
+        /// The value sent.
+        value: f64,
+    },
+}
+
+impl Evaluation {
+    /// Checks that every value is finite and in its range: a loss and a mean squared
+    /// error at least 0, an accuracy in [0, 1].
+    ///
+    /// # Errors
+    /// [`EvaluationError::OutOfRange`] for the first value that is not.
+    pub fn check(&self) -> Result<(), EvaluationError> {
+        let at_least_zero = "finite and at least 0";
+        let checks = [
+            (
+                "test_loss",
+                Some(self.test_loss),
+                at_least_zero,
+                0.0,
+                f64::MAX,
+            ),
+            (
+                "test_accuracy",
+                self.test_accuracy,
+                "finite, in [0, 1]",
+                0.0,
+                1.0,
+            ),
+            ("test_mse", self.test_mse, at_least_zero, 0.0, f64::MAX),
+        ];
+        for (what, value, range, low, high) in checks {
+            if let Some(value) = value
+                && !(value.is_finite() && (low..=high).contains(&value))
+            {
+                return Err(EvaluationError::OutOfRange { what, range, value });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Gradient staleness observed: current version minus the gradient's base version.
@@ -226,8 +281,12 @@ pub struct ServerStatus {
     pub elapsed_seconds: f64,
     /// Samples in all accepted gradients.
     pub samples_trained: u64,
-    /// Per-worker counters, by id.
+    /// Per-worker counters, by id (dead workers' records are folded into
+    /// `dead_workers_folded` a while after they died).
     pub workers: Vec<WorkerStatus>,
+    /// Dead workers whose records were dropped from `workers` (their samples still count).
+    #[serde(default)]
+    pub dead_workers_folded: u64,
     /// Per-epoch training loss and evaluations.
     pub epochs: Vec<EpochMetrics>,
     /// Every evaluation reported, in order.
@@ -247,6 +306,60 @@ pub struct ServerStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evaluations_with_impossible_values_are_refused() {
+        let good = Evaluation {
+            worker_id: 0,
+            version: 3,
+            test_loss: 0.25,
+            test_accuracy: Some(0.9),
+            test_mse: None,
+            test_samples: 100,
+            is_final: true,
+        };
+        good.check().unwrap();
+        let bad = [
+            (
+                Evaluation {
+                    test_loss: f64::NAN,
+                    ..good.clone()
+                },
+                "test_loss must be finite and at least 0, got NaN",
+            ),
+            (
+                Evaluation {
+                    test_loss: -1.0,
+                    ..good.clone()
+                },
+                "test_loss must be finite and at least 0, got -1",
+            ),
+            (
+                Evaluation {
+                    test_accuracy: Some(f64::INFINITY),
+                    ..good.clone()
+                },
+                "test_accuracy must be finite, in [0, 1], got inf",
+            ),
+            (
+                Evaluation {
+                    test_accuracy: Some(1.5),
+                    ..good.clone()
+                },
+                "test_accuracy must be finite, in [0, 1], got 1.5",
+            ),
+            (
+                Evaluation {
+                    test_mse: Some(f64::NEG_INFINITY),
+                    ..good.clone()
+                },
+                "test_mse must be finite and at least 0, got -inf",
+            ),
+        ];
+        for (e, message) in bad {
+            assert_eq!(e.check().unwrap_err().to_string(), message);
+        }
+    }
 
     #[test]
     fn staleness_histogram_counts_and_caps() {

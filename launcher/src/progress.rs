@@ -253,6 +253,7 @@ mod tests {
             elapsed_seconds: elapsed,
             samples_trained: (progress * 45.0 * 32.0 * 4.0) as u64,
             workers: Vec::new(),
+            dead_workers_folded: 0,
             epochs: Vec::new(),
             evaluations: evaluation.into_iter().collect(),
             final_evaluation: None,

@@ -7,6 +7,7 @@
 //! meant for people too, travel as JSON.
 
 use bytes::Bytes;
+use downpour_core::quote::{Quoted, quote};
 use downpour_core::schema::SchemaError;
 #[cfg(doc)]
 use downpour_core::schema::TensorSchema;
@@ -14,6 +15,7 @@ use downpour_core::status::{Evaluation, ServerStatus};
 use downpour_core::timing::PhaseTimes;
 use downpour_core::{NamedTensor, ParamSet, Push, Tensor, TrainingPlan};
 
+use crate::limits::MAX_RANK;
 use crate::v1;
 
 /// A wire message that does not decode into a domain value.
@@ -23,7 +25,7 @@ pub enum WireError {
     #[error("tensor {name}: {len} bytes is not a whole number of f32 values")]
     ByteLength {
         /// The tensor's name.
-        name: String,
+        name: Quoted,
         /// Its byte length.
         len: usize,
     },
@@ -31,7 +33,7 @@ pub enum WireError {
     #[error("tensor {name}: shape {shape:?} needs {expected} values, got {actual}")]
     ShapeMismatch {
         /// The tensor's name.
-        name: String,
+        name: Quoted,
         /// Its declared shape.
         shape: Vec<u64>,
         /// The shape's product.
@@ -43,7 +45,7 @@ pub enum WireError {
     #[error("tensor {name}: shape {shape:?} is too large")]
     TooLarge {
         /// The tensor's name.
-        name: String,
+        name: Quoted,
         /// Its declared shape.
         shape: Vec<u64>,
     },
@@ -52,14 +54,14 @@ pub enum WireError {
     #[error("tensor {name} appears twice")]
     DuplicateName {
         /// The repeated name.
-        name: String,
+        name: Quoted,
     },
     /// A piece does not start where the previous piece of its tensor ended (or, for a
     /// tensor's first piece, at 0).
     #[error("tensor {name}: piece starts at value {offset}, expected {expected}")]
     PieceOffset {
         /// The tensor's name.
-        name: String,
+        name: Quoted,
         /// Where the piece should start: the values received so far.
         expected: u64,
         /// Where it says it starts.
@@ -69,7 +71,7 @@ pub enum WireError {
     #[error("tensor {name}: shape changed from {first:?} to {then:?} between pieces")]
     ShapeChanged {
         /// The tensor's name.
-        name: String,
+        name: Quoted,
         /// The shape of its first piece.
         first: Vec<u64>,
         /// The shape of the offending piece.
@@ -79,7 +81,7 @@ pub enum WireError {
     #[error("tensor {name}: shape {shape:?} holds {expected} values, its pieces bring {actual}")]
     Overflow {
         /// The tensor's name.
-        name: String,
+        name: Quoted,
         /// Its declared shape.
         shape: Vec<u64>,
         /// The shape's product.
@@ -94,13 +96,21 @@ pub enum WireError {
     )]
     Incomplete {
         /// The tensor's name.
-        name: String,
+        name: Quoted,
         /// Its declared shape.
         shape: Vec<u64>,
         /// The shape's product.
         expected: u64,
         /// Values received.
         actual: u64,
+    },
+    /// A shape of more dimensions than any model tensor has.
+    #[error("tensor {name}: {rank} dimensions; at most {max} are accepted", max = MAX_RANK)]
+    Rank {
+        /// The tensor's name.
+        name: Quoted,
+        /// Dimensions declared.
+        rank: usize,
     },
     /// A stream that must carry at least one message carried none.
     #[error("the {what} stream carried no message")]
@@ -203,10 +213,17 @@ pub fn f32_from_le_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
 /// The shape of a wire tensor as dimensions, and the number of values it holds.
 ///
 /// # Errors
-/// [`WireError::TooLarge`] when a dimension or the product does not fit in `usize`.
+/// [`WireError::Rank`] for more than [`MAX_RANK`] dimensions; [`WireError::TooLarge`]
+/// when a dimension or the product does not fit in `usize`.
 pub(crate) fn wire_shape(name: &str, shape: &[u64]) -> Result<(Vec<usize>, usize), WireError> {
+    if shape.len() > MAX_RANK {
+        return Err(WireError::Rank {
+            name: quote(name),
+            rank: shape.len(),
+        });
+    }
     let too_large = || WireError::TooLarge {
-        name: name.to_string(),
+        name: quote(name),
         shape: shape.to_vec(),
     };
     let mut dims = Vec::with_capacity(shape.len());
@@ -236,12 +253,12 @@ impl TryFrom<v1::Tensor> for NamedTensor {
     /// Decodes a whole tensor: one piece, at offset 0, holding every value.
     fn try_from(t: v1::Tensor) -> Result<Self, WireError> {
         let values = f32_from_le_bytes(&t.data).ok_or_else(|| WireError::ByteLength {
-            name: t.name.clone(),
+            name: quote(&t.name),
             len: t.data.len(),
         })?;
         if t.offset != 0 {
             return Err(WireError::PieceOffset {
-                name: t.name,
+                name: t.name.into(),
                 expected: 0,
                 offset: t.offset,
             });
@@ -249,7 +266,7 @@ impl TryFrom<v1::Tensor> for NamedTensor {
         let (shape, expected) = wire_shape(&t.name, &t.shape)?;
         if expected != values.len() {
             return Err(WireError::ShapeMismatch {
-                name: t.name,
+                name: t.name.into(),
                 shape: t.shape,
                 expected: expected as u64,
                 actual: values.len(),

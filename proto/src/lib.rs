@@ -2,10 +2,12 @@
 //!
 //! # Layout
 //! - [`v1`]: the code generated from `proto/downpour/v1/parameter_server.proto`.
+//! - [`codec`]: the gRPC codec: prost's, with decode failures answered `INVALID_ARGUMENT`.
 //! - [`convert`]: tensors to and from little-endian bytes; plans and status to and from JSON.
 //! - [`pieces`]: parameter sets cut into pieces for streaming, and assembled back.
 //! - [`limits`]: the message-size limits both sides set, and the size of a piece.
 
+pub mod codec;
 pub mod convert;
 pub mod limits;
 pub mod pieces;

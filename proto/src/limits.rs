@@ -28,3 +28,7 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Largest HTTP/2 frame the server accepts: 1 MiB (the default is 16 KiB).
 pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
+
+/// Most dimensions a tensor's shape may declare: 8 (the models have at most 4). A shape is
+/// peer input; bounding its length bounds what checking and quoting it costs.
+pub const MAX_RANK: usize = 8;

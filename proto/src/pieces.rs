@@ -21,10 +21,12 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use downpour_core::schema::TensorSchema;
+use downpour_core::quote::quote;
+use downpour_core::schema::{SchemaError, TensorSchema};
 use downpour_core::{NamedTensor, ParamSet, Tensor};
 
 use crate::convert::{WireError, extend_f32_from_le_bytes, f32_to_le_bytes, wire_shape};
+use crate::limits::MAX_RANK;
 use crate::v1;
 
 /// Most values the assembler reserves for a tensor before its data arrives (256 MiB of
@@ -253,14 +255,14 @@ impl PartialTensor {
         let have = self.values.len();
         if shape != self.wire_shape.as_slice() {
             return Err(WireError::ShapeChanged {
-                name: name.to_string(),
+                name: quote(name),
                 first: self.wire_shape.clone(),
-                then: shape.to_vec(),
+                then: shape.iter().take(MAX_RANK + 1).copied().collect(),
             });
         }
         if offset != have as u64 {
             return Err(WireError::PieceOffset {
-                name: name.to_string(),
+                name: quote(name),
                 expected: have as u64,
                 offset,
             });
@@ -268,7 +270,7 @@ impl PartialTensor {
         let n = data.len() / 4;
         if n > self.expected - have {
             return Err(WireError::Overflow {
-                name: name.to_string(),
+                name: quote(name),
                 shape: self.wire_shape.clone(),
                 expected: self.expected as u64,
                 actual: (have + n) as u64,
@@ -280,7 +282,7 @@ impl PartialTensor {
 
     fn incomplete(self) -> WireError {
         WireError::Incomplete {
-            name: self.name,
+            name: self.name.into(),
             shape: self.wire_shape,
             expected: self.expected as u64,
             actual: self.values.len() as u64,
@@ -368,7 +370,7 @@ impl ParamAssembler {
         } = piece;
         if !data.len().is_multiple_of(4) {
             return Err(WireError::ByteLength {
-                name,
+                name: name.into(),
                 len: data.len(),
             });
         }
@@ -376,7 +378,7 @@ impl ParamAssembler {
             && current.name == name
         {
             if current.is_complete() && offset == 0 {
-                return Err(WireError::DuplicateName { name });
+                return Err(WireError::DuplicateName { name: name.into() });
             }
             return current.append(&name, &shape, offset, &data);
         }
@@ -386,25 +388,31 @@ impl ParamAssembler {
             }
             self.done.push(previous.into_named());
         }
+        // Every check below is a lookup or bounded by the schema: a stream of many tensors
+        // costs O(1) per tensor, and the first one that does not belong ends it.
         if self.names.contains(&name) {
-            return Err(WireError::DuplicateName { name });
+            return Err(WireError::DuplicateName { name: name.into() });
         }
         if offset != 0 {
             return Err(WireError::PieceOffset {
-                name,
+                name: name.into(),
                 expected: 0,
                 offset,
             });
         }
+        let (dims, expected) = wire_shape(&name, &shape)?;
         if let Some(schema) = &self.schema {
+            // Empty tensors too: a tensor beyond the model's count is refused even when it
+            // holds no value (its name is held, so it costs memory).
+            if self.names.len() >= schema.len() {
+                return Err(SchemaError::TooManyTensors {
+                    limit: schema.len(),
+                }
+                .into());
+            }
             let i = schema.lookup(&name)?;
-            let dims: Vec<usize> = shape
-                .iter()
-                .map(|&d| usize::try_from(d).unwrap_or(usize::MAX))
-                .collect();
             schema.check_shape(i, &dims)?;
         }
-        let (dims, expected) = wire_shape(&name, &shape)?;
         let mut tensor = PartialTensor::new(
             name.clone(),
             shape.clone(),
@@ -895,6 +903,73 @@ mod tests {
         );
         let overflow = assemble([vec![piece("w", &[u64::MAX, 2], 0, &[])]]).unwrap_err();
         assert!(matches!(overflow, WireError::TooLarge { .. }), "{overflow}");
+    }
+
+    #[test]
+    fn a_stream_of_many_empty_tensors_with_distinct_names_is_refused_at_the_first() {
+        let model = set(&[6, 0, 4]);
+        let schema = Arc::new(TensorSchema::of(&model));
+        let mut a = ParamAssembler::new().with_schema(Arc::clone(&schema));
+        let started = Instant::now();
+        let mut accepted = 0;
+        let mut first_error = None;
+        for i in 0..150_000 {
+            match a.push(piece(&format!("x{i}"), &[0], 0, &[])) {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    first_error = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (at, err) = first_error.expect("refused");
+        assert_eq!((accepted, at), (0, 0));
+        assert_eq!(
+            err.to_string(),
+            "unknown tensor x0; the model has t0, t1, t2"
+        );
+        // The model's own empty tensor is accepted once, then refused as a repeat.
+        let mut b = ParamAssembler::new().with_schema(Arc::clone(&schema));
+        b.push(piece("t0", &[2, 3], 0, &[0.0; 6])).unwrap();
+        b.push(piece("t1", &[0], 0, &[])).unwrap();
+        assert_eq!(
+            b.push(piece("t1", &[0], 0, &[])).unwrap_err(),
+            WireError::DuplicateName { name: "t1".into() }
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn errors_quote_a_short_prefix_of_a_huge_name_and_shape() {
+        let schema = Arc::new(TensorSchema::of(&set(&[6])));
+        let name = "n".repeat(8 << 20);
+        let unknown = ParamAssembler::new()
+            .with_schema(Arc::clone(&schema))
+            .push(piece(&name, &[6], 0, &[0.0; 6]))
+            .unwrap_err()
+            .to_string();
+        assert!(unknown.len() < 200, "{} bytes", unknown.len());
+        assert!(unknown.contains("(8388608 bytes)"), "{unknown}");
+        let ragged = v1::Tensor {
+            name: name.clone(),
+            shape: vec![1],
+            offset: 0,
+            data: bytes::Bytes::from_static(&[0, 0, 0]),
+        };
+        let err = assemble([vec![ragged]]).unwrap_err().to_string();
+        assert!(err.len() < 200, "{err}");
+        let deep = piece("w", &vec![1; 100_000], 0, &[1.0]);
+        assert_eq!(
+            assemble([vec![deep]]).unwrap_err().to_string(),
+            "tensor w: 100000 dimensions; at most 8 are accepted"
+        );
+        let changed = assemble([vec![
+            piece("w", &[2], 0, &[1.0]),
+            piece("w", &vec![1; 100_000], 1, &[1.0]),
+        ]])
+        .unwrap_err()
+        .to_string();
+        assert!(changed.len() < 200, "{changed}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use downpour_core::sharding;
 use downpour_core::{BatchSize, DataSpec, ModelSpec, ParameterLayout, TrainingPlan};
 
 use crate::aggregation::AggregationRule;
+use crate::limits::{LimitsError, LimitsSpec};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerError, OptimizerOverrides};
 use crate::robustness::{RobustnessError, RobustnessSpec};
 use crate::schedule::{ScheduleConfig, ScheduleError};
@@ -65,6 +66,9 @@ pub enum JobError {
     /// The `[robustness]` section is invalid.
     #[error(transparent)]
     Robustness(#[from] RobustnessError),
+    /// The `[limits]` section is invalid.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
 }
 
 pub use downpour_core::consistency::{ConsistencyMode, StalenessPolicy};
@@ -350,6 +354,9 @@ pub struct JobSpec {
     /// Bounds on gradients, and how sync mode combines a step's gradients.
     #[serde(default)]
     pub robustness: RobustnessSpec,
+    /// What any peer may make the server hold, and the transport's timeouts.
+    #[serde(default)]
+    pub limits: LimitsSpec,
 }
 
 impl Default for JobSpec {
@@ -363,6 +370,7 @@ impl Default for JobSpec {
             consistency: ConsistencySpec::default(),
             fault_tolerance: FaultToleranceSpec::default(),
             robustness: RobustnessSpec::default(),
+            limits: LimitsSpec::default(),
         }
     }
 }
@@ -400,12 +408,14 @@ impl JobSpec {
         toml::to_string(self).expect("a job spec always serialises")
     }
 
-    /// The job as checkpoints identify it: everything but `[fault_tolerance]` (a server
-    /// may come back with another heartbeat timeout or checkpoint cadence).
+    /// The job as checkpoints identify it: everything but `[fault_tolerance]` and
+    /// `[limits]` (a server may come back with another heartbeat timeout, checkpoint
+    /// cadence or bounds).
     #[must_use]
     pub fn identity_toml(&self) -> String {
         let mut identity = self.clone();
         identity.fault_tolerance = FaultToleranceSpec::default();
+        identity.limits = LimitsSpec::default();
         identity.to_toml()
     }
 
@@ -476,6 +486,7 @@ impl JobSpec {
         self.consistency.validate()?;
         self.fault_tolerance.validate()?;
         self.robustness.validate()?;
+        self.limits.validate()?;
         if self.robustness.aggregation != crate::robustness::Aggregation::Mean
             && self.consistency.mode != ConsistencyMode::Sync
         {

@@ -12,6 +12,8 @@
 //! - [`consistency`]: the consistency rule as a type: when a step may start, what a stale gradient becomes.
 //! - [`checkpoint`]: checkpoint files: atomic writes, checksums, retention, resuming from the newest valid one.
 //! - [`metrics`]: the shard's Prometheus metrics: read from the status at scrape time, or observed.
+//! - [`limits`]: the `[limits]` section: registered workers, names, connections, handshake and keep-alive timeouts.
+//! - [`listener`]: the listener: a bound on connections and on how long one may stay silent before its HTTP/2 preface.
 //! - [`membership`]: registered workers, their liveness and counters.
 //! - [`ownership`]: which worker computes which logical data shard.
 //! - [`training_metrics`]: losses per epoch and reported evaluations.
@@ -26,6 +28,8 @@ pub mod checkpoint;
 pub mod clip;
 pub mod consistency;
 pub mod job;
+pub mod limits;
+pub mod listener;
 pub mod membership;
 pub mod metrics;
 pub mod optim;

@@ -44,6 +44,12 @@ pub struct Membership {
     workers: BTreeMap<u32, WorkerRecord>,
     /// The id the next registration gets.
     next_id: u32,
+    /// Dead workers whose records were dropped ([`Self::fold_dead`]).
+    #[serde(default)]
+    folded_dead: u64,
+    /// Samples in the accepted gradients of the folded workers.
+    #[serde(default)]
+    folded_samples: u64,
 }
 
 impl Membership {
@@ -65,7 +71,7 @@ impl Membership {
     }
 
     fn insert(&mut self, id: u32, name: String, start_step: u64) {
-        self.next_id = self.next_id.max(id + 1);
+        self.next_id = self.next_id.max(id.saturating_add(1));
         self.workers.insert(
             id,
             WorkerRecord {
@@ -85,10 +91,43 @@ impl Membership {
         );
     }
 
-    /// Workers ever registered.
+    /// Worker records held (every worker ever registered, less the folded ones).
     #[must_use]
     pub fn registered(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Drops the records of dead workers not heard from since `before` (time since the
+    /// server started), keeping only their count and samples: the status stays small
+    /// however many workers registered and died. Returns how many were folded.
+    pub fn fold_dead(&mut self, before: std::time::Duration) -> usize {
+        let mut folded = 0;
+        let mut samples = 0u64;
+        self.workers.retain(|_, r| {
+            let fold = r.state == WorkerState::Dead && r.last_seen < before;
+            if fold {
+                folded += 1;
+                samples = samples.saturating_add(r.samples);
+            }
+            !fold
+        });
+        self.folded_dead = self.folded_dead.saturating_add(folded as u64);
+        self.folded_samples = self.folded_samples.saturating_add(samples);
+        folded
+    }
+
+    /// Dead workers whose records were folded.
+    #[must_use]
+    pub fn folded_dead(&self) -> u64 {
+        self.folded_dead
+    }
+
+    /// Samples in all accepted gradients, folded workers' included.
+    #[must_use]
+    pub fn samples_trained(&self) -> u64 {
+        self.workers
+            .values()
+            .fold(self.folded_samples, |sum, r| sum.saturating_add(r.samples))
     }
 
     /// The record of `id`, if it ever registered.

@@ -4,7 +4,8 @@
 
 use downpour_core::partition::ShardPlan;
 use downpour_core::status::{
-    CheckpointStatus, Evaluation, ServerStatus, ShardStatus, StalenessStats, WorkerState,
+    CheckpointStatus, Evaluation, EvaluationError, JOB_FINISHED, ServerStatus, ShardStatus,
+    StalenessStats, WorkerState,
 };
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::barrier::Offer;
 use crate::checkpoint::{Snapshot, TensorState};
 use crate::consistency::Consistency;
 use crate::job::Job;
+use crate::limits::MAX_NAME_BYTES;
 use crate::membership::{Membership, WorkerRecord};
 use crate::optim::ParamState;
 use crate::ownership::DataOwnership;
@@ -76,6 +78,37 @@ pub enum CoreError {
         /// The server's version.
         current: u64,
     },
+    /// A worker name longer than [`MAX_NAME_BYTES`].
+    #[error("worker name of {len} bytes; at most {max} are accepted", max = MAX_NAME_BYTES)]
+    NameTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// A registration beyond `[limits] max_workers` records.
+    #[error("the server holds {limit} worker records, its limit (limits.max_workers)")]
+    TooManyWorkers {
+        /// The limit.
+        limit: usize,
+    },
+    /// A call that would take part in a job that has finished.
+    #[error("{JOB_FINISHED}: training is over and the final evaluation is in")]
+    JobFinished,
+    /// An evaluation report with values that cannot be true.
+    #[error("evaluation from worker {worker}: {source}")]
+    Evaluation {
+        /// The worker.
+        worker: u32,
+        /// What is wrong.
+        source: EvaluationError,
+    },
+    /// An evaluation report the job does not expect now from this worker.
+    #[error("evaluation from worker {worker} refused: {reason}")]
+    EvaluationRefused {
+        /// The worker.
+        worker: u32,
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 impl CoreError {
@@ -92,6 +125,11 @@ impl CoreError {
             Self::Resume(_) => "resume",
             Self::EmptyGradient { .. } => "empty_gradient",
             Self::FutureVersion { .. } => "future_version",
+            Self::NameTooLong { .. } => "name_too_long",
+            Self::TooManyWorkers { .. } => "too_many_workers",
+            Self::JobFinished => "job_finished",
+            Self::Evaluation { .. } => "evaluation",
+            Self::EvaluationRefused { .. } => "evaluation_refused",
         }
     }
 }
@@ -408,8 +446,8 @@ impl ServerCore {
 
     /// Counts tensor bytes received in a push and sent in a pull.
     pub fn record_traffic(&mut self, received: u64, sent: u64) {
-        self.traffic.bytes_received += received;
-        self.traffic.bytes_sent += sent;
+        self.traffic.bytes_received = self.traffic.bytes_received.saturating_add(received);
+        self.traffic.bytes_sent = self.traffic.bytes_sent.saturating_add(sent);
     }
 
     /// The job.
@@ -451,13 +489,27 @@ impl ServerCore {
     /// server shards take the id shard 0 assigned.
     ///
     /// # Errors
-    /// [`CoreError::UnknownWorker`] for an id shard 0 never assigned (register afresh);
-    /// [`CoreError::Role`] for a missing id on another shard.
+    /// [`CoreError::JobFinished`] once the job has finished; [`CoreError::NameTooLong`];
+    /// [`CoreError::TooManyWorkers`] for a new worker when `[limits] max_workers` records
+    /// are held; [`CoreError::UnknownWorker`] for an id shard 0 never assigned (or whose
+    /// record was folded: register afresh); [`CoreError::Role`] for a missing id on
+    /// another shard.
     pub fn register(
         &mut self,
         name: &str,
         worker_id: Option<u32>,
     ) -> Result<Registered, CoreError> {
+        if self.finished() {
+            return Err(CoreError::JobFinished);
+        }
+        if name.len() > MAX_NAME_BYTES {
+            return Err(CoreError::NameTooLong { len: name.len() });
+        }
+        let is_new = worker_id.is_none_or(|id| self.membership.get(id).is_none());
+        let limit = self.job.spec.limits.max_workers;
+        if is_new && self.membership.registered() >= limit {
+            return Err(CoreError::TooManyWorkers { limit });
+        }
         let id = match (self.role.coordinates(), worker_id) {
             (true, None) => {
                 let start = self.join_step();
@@ -572,7 +624,8 @@ impl ServerCore {
 
     /// Declares dead every active worker not heard from within the heartbeat timeout
     /// before `now`: it leaves the sync barrier and its data shards go to the others.
-    /// Returns the ids declared dead.
+    /// Folds the records of workers dead for longer than `[limits]
+    /// fold_dead_after_seconds` into a count. Returns the ids declared dead.
     pub fn expire(&mut self, now: std::time::Duration) -> Vec<u32> {
         let timeout = self.heartbeat_timeout;
         let dead: Vec<u32> = self
@@ -591,6 +644,13 @@ impl ServerCore {
                 "worker missed its heartbeat timeout: declared dead"
             );
         }
+        let fold_after = self.job.spec.limits.fold_dead_after();
+        let folded = self
+            .membership
+            .fold_dead(now.saturating_sub(timeout.saturating_add(fold_after)));
+        if folded > 0 {
+            tracing::info!(folded, "dead workers' records folded into a count");
+        }
         if !dead.is_empty() {
             if self.final_evaluator.is_some_and(|w| dead.contains(&w))
                 && self.metrics.final_evaluation().is_none()
@@ -607,13 +667,18 @@ impl ServerCore {
     /// training is over), and whether it should evaluate what it receives.
     ///
     /// # Errors
-    /// [`CoreError::UnknownWorker`] or [`CoreError::DepartedWorker`].
+    /// [`CoreError::UnknownWorker`] or [`CoreError::DepartedWorker`];
+    /// [`CoreError::JobFinished`] for a step's pull once the job has finished (the final
+    /// pull of a member still gets the final parameters).
     pub fn pull(
         &mut self,
         worker: u32,
         step: u64,
         final_pull: bool,
     ) -> Result<PullOutcome, CoreError> {
+        if !final_pull && self.finished() {
+            return Err(CoreError::JobFinished);
+        }
         self.member(worker)?;
         if !self.started() {
             return Ok(PullOutcome::Wait);
@@ -649,8 +714,9 @@ impl ServerCore {
             }
         };
         if matches!(outcome, PullOutcome::Ready { .. }) {
-            self.record_mut(worker).pulls += 1;
-            self.traffic.pulls += 1;
+            let record = self.record_mut(worker);
+            record.pulls = record.pulls.saturating_add(1);
+            self.traffic.pulls = self.traffic.pulls.saturating_add(1);
         }
         Ok(outcome)
     }
@@ -662,11 +728,16 @@ impl ServerCore {
     ///
     /// # Errors
     /// [`CoreError`] for an unknown or departed worker, a step out of order or beyond the
-    /// job, a base version from the future, or a gradient that does not fit the model.
+    /// job, a base version from the future, a gradient that does not fit the model, or a
+    /// job that has finished.
     /// A refused push leaves the parameters untouched (and counts as rejected).
     pub fn push(&mut self, push: &Push, gradient: Conformed) -> Result<PushOutcome, CoreError> {
-        self.traffic.pushes += 1;
-        let result = self.accept_push(push, gradient);
+        self.traffic.pushes = self.traffic.pushes.saturating_add(1);
+        let result = if self.finished() {
+            Err(CoreError::JobFinished)
+        } else {
+            self.accept_push(push, gradient)
+        };
         let counter = match &result {
             Ok(o) if o.duplicate => &mut self.traffic.duplicate_pushes,
             Ok(o) if o.dropped => &mut self.traffic.dropped_pushes,
@@ -750,7 +821,7 @@ impl ServerCore {
                         None => dropped = true,
                     }
                 }
-                self.gradients_applied += 1;
+                self.gradients_applied = self.gradients_applied.saturating_add(1);
             }
         }
         // Steps the fastest worker has completed beyond this one (SSP bounds this by τ).
@@ -761,13 +832,13 @@ impl ServerCore {
         self.metrics
             .record_loss(step / steps_per_epoch, loss, samples);
         let record = self.record_mut(worker);
-        record.pushes += 1;
-        record.samples += samples;
+        record.pushes = record.pushes.saturating_add(1);
+        record.samples = record.samples.saturating_add(samples);
         record.next_step = step + 1;
         record.last_loss = Some(loss);
         record.staleness.record(staleness);
         record.step_staleness.record(step_staleness);
-        record.dropped += u64::from(dropped);
+        record.dropped = record.dropped.saturating_add(u64::from(dropped));
         if record.next_step == total {
             record.state = WorkerState::Finished;
         }
@@ -780,13 +851,43 @@ impl ServerCore {
         })
     }
 
-    /// Records an evaluation a worker reports.
+    /// Records an evaluation a worker reports: from a member of the running job, with
+    /// values that can be true, of a version the server has reached; the final one only
+    /// from the worker asked to make it, once.
     ///
     /// # Errors
-    /// [`CoreError::UnknownWorker`] for an id that never registered.
+    /// [`CoreError::UnknownWorker`] or [`CoreError::DepartedWorker`];
+    /// [`CoreError::JobFinished`] once the job has finished; [`CoreError::Evaluation`] for
+    /// a value that is not finite or out of range; [`CoreError::FutureVersion`];
+    /// [`CoreError::EvaluationRefused`] for a final evaluation nobody asked this worker for.
     pub fn report_evaluation(&mut self, evaluation: Evaluation) -> Result<(), CoreError> {
-        if self.membership.get(evaluation.worker_id).is_none() {
-            return Err(CoreError::UnknownWorker(evaluation.worker_id));
+        let worker = evaluation.worker_id;
+        if self.finished() {
+            return Err(CoreError::JobFinished);
+        }
+        self.member(worker)?;
+        evaluation
+            .check()
+            .map_err(|source| CoreError::Evaluation { worker, source })?;
+        if evaluation.version > self.version() {
+            return Err(CoreError::FutureVersion {
+                base: evaluation.version,
+                current: self.version(),
+            });
+        }
+        if evaluation.is_final {
+            let reason = if !self.role.coordinates() {
+                Some("only shard 0 takes evaluations")
+            } else if !self.training_done() {
+                Some("training is not over")
+            } else if self.final_evaluator != Some(worker) {
+                Some("another worker was asked for the final evaluation")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(CoreError::EvaluationRefused { worker, reason });
+            }
         }
         self.metrics.record_evaluation(evaluation);
         Ok(())
@@ -843,7 +944,7 @@ impl ServerCore {
     /// Everything the server reports; `elapsed_seconds` is supplied by the caller's clock.
     #[must_use]
     pub fn status(&self, elapsed_seconds: f64) -> ServerStatus {
-        let samples_trained = self.membership.iter().map(|(_, r)| r.samples).sum();
+        let samples_trained = self.membership.samples_trained();
         ServerStatus {
             job: serde_json::to_value(&self.job.spec).expect("a job spec always serialises"),
             consistency: self.consistency.mode(),
@@ -858,6 +959,7 @@ impl ServerCore {
             elapsed_seconds,
             samples_trained,
             workers: self.membership.statuses(|id| self.ownership.shards_of(id)),
+            dead_workers_folded: self.membership.folded_dead(),
             epochs: self.metrics.epochs(self.versions_per_epoch()),
             evaluations: self.metrics.evaluations().to_vec(),
             final_evaluation: self.metrics.final_evaluation().cloned(),
@@ -902,7 +1004,7 @@ impl ServerCore {
                 self.store.skip();
             }
         }
-        self.gradients_applied += released.count as u64;
+        self.gradients_applied = self.gradients_applied.saturating_add(released.count as u64);
     }
 
     /// The lowest active worker evaluates when the job's progress reaches the next evaluation point.

@@ -28,6 +28,7 @@ use downpour_proto::v1;
 use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 
 use crate::checkpoint::{CheckpointStore, Snapshot};
+use crate::listener::bounded_incoming;
 use crate::metrics::ServerMetrics;
 use crate::server_core::{CoreError, PullOutcome, ServerCore, ShardRole};
 use crate::timing::TimingLedger;
@@ -122,6 +123,13 @@ struct Shared {
     /// The tensors this shard holds (the core's, fixed for its life), shared here so that a
     /// gradient is checked against it as its pieces arrive, outside the core's lock.
     schema: Arc<TensorSchema>,
+    /// Whether the job had already finished when the server started (it resumed a
+    /// finished job's checkpoints): it then only serves status and export, refuses the
+    /// rest with "job finished", and, with `exit_when_done`, exits once no worker has
+    /// tried to register for [`Shared::linger`].
+    finished_at_start: bool,
+    /// When a worker last tried to register (or the server started).
+    last_register: Mutex<Instant>,
 }
 
 impl Shared {
@@ -248,12 +256,35 @@ impl Shared {
         }
     }
 
-    /// Stops the server once the job is over, when asked to.
+    /// Stops the server once the job is over and every worker has left, when asked to. On a
+    /// job that had finished before the server started, only once no worker has tried to
+    /// register for [`Self::linger`]: the workers started with it (a second `docker compose
+    /// up`) are told the job is over and exit 0, instead of finding no server.
     fn maybe_exit(&self, core: &ServerCore) {
-        if self.options.exit_when_done && core.finished() && core.all_left() {
+        if !(self.options.exit_when_done && core.finished() && core.all_left()) {
+            return;
+        }
+        if self.finished_at_start {
+            let quiet = self
+                .last_register
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .elapsed();
+            if quiet < self.linger(core) {
+                return;
+            }
+        }
+        if !self.shutdown.is_cancelled() {
             tracing::info!("job finished and every worker left: shutting down");
             self.shutdown.cancel();
         }
+    }
+
+    /// How long a server started on a finished job waits for workers' last registrations:
+    /// two heartbeat timeouts, at least [`FINISHED_LINGER_MIN`].
+    fn linger(&self, core: &ServerCore) -> Duration {
+        let heartbeat = Duration::from_secs_f64(core.job().spec.fault_tolerance.heartbeat_timeout);
+        (heartbeat * 2).max(FINISHED_LINGER_MIN)
     }
 
     /// The encoded parameters of the core's current version.
@@ -274,6 +305,10 @@ impl Shared {
         }
     }
 }
+
+/// The least time a server started on a finished job waits for registrations before it
+/// exits (with `exit_when_done`).
+const FINISHED_LINGER_MIN: Duration = Duration::from_secs(10);
 
 /// Parameters a worker may start its step with, and the facts that go with them.
 #[derive(Debug)]
@@ -550,6 +585,13 @@ impl ParameterServerService {
         let (changed, _) = watch::channel(0);
         let version = core.version();
         let schema = Arc::clone(core.schema());
+        let finished_at_start = core.finished();
+        if finished_at_start {
+            tracing::info!(
+                version,
+                "the job has finished (resumed from its checkpoints): serving status and export only; registrations, pushes and pulls are refused with \"job finished\""
+            );
+        }
         Self {
             shared: Arc::new(Shared {
                 core: Mutex::new(core),
@@ -566,6 +608,8 @@ impl ParameterServerService {
                 }),
                 writing: AtomicBool::new(false),
                 schema,
+                finished_at_start,
+                last_register: Mutex::new(Instant::now()),
             }),
         }
     }
@@ -587,7 +631,8 @@ impl ParameterServerService {
                 let dead = {
                     let mut core = shared.core();
                     let dead = core.expire(shared.now());
-                    if !dead.is_empty() {
+                    // A finished job's server also waits out its linger here.
+                    if !dead.is_empty() || shared.finished_at_start {
                         shared.maybe_exit(&core);
                     }
                     Shared::checkpoint_if_due(&shared, &core);
@@ -609,8 +654,14 @@ impl ParameterServerService {
     }
 }
 
+/// Concurrent calls (HTTP/2 streams) one connection may have open: a worker uses a few
+/// (its exchange, a heartbeat, a report), a status poller one.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
 /// Serves `job` on `listener` until `shutdown` is cancelled (or, with
-/// [`ServeOptions::exit_when_done`], until the job is over).
+/// [`ServeOptions::exit_when_done`], until the job is over), under the job's `[limits]`:
+/// connections bounded in number, a handshake timeout and keep-alive pings
+/// ([`crate::listener`]).
 ///
 /// # Errors
 /// [`ServeError::Transport`] when the transport fails.
@@ -620,6 +671,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     options: ServeOptions,
 ) -> Result<ServeOutcome, ServeError> {
+    let limits = core.job().spec.limits.transport();
     let service = ParameterServerService::new(core, shutdown.clone(), options);
     service.spawn_liveness_check();
     let shared = Arc::clone(&service.shared);
@@ -629,11 +681,17 @@ pub async fn serve(
         .options
         .metrics
         .attach_status(move || scraped.upgrade().map(|s| s.status()));
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = bounded_incoming(listener, limits, shutdown.clone());
     tonic::transport::Server::builder()
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
+        // A peer that stops answering pings is dropped; so are its streams.
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        // One connection cannot open streams without bound (a worker needs a few).
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await?;
@@ -641,13 +699,9 @@ pub async fn serve(
     if shared.options.checkpointing.is_some() {
         Shared::final_checkpoint(&shared).await;
     }
-    let core = shared.core();
-    let mut status = core.status(shared.elapsed());
-    status.timing = shared.timing().report();
-    Ok(ServeOutcome {
-        status,
-        params: core.params().clone(),
-    })
+    let status = shared.status();
+    let params = shared.core().params().clone();
+    Ok(ServeOutcome { status, params })
 }
 
 /// What a server held when it stopped: its last status and this shard's parameters.
@@ -665,12 +719,17 @@ fn status_of(err: &CoreError) -> Status {
         CoreError::UnknownWorker(_) => Status::not_found(msg),
         CoreError::DepartedWorker(_)
         | CoreError::OutOfOrder { .. }
-        | CoreError::BeyondLastStep { .. } => Status::failed_precondition(msg),
+        | CoreError::BeyondLastStep { .. }
+        | CoreError::JobFinished
+        | CoreError::EvaluationRefused { .. } => Status::failed_precondition(msg),
+        CoreError::TooManyWorkers { .. } => Status::resource_exhausted(msg),
         CoreError::Resume(_) => Status::internal(msg),
         CoreError::Gradient(_)
         | CoreError::EmptyGradient { .. }
         | CoreError::FutureVersion { .. }
-        | CoreError::Role(_) => Status::invalid_argument(msg),
+        | CoreError::Role(_)
+        | CoreError::NameTooLong { .. }
+        | CoreError::Evaluation { .. } => Status::invalid_argument(msg),
     }
 }
 
@@ -682,6 +741,11 @@ impl ParameterServer for ParameterServerService {
     ) -> Result<Response<v1::RegisterResponse>, Status> {
         let req = request.into_inner();
         let name = req.name;
+        *self
+            .shared
+            .last_register
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
         let registered = {
             let mut core = self.shared.core();
             let registered = core

@@ -26,7 +26,7 @@ impl TrainingMetrics {
             self.samples.resize(e + 1, 0);
         }
         self.loss_sums[e] += loss * samples as f64;
-        self.samples[e] += samples;
+        self.samples[e] = self.samples[e].saturating_add(samples);
     }
 
     /// Records an evaluation; a final one also becomes [`Self::final_evaluation`].

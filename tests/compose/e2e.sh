@@ -3,8 +3,10 @@
 # one server and three workers, `docker kill` one worker mid-training, later `docker kill` the
 # server and start it again, then check that the job finishes with the expected test accuracy,
 # that the server resumed from its checkpoint, and that the weights it wrote to OUTPUT_DIR
-# score the reported accuracy. Then a second project trains a CSV dataset given through
-# JOB_FILE and checks its outputs the same way. Nothing of either project may be left.
+# score the reported accuracy; then runs a second `compose up` on the finished job's
+# checkpoint volume, which must end by itself with every container exited 0. Then a second
+# project trains a CSV dataset given through JOB_FILE and checks its outputs the same way.
+# Nothing of either project may be left.
 #
 #   tests/compose/e2e.sh
 #
@@ -14,6 +16,7 @@
 # Environment:
 #   E2E_TIMEOUT=300     seconds from `compose up` to the job's end before the test fails
 #   E2E_SKIP_BUILD=1    reuse the existing image instead of running docker/build-image.sh
+#   E2E_SECOND_UP_TIMEOUT=120  seconds the second `compose up` (on the finished volume) may take
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -272,6 +275,39 @@ run_a_csv_job_through_job_file() {
     check_outputs "$output_dir" --data-path "$repo/examples/data/wine.csv"
 }
 
+# A second, attached `compose up` on the same project and its checkpoint volume, after the
+# job finished: the server resumes the finished job and says so, the workers are told "job
+# finished" and exit 0, the server exits (--exit-when-done) once they are gone, and `up`
+# returns, all within E2E_SECOND_UP_TIMEOUT seconds (before the fix it hung for ever).
+second_up_on_the_finished_volume() {
+    local limit=${E2E_SECOND_UP_TIMEOUT:-120} started=$SECONDS status=0
+    log "a second compose up on the finished job's volume (at most $limit s)"
+    env "${job_env[@]}" DOWNPOUR_IMAGE="$image" OUTPUT_DIR="$output_dir" \
+        timeout "$limit" "${compose_command[@]}" --project-name "$project" --file "$repo/compose.yaml" \
+        up --scale "worker=$workers" >/dev/null 2>&1 || status=$?
+    if ((status == 124)); then
+        show_logs
+        fail "the second compose up did not end within $limit s"
+    fi
+    ((status == 0)) || {
+        show_logs
+        fail "the second compose up exited with status $status"
+    }
+    local container code state
+    for container in $(project_containers); do
+        read -r state code < <(container_state "$container")
+        if [[ $state != exited || $code != 0 ]]; then
+            show_logs
+            fail "after the second up, $(container_name "$container") is $state with status $code"
+        fi
+    done
+    server_log | grep -q 'the job has finished' || {
+        show_logs
+        fail "the server did not say the job had finished"
+    }
+    log "the second up ended in $((SECONDS - started)) s; every container exited with status 0"
+}
+
 # --- Diagnostics and teardown -------------------------------------------------------------
 
 container_name() {
@@ -342,6 +378,7 @@ main() {
     check_finished_after_the_restart
     check_final_accuracy
     check_outputs "$output_dir"
+    second_up_on_the_finished_volume
     log "first project done in $((SECONDS - started_at)) s after the build"
     run_a_csv_job_through_job_file
     log "done"

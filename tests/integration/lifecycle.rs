@@ -1,11 +1,18 @@
 //! The launcher's life cycle: Ctrl-C stops everything (after saving the last version's weights
-//! and the report), and a failed process fails the run.
+//! and the report), and a failed process fails the run; a finished job stays finished: a
+//! worker that comes back after the end exits 0, and a server started on a finished job's
+//! checkpoints serves status and exits when asked.
 
 use std::path::Path;
-use std::process::Child;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{downpour, processes_with, signal, wait_for_line, wait_with_timeout};
+use downpour_core::status::JOB_FINISHED;
+use downpour_worker::ServerClient;
+
+use crate::support::{
+    downpour, processes_with, signal, start_worker, wait_for_line, wait_with_timeout,
+};
 
 /// Starts a long local run and waits until its workers are training.
 fn start_long_run(dir: &Path) -> (Child, String) {
@@ -215,4 +222,105 @@ fn train_keeps_checkpoints_in_the_run_directory_and_resume_finishes_an_interrupt
     let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
     assert!(log.contains("resumed from checkpoint"), "{log}");
     assert!(resumed.final_metrics.test_accuracy.unwrap() > 0.9);
+}
+
+/// `downpour server` for a 1-worker, 2-epoch job writing checkpoints to `ckpt`, its log
+/// captured; returns the process and its address.
+fn start_checkpointed_server(ckpt: &Path, port_file: &Path, extra: &[&str]) -> (Child, String) {
+    let child = downpour()
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--epochs",
+            "2",
+        ])
+        .args(["--heartbeat-timeout", "2", "--checkpoint-dir"])
+        .arg(ckpt)
+        .arg("--port-file")
+        .arg(port_file)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let address = wait_for_line(port_file, Duration::from_secs(30));
+    (child, address)
+}
+
+async fn wait_finished(client: &mut ServerClient) -> downpour_core::status::ServerStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = client.status().await.unwrap();
+        if status.finished {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the job did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_comes_back_after_the_end_exits_0_and_the_job_stays_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    let (mut server, address) = start_checkpointed_server(&ckpt, &tmp.path().join("a.addr"), &[]);
+    let mut worker = start_worker(&address, "w");
+    assert!(wait_with_timeout(&mut worker, Duration::from_secs(60)).success());
+    let mut client = ServerClient::connect(&address).await.unwrap();
+    let finished = wait_finished(&mut client).await;
+
+    // A worker started after the end is told so and exits 0 at once.
+    let started = Instant::now();
+    let mut late = start_worker(&address, "late");
+    let code = wait_with_timeout(&mut late, Duration::from_secs(30));
+    assert!(code.success(), "the late worker exits 0: {code}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // A bare Register after the end: FAILED_PRECONDITION "job finished", for a new name
+    // and for the id of the worker that trained.
+    for worker_id in [None, Some(0)] {
+        let refused = client.register("again", worker_id).await.unwrap_err();
+        assert!(refused.is_job_finished(), "{refused}");
+        assert_eq!(refused.code(), Some(tonic::Code::FailedPrecondition));
+        assert!(refused.to_string().contains(JOB_FINISHED), "{refused}");
+    }
+    let after = client.status().await.unwrap();
+    assert!(after.finished, "status stays finished");
+    assert_eq!(after.version, finished.version);
+    assert_eq!(
+        after.workers.len(),
+        1,
+        "nobody was added: {:?}",
+        after.workers
+    );
+    assert_eq!(after.final_evaluation, finished.final_evaluation);
+
+    // Stopped (a shutdown checkpoint of the finished job), then started again on it.
+    signal(server.id() as i32, libc::SIGTERM);
+    wait_with_timeout(&mut server, Duration::from_secs(30));
+    let started = Instant::now();
+    let (mut again, address) =
+        start_checkpointed_server(&ckpt, &tmp.path().join("b.addr"), &["--exit-when-done"]);
+    let mut client = ServerClient::connect(&address).await.unwrap();
+    let status = client.status().await.unwrap();
+    assert!(status.finished, "the resumed job is finished");
+    assert_eq!(status.version, finished.version);
+    let (version, params) = client.parameters().await.unwrap();
+    assert_eq!(version, finished.version);
+    assert!(params.num_values() > 0, "export still works");
+    let mut returning = start_worker(&address, "w");
+    assert!(wait_with_timeout(&mut returning, Duration::from_secs(30)).success());
+    // It exits by itself once no worker has tried to register for a while.
+    let code = wait_with_timeout(&mut again, Duration::from_secs(60));
+    assert!(code.success(), "{code}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "it waited for workers"
+    );
+    let mut log = String::new();
+    std::io::Read::read_to_string(again.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("the job has finished"), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
 }

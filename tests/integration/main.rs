@@ -9,6 +9,7 @@ mod bench;
 mod checkpoints;
 mod cli_errors;
 mod data;
+mod denial_of_service;
 mod examples;
 mod fault_tolerance;
 mod layers;

@@ -72,6 +72,9 @@ impl ClientError {
     #[must_use]
     pub fn is_recoverable(&self) -> bool {
         use tonic::Code;
+        if self.is_job_finished() {
+            return false;
+        }
         match self {
             Self::Connect { .. } => true,
             Self::Rpc { status, .. } => matches!(
@@ -87,6 +90,15 @@ impl ClientError {
             ),
             Self::Address { .. } | Self::Wire(_) => false,
         }
+    }
+
+    /// Whether the server refused the call because the job has finished: the worker has
+    /// nothing left to do and ends successfully.
+    #[must_use]
+    pub fn is_job_finished(&self) -> bool {
+        matches!(self, Self::Rpc { status, .. }
+            if status.code() == tonic::Code::FailedPrecondition
+                && status.message().starts_with(downpour_core::status::JOB_FINISHED))
     }
 
     /// The gRPC status code, for a refused call.

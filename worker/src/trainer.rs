@@ -9,6 +9,9 @@
 //! exponential backoff and jitter, registers again under its id, and resumes at the step
 //! the server says (so a push whose reply was lost is never applied twice: the server
 //! either has it, and says to go on, or has not, and the worker computes it again).
+//!
+//! A server that answers "job finished" (the job ended without this worker, or before it
+//! came back) ends the worker successfully: it has nothing left to do.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -292,7 +295,20 @@ pub async fn run(
     options: &WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
-    let (shard0, registration) = register(options, None, &shutdown).await?;
+    let nothing_to_do = |e: &ClientError| {
+        tracing::info!(error = %e, "the job has already finished: nothing to do");
+        WorkerSummary {
+            worker_id: 0,
+            steps: 0,
+            samples: 0,
+            recoveries: 0,
+            final_evaluation: None,
+        }
+    };
+    let (shard0, registration) = match register(options, None, &shutdown).await {
+        Err(WorkerError::Client(e)) if e.is_job_finished() => return Ok(nothing_to_do(&e)),
+        other => other?,
+    };
     let work = Workload::load(&registration)?;
     let mut id = registration.assignment.worker_id;
     tracing::info!(
@@ -304,7 +320,10 @@ pub async fn run(
     );
     let split = ShardPlan::new(work.model.layout(), registration.server_shards);
     let mut server =
-        ShardedServer::attach(shard0, &registration, split.clone(), &options.name).await?;
+        match ShardedServer::attach(shard0, &registration, split.clone(), &options.name).await {
+            Err(e) if e.is_job_finished() => return Ok(nothing_to_do(&e)),
+            other => other?,
+        };
     let (heartbeat_to, heartbeat_from) = watch::channel((id, server.clients().to_vec()));
     let heartbeat = shutdown.child_token();
     spawn_heartbeat(
@@ -327,10 +346,18 @@ pub async fn run(
         )
         .await
         {
+            Err(WorkerError::Client(e)) if e.is_job_finished() => {
+                tracing::info!(worker = id, error = %e, "the job finished without this worker");
+                break Ok(None);
+            }
             Err(WorkerError::Client(e)) if e.is_recoverable() => {
                 tracing::warn!(worker = id, error = %e, "lost the server; reconnecting");
                 let (shard0, registration) = match register(options, Some(id), &shutdown).await {
                     Ok(r) => r,
+                    Err(WorkerError::Client(e)) if e.is_job_finished() => {
+                        tracing::info!(worker = id, error = %e, "the job finished meanwhile");
+                        break Ok(None);
+                    }
                     Err(e) => break Err(e),
                 };
                 id = registration.assignment.worker_id;

@@ -11,6 +11,7 @@ mod cli_errors;
 mod data;
 mod examples;
 mod fault_tolerance;
+mod fuzz_corpus;
 mod layers;
 mod lifecycle;
 mod optimizers;

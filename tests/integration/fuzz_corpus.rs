@@ -134,7 +134,7 @@ mod seeds {
                 .iter()
                 .enumerate()
                 .map(|(i, g)| v1::ExchangeRequest {
-                    header: (i == 0).then(|| v1::PushHeader {
+                    header: (i == 0).then_some(v1::PushHeader {
                         worker_id: 1,
                         step: 3,
                         base_version: 2,

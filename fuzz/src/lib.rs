@@ -6,7 +6,9 @@
 //!
 //! Every function takes the fuzzer's bytes and panics only when an invariant breaks:
 //! bad input must come back as an error, never a panic, and never an allocation sized by
-//! a number the input chose.
+//! a number the input chose. The parsers' and the job file's functions return whether the
+//! input was accepted (its result's invariants then checked), so the replay test can
+//! tell that the seeds reach them and the regression inputs are refused.
 //!
 //! # Layout
 //! - [`pieces`]: arbitrary sequences of pieces against a fixed model schema, and valid
@@ -410,12 +412,12 @@ fn check_filled(set: &ParamSet) {
 /// Invariants: no panic; what parses serialises to TOML that parses to the same job
 /// (the launcher hands the server the job that way); a validated job has at least one
 /// step, one training sample per worker, and a non-empty global batch.
-pub fn job_file(data: &[u8]) {
+pub fn job_file(data: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(data) else {
-        return;
+        return false;
     };
     let Ok(spec) = JobSpec::from_toml(text) else {
-        return;
+        return false;
     };
     let written = spec.to_toml();
     let again = JobSpec::from_toml(&written)
@@ -429,11 +431,10 @@ pub fn job_file(data: &[u8]) {
         spec.data.kind,
         DatasetKind::Csv | DatasetKind::Libsvm | DatasetKind::Idx
     ) {
-        let _ = spec.data.validate();
-        return;
+        return spec.data.validate().is_ok();
     }
     let Ok(job) = spec.validate() else {
-        return;
+        return false;
     };
     assert!(job.total_steps() >= 1, "a valid job has a step");
     assert!(
@@ -441,6 +442,7 @@ pub fn job_file(data: &[u8]) {
         "one training sample per worker"
     );
     assert!(job.global_batch >= 1, "a step has samples");
+    true
 }
 
 /// The options a data-parser input chooses with its first byte.
@@ -456,12 +458,12 @@ fn task_of(byte: u8) -> TaskKind {
 ///
 /// Invariants: no panic; a parsed dataset has one feature row per target, every row as
 /// wide as the file's columns less the label, and only finite features.
-pub fn csv(data: &[u8]) {
+pub fn csv(data: &[u8]) -> bool {
     let Some((&options, text)) = data.split_first() else {
-        return;
+        return false;
     };
     let Ok(text) = std::str::from_utf8(text) else {
-        return;
+        return false;
     };
     let label_column = match (options >> 2) & 3 {
         0 => LabelColumn::Default,
@@ -475,7 +477,7 @@ pub fn csv(data: &[u8]) {
         task: task_of(options),
     };
     let Ok(data) = downpour_core::data::csv::parse(text, "fuzz.csv", &options) else {
-        return;
+        return false;
     };
     let columns = text
         .strip_prefix('\u{feff}')
@@ -489,6 +491,7 @@ pub fn csv(data: &[u8]) {
         "every row has the declared width"
     );
     check_dataset(&data);
+    true
 }
 
 /// LibSVM text (after one byte of options: task, and a feature count or none) parsed as a
@@ -497,12 +500,12 @@ pub fn csv(data: &[u8]) {
 /// Invariants: no panic, no allocation sized by an index the file chose beyond a bound;
 /// a parsed dataset has one row per target, the declared width when one is given, and
 /// only finite features.
-pub fn libsvm(data: &[u8]) {
+pub fn libsvm(data: &[u8]) -> bool {
     let Some((&options, text)) = data.split_first() else {
-        return;
+        return false;
     };
     let Ok(text) = std::str::from_utf8(text) else {
-        return;
+        return false;
     };
     let features = match options >> 1 {
         0 => None,
@@ -513,12 +516,13 @@ pub fn libsvm(data: &[u8]) {
         features,
     };
     let Ok(data) = downpour_core::data::libsvm::parse(text, "fuzz.svm", &options) else {
-        return;
+        return false;
     };
     if let Some(width) = features {
         assert_eq!(data.features.ncols(), width, "the declared width");
     }
     check_dataset(&data);
+    true
 }
 
 /// An images file and a labels file (the first two bytes: where to split the rest, as a
@@ -526,9 +530,9 @@ pub fn libsvm(data: &[u8]) {
 ///
 /// Invariants: no panic; a parsed dataset has one image of rows × columns pixels, each
 /// in [0, 1], per label, and the class count is the largest label + 1.
-pub fn idx(data: &[u8]) {
+pub fn idx(data: &[u8]) -> bool {
     let [a, b, rest @ ..] = data else {
-        return;
+        return false;
     };
     let split = usize::from(u16::from_be_bytes([*a, *b])).min(rest.len());
     let (images, labels) = rest.split_at(split);
@@ -542,13 +546,14 @@ pub fn idx(data: &[u8]) {
             bytes: labels,
         },
     ) else {
-        return;
+        return false;
     };
     let image = data.image.expect("IDX data are images");
     assert_eq!(data.features.ncols(), image.features());
     assert_eq!(data.features.nrows() * image.features() + 16, images.len());
     assert!(data.features.iter().all(|p| (0.0..=1.0).contains(p)));
     check_dataset(&data);
+    true
 }
 
 /// The invariants every parsed dataset keeps: one target per row, finite features,

@@ -32,6 +32,34 @@ fn replay(target: &str, check: fn(&[u8])) -> usize {
     count
 }
 
+/// As [`replay`] for a target that says whether it accepted its input: every seed must be
+/// accepted (so its invariants were checked), every regression input refused.
+fn replay_accepting(target: &str, check: fn(&[u8]) -> bool) -> usize {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut count = 0;
+    for (folder, accepted) in [("corpus", true), ("regressions", false)] {
+        let Ok(entries) = std::fs::read_dir(root.join(folder).join(target)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("a corpus entry").path();
+            let bytes = std::fs::read(&path).expect("read a corpus file");
+            match std::panic::catch_unwind(|| check(&bytes)) {
+                Ok(result) => assert_eq!(
+                    result,
+                    accepted,
+                    "{}: expected it {}",
+                    path.display(),
+                    if accepted { "accepted" } else { "refused" }
+                ),
+                Err(_) => panic!("{} breaks an invariant of {target}", path.display()),
+            }
+            count += 1;
+        }
+    }
+    count
+}
+
 #[test]
 fn pieces_corpus_keeps_its_invariants() {
     assert!(replay("pieces", oracles::pieces) >= 3);
@@ -43,23 +71,23 @@ fn pieces_proto_corpus_keeps_its_invariants() {
 }
 
 #[test]
-fn job_file_corpus_keeps_its_invariants() {
-    assert!(replay("job_file", oracles::job_file) >= 6);
+fn job_file_corpus_is_accepted_and_its_regressions_refused() {
+    assert!(replay_accepting("job_file", oracles::job_file) >= 12);
 }
 
 #[test]
-fn csv_corpus_keeps_its_invariants() {
-    assert!(replay("csv", oracles::csv) >= 5);
+fn csv_corpus_is_accepted_and_keeps_its_invariants() {
+    assert!(replay_accepting("csv", oracles::csv) >= 5);
 }
 
 #[test]
-fn libsvm_corpus_keeps_its_invariants() {
-    assert!(replay("libsvm", oracles::libsvm) >= 3);
+fn libsvm_corpus_is_accepted_and_its_regressions_refused() {
+    assert!(replay_accepting("libsvm", oracles::libsvm) >= 4);
 }
 
 #[test]
-fn idx_corpus_keeps_its_invariants() {
-    assert!(replay("idx", oracles::idx) >= 2);
+fn idx_corpus_is_accepted_and_keeps_its_invariants() {
+    assert!(replay_accepting("idx", oracles::idx) >= 2);
 }
 
 /// Writes the seed corpus, `fuzz/corpus/<target>/`: a few small valid inputs per target.

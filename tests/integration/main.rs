@@ -12,6 +12,7 @@ mod data;
 mod denial_of_service;
 mod examples;
 mod fault_tolerance;
+mod fuzz_corpus;
 mod layers;
 mod lifecycle;
 mod optimizers;

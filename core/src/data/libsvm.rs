@@ -8,7 +8,7 @@
 
 use ndarray::Array2;
 
-use super::{DataError, Dataset, Targets, TaskKind, field};
+use super::{DataError, Dataset, MAX_DATASET_VALUES, Targets, TaskKind, field};
 
 /// How a LibSVM file is read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,6 +74,18 @@ pub fn parse(text: &str, path: &str, options: &LibsvmOptions) -> Result<Dataset,
         ));
     }
 
+    if rows.len().saturating_mul(width) > MAX_DATASET_VALUES {
+        return Err(DataError::parse(
+            path,
+            0,
+            format!(
+                "{} samples × {width} features would be {} values made dense, more than \
+                 the {MAX_DATASET_VALUES} a dataset may hold (is an index too large?)",
+                rows.len(),
+                rows.len().saturating_mul(width)
+            ),
+        ));
+    }
     let mut features = Array2::<f32>::zeros((rows.len(), width));
     for (mut dense, row) in features.rows_mut().into_iter().zip(&rows) {
         for &(column, value) in &row.entries {
@@ -300,5 +312,21 @@ mod tests {
             error("1\n0\n", options),
             "train.svm:0: no features: no line has an index:value pair"
         );
+    }
+
+    #[test]
+    fn a_huge_index_is_refused_before_the_dense_matrix_is_allocated() {
+        // Found by the libsvm fuzz target: one index of 3e11 asked for a 1.2 TB matrix.
+        let err = error("+1 1:0.5\n-1 311111111111:2\n", LibsvmOptions::default());
+        assert_eq!(
+            err,
+            "train.svm:0: 2 samples × 311111111111 features would be 622222222222 values \
+             made dense, more than the 268435456 a dataset may hold (is an index too large?)"
+        );
+        let declared = LibsvmOptions {
+            features: Some(MAX_DATASET_VALUES),
+            ..LibsvmOptions::default()
+        };
+        assert!(error("1 1:1\n0 2:1\n", declared).contains("536870912 values"));
     }
 }

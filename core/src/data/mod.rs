@@ -36,6 +36,14 @@ pub use prepared::{PreparedData, SplitIndices};
 pub use spec::{DataSpec, DatasetKind};
 pub use standardize::Standardization;
 
+/// The most feature values a dataset may hold in memory: 2^28 f32s, 1 GiB.
+///
+/// A text file's table grows with the file, but a LibSVM file's dense matrix is sized by
+/// its largest index (`1 99999999999:1` alone would ask for 400 GB), and a synthetic
+/// dataset by two numbers in the job file: those are checked against this bound before
+/// anything is allocated. The full MNIST (60,000 × 784) holds 47 million.
+pub const MAX_DATASET_VALUES: usize = 1 << 28;
+
 /// Why a dataset could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

@@ -13,7 +13,10 @@ use super::libsvm::LibsvmOptions;
 use super::prepared::{PreparedData, SplitIndices};
 use super::standardize::Standardization;
 use super::synthetic::{self, ClusterProblem, LinearProblem};
-use super::{DataError, Dataset, TaskKind, csv, digits, gzip, idx, libsvm, mnist, split, xor};
+use super::{
+    DataError, Dataset, MAX_DATASET_VALUES, TaskKind, csv, digits, gzip, idx, libsvm, mnist, split,
+    xor,
+};
 
 /// Which dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +336,32 @@ impl DataSpec {
         for (field, value) in [("samples", self.samples), ("features", self.features)] {
             if value == Some(0) {
                 return Err(invalid(field, "must be at least 1, got 0".to_string()));
+            }
+        }
+        if matches!(self.kind, SyntheticLinear | SyntheticClassification) {
+            let features = self.features.unwrap_or(synthetic::DEFAULT_FEATURES);
+            let classes = match self.kind {
+                SyntheticClassification => self.classes.unwrap_or(synthetic::DEFAULT_CLASSES),
+                _ => 0,
+            };
+            for (field, rows, what) in [
+                (
+                    "samples",
+                    self.samples.unwrap_or(synthetic::DEFAULT_SAMPLES),
+                    "samples",
+                ),
+                ("classes", classes, "class centres"),
+            ] {
+                let values = rows.saturating_mul(features);
+                if values > MAX_DATASET_VALUES {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "{rows} {what} × {features} features would be {values} values, \
+                             more than the {MAX_DATASET_VALUES} a dataset may hold"
+                        ),
+                    ));
+                }
             }
         }
         if let Some(classes) = self.classes
@@ -896,5 +925,44 @@ mod tests {
             err.starts_with("cannot read /nonexistent/downpour/train.csv: "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn synthetic_data_larger_than_the_dataset_bound_is_refused_before_it_is_drawn() {
+        let spec = |kind, samples, features, classes| DataSpec {
+            samples,
+            features,
+            classes,
+            ..DataSpec::builtin(kind)
+        };
+        let err = spec(SyntheticLinear, Some(1 << 40), None, None)
+            .load(0)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data.samples: 1099511627776 samples × 8 features would be 8796093022208 values, \
+             more than the 268435456 a dataset may hold"
+        );
+        let err = spec(
+            SyntheticClassification,
+            Some(10),
+            Some(1 << 20),
+            Some(1 << 9),
+        )
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data.classes: 512 class centres × 1048576 features would be 536870912 values, \
+             more than the 268435456 a dataset may hold"
+        );
+        spec(
+            SyntheticClassification,
+            Some(1 << 8),
+            Some(1 << 20),
+            Some(2),
+        )
+        .validate()
+        .unwrap();
     }
 }

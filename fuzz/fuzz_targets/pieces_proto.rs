@@ -1,0 +1,4 @@
+//! Fuzz target `pieces_proto`: see [`downpour_fuzz::pieces_proto`] for the entry point and its invariants.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| downpour_fuzz::pieces_proto(data));

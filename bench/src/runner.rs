@@ -45,6 +45,7 @@ pub async fn run_once(
         sabotage_worker: Vec::new(),
         simulate_compute_ms: config.simulate_compute_ms,
         quiet: true,
+        tls: false,
     };
     let outcome = launch::train(&args, interrupt.clone()).await?;
     Ok(RunMeasurement::from_report(

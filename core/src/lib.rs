@@ -16,6 +16,7 @@
 //! - [`plan`]: what a worker receives when it registers.
 //! - [`status`]: what the server reports: progress, counters, losses, evaluations.
 //! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
+//! - [`token`]: bearer tokens and the constant-time comparison of secrets.
 
 pub mod consistency;
 pub mod data;
@@ -31,6 +32,7 @@ pub mod sharding;
 pub mod status;
 pub mod tensor;
 pub mod timing;
+pub mod token;
 
 pub use data::{DataShape, DataSpec, Dataset, ImageShape, Targets, Task};
 pub use exchange::Push;

@@ -18,6 +18,8 @@ use downpour_server::job::{ConsistencyMode, StalenessPolicy};
 use downpour_server::optim::{OptimizerConfig, OptimizerOverrides};
 use downpour_server::{JobError, JobSpec};
 
+use crate::credentials::{ClientSecurityArgs, ServerSecurityArgs};
+
 /// The launcher's subcommands (the binary flattens them into its own).
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -33,6 +35,20 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the test metrics of saved weights on the job's split (`--split-out` writes the split).
     Evaluate(EvaluateArgs),
+    /// Make a CA, a server certificate and a client certificate for TLS (PEM files).
+    Certs(CertsArgs),
+}
+
+/// `downpour certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.pem, ca.key, server.pem, server.key, client.pem, client.key to.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Names and IP addresses the servers are reached at, comma-separated (the server
+    /// certificate is valid for each), e.g. `server,localhost,127.0.0.1`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub hosts: Vec<String>,
 }
 
 /// `downpour evaluate`.
@@ -58,6 +74,9 @@ pub struct ExportArgs {
     /// The safetensors file to write.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
+    /// Token and TLS.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
 }
 
 /// `downpour train`.
@@ -90,6 +109,10 @@ pub struct TrainArgs {
     /// Print no progress bar, only the summary.
     #[arg(long)]
     pub quiet: bool,
+    /// Run everything over TLS: make a CA and certificates in RUN_DIR/certs first. (A
+    /// fresh random token always protects the run's servers.)
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// `downpour server`.
@@ -122,6 +145,9 @@ pub struct ServerArgs {
     /// Shard 0 only: the addresses of shards 1.. as workers reach them, comma-separated.
     #[arg(long, value_delimiter = ',', env = "DOWNPOUR_SHARD_ADDRESSES")]
     pub shard_addresses: Vec<String>,
+    /// Tokens, session key and TLS.
+    #[command(flatten)]
+    pub security: ServerSecurityArgs,
 }
 
 impl ServerArgs {
@@ -200,6 +226,9 @@ pub struct WorkerArgs {
     /// (uniform noise in ±100) or `huge` (every value 1e20).
     #[arg(long, value_name = "KIND", value_parser = downpour_worker::sabotage::Sabotage::parse)]
     pub sabotage: Option<downpour_worker::sabotage::Sabotage>,
+    /// Token and TLS.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
 }
 
 /// `downpour health`.
@@ -211,6 +240,9 @@ pub struct HealthArgs {
     /// Seconds to wait for the connection and the answer together.
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
+    /// Token (the job's or the read-only one) and TLS.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
 }
 
 /// The job file and the flags that override its common fields.

@@ -8,10 +8,14 @@ use tokio_util::sync::CancellationToken;
 
 use downpour_core::partition::ShardPlan;
 use downpour_core::status::ServerStatus;
+use downpour_core::token::Token;
+use downpour_server::session::SessionKey;
 use downpour_server::{Job, JobError};
-use downpour_worker::{ClientError, ServerClient};
+use downpour_worker::{ClientConfig, ClientError, ClientTls, ServerClient};
 
+use crate::certs::{CertFiles, CertsError, make_certs};
 use crate::cli::TrainArgs;
+use crate::credentials::{SECURITY_ENV, SESSION_KEY_ENV, TOKEN_ENV};
 use crate::processes::ChildProcess;
 use crate::progress::Progress;
 use crate::report::{DataReport, Hardware, RunFiles, RunReport};
@@ -53,6 +57,9 @@ pub enum LaunchError {
     /// The weights could not be written.
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    /// The run's TLS certificates could not be made.
+    #[error(transparent)]
+    Certs(#[from] CertsError),
     /// Ctrl-C or SIGTERM.
     #[error("interrupted; every process was stopped")]
     Interrupted,
@@ -119,6 +126,91 @@ fn sabotaged_workers(
     Ok(kinds)
 }
 
+/// The secrets and certificates of one local run: a fresh random token for every process,
+/// a session key shared by the servers, and, with `--tls`, the run's certificates.
+#[derive(Debug)]
+struct RunSecurity {
+    /// The token every process of the run uses (given to children in the environment).
+    token: Token,
+    /// The servers' session key.
+    session_key: SessionKey,
+    /// The run's certificates, with `--tls`.
+    certs: Option<CertFiles>,
+}
+
+impl RunSecurity {
+    /// Fresh secrets; with `tls`, certificates for loopback in `run_dir/certs`.
+    fn new(run_dir: &Path, tls: bool) -> Result<Self, LaunchError> {
+        let token = SessionKey::random().to_hex();
+        let certs = tls
+            .then(|| {
+                make_certs(
+                    &run_dir.join("certs"),
+                    &["127.0.0.1".into(), "localhost".into()],
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            token: Token::parse(&token).expect("64 hex digits are a token"),
+            session_key: SessionKey::random(),
+            certs,
+        })
+    }
+
+    /// A child's environment: the launcher's security settings removed, then the run's
+    /// token (and, for servers, the session key) set.
+    fn env(&self, server: bool) -> Vec<(&'static str, Option<String>)> {
+        let mut env: Vec<(&str, Option<String>)> =
+            SECURITY_ENV.iter().map(|&name| (name, None)).collect();
+        env.push((TOKEN_ENV, Some(self.token.expose().to_string())));
+        if server {
+            env.push((SESSION_KEY_ENV, Some(self.session_key.to_hex())));
+        }
+        env
+    }
+
+    /// The TLS flags of a server (`server`) or a worker.
+    fn tls_args(&self, server: bool) -> Vec<String> {
+        let Some(c) = &self.certs else {
+            return Vec::new();
+        };
+        let path = |p: &PathBuf| p.display().to_string();
+        if server {
+            vec![
+                "--tls-cert".into(),
+                path(&c.server_cert),
+                "--tls-key".into(),
+                path(&c.server_key),
+            ]
+        } else {
+            vec!["--tls-ca".into(), path(&c.ca_cert)]
+        }
+    }
+
+    /// How the launcher itself reaches `address`.
+    fn client(&self, address: &str) -> Result<ClientConfig, LaunchError> {
+        let tls = match &self.certs {
+            None => None,
+            Some(c) => Some(ClientTls {
+                ca_pem: std::fs::read(&c.ca_cert)
+                    .map_err(io(format!("reading {}", c.ca_cert.display())))?,
+                domain: None,
+                identity: None,
+            }),
+        };
+        Ok(ClientConfig {
+            address: address.to_string(),
+            token: Some(self.token.clone()),
+            tls,
+        })
+    }
+}
+
+/// Borrows an environment list as [`ChildProcess::spawn`] takes it.
+fn env_refs<'a>(env: &'a [(&'static str, Option<String>)]) -> Vec<(&'a str, Option<&'a str>)> {
+    env.iter().map(|(n, v)| (*n, v.as_deref())).collect()
+}
+
 /// Runs a job locally and writes its report. Stops every process on `interrupt`.
 ///
 /// # Errors
@@ -145,6 +237,7 @@ pub async fn train(
     }
     crate::cli::check_clipping(&spec, args.servers)?;
     let exe = std::env::current_exe().map_err(io("locating the downpour binary"))?;
+    let security = RunSecurity::new(&run_dir, args.tls)?;
 
     let started = Instant::now();
     let mut progress = Progress::new(args.quiet);
@@ -168,6 +261,7 @@ pub async fn train(
                 shard,
                 servers_wanted,
                 &peers,
+                &security,
                 &interrupt,
             )
             .await?;
@@ -177,6 +271,7 @@ pub async fn train(
         servers.reverse();
         addresses.reverse();
         let address = addresses[0].clone();
+        let worker_env = security.env(false);
         progress.phase(&format!("starting {workers} workers"));
         for k in 0..workers {
             let mut wargs = vec![
@@ -195,17 +290,18 @@ pub async fn train(
             if let Some(ms) = args.simulate_compute_ms {
                 wargs.extend(["--simulate-compute-ms".into(), ms.to_string()]);
             }
+            wargs.extend(security.tls_args(false));
             let name = format!("worker-{k}");
             let log = run_dir.join(format!("{name}.log"));
             children.push(
-                ChildProcess::spawn(&name, &exe, &wargs, log)
+                ChildProcess::spawn(&name, &exe, &wargs, &env_refs(&worker_env), log)
                     .map_err(io(format!("starting {name}")))?,
             );
         }
         let status = watch(
             &mut servers,
             &mut children,
-            &address,
+            &security.client(&address)?,
             &mut progress,
             &interrupt,
         )
@@ -214,7 +310,7 @@ pub async fn train(
         let mut params = plan.zeros();
         let mut shards = Vec::with_capacity(servers_wanted);
         for (k, shard_address) in addresses.iter().enumerate() {
-            let mut client = ServerClient::connect(shard_address).await?;
+            let mut client = ServerClient::connect_with(&security.client(shard_address)?).await?;
             let (_, part) = client.parameters().await?;
             plan.write_part(&mut params, k, &part);
             shards.push(client.status().await?.shard);
@@ -305,6 +401,7 @@ async fn start_server(
     shard: usize,
     count: usize,
     peers: &[String],
+    security: &RunSecurity,
     interrupt: &CancellationToken,
 ) -> Result<(ChildProcess, String), LaunchError> {
     let name = if count == 1 {
@@ -330,7 +427,10 @@ async fn start_server(
     if !peers.is_empty() {
         sargs.extend(["--shard-addresses".into(), peers.join(",")]);
     }
-    let mut child = ChildProcess::spawn(&name, exe, &sargs, run_dir.join(format!("{name}.log")))
+    sargs.extend(security.tls_args(true));
+    let env = security.env(true);
+    let log = run_dir.join(format!("{name}.log"));
+    let mut child = ChildProcess::spawn(&name, exe, &sargs, &env_refs(&env), log)
         .map_err(io(format!("starting {name}")))?;
     let address = wait_for_address(&mut child, &port_file, interrupt).await?;
     Ok((child, address))
@@ -370,7 +470,7 @@ pub async fn wait_for_address(
 async fn watch(
     servers: &mut [ChildProcess],
     workers: &mut [ChildProcess],
-    address: &str,
+    address: &ClientConfig,
     progress: &mut Progress,
     interrupt: &CancellationToken,
 ) -> Result<ServerStatus, LaunchError> {
@@ -380,7 +480,7 @@ async fn watch(
     let mut failures = Vec::new();
     loop {
         if client.is_none() {
-            client = ServerClient::connect(address).await.ok();
+            client = ServerClient::connect_with(address).await.ok();
         }
         if let Some(c) = client.as_mut()
             && let Ok(status) = c.status().await

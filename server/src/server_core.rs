@@ -19,6 +19,7 @@ use crate::membership::{Membership, WorkerRecord};
 use crate::optim::ParamState;
 use crate::ownership::DataOwnership;
 use crate::robustness::{GradientBounds, GradientError};
+use crate::session::{SessionKey, Sessions, WrongSession};
 use crate::store::{ParameterStore, UpdateRule};
 use crate::training_metrics::TrainingMetrics;
 
@@ -76,6 +77,9 @@ pub enum CoreError {
         /// The server's version.
         current: u64,
     },
+    /// A call acting as a worker without that worker's session secret.
+    #[error(transparent)]
+    WrongSession(#[from] WrongSession),
 }
 
 impl CoreError {
@@ -92,6 +96,7 @@ impl CoreError {
             Self::Resume(_) => "resume",
             Self::EmptyGradient { .. } => "empty_gradient",
             Self::FutureVersion { .. } => "future_version",
+            Self::WrongSession(_) => "wrong_session",
         }
     }
 }
@@ -207,6 +212,8 @@ pub struct ServerCore {
     checkpoint: CheckpointStatus,
     /// What every gradient is checked against before it is held or applied.
     bounds: GradientBounds,
+    /// The session secrets: what proves a call comes from the worker it names.
+    sessions: Sessions,
 }
 
 /// The part of [`ServerCore`] a checkpoint keeps besides weights and optimizer state.
@@ -221,6 +228,9 @@ struct CoreState {
     staleness: StalenessStats,
     step_staleness: StalenessStats,
     traffic: ShardStatus,
+    /// The session key (absent in checkpoints written before session secrets).
+    #[serde(default)]
+    session_key: Option<SessionKey>,
 }
 
 impl ServerCore {
@@ -258,6 +268,9 @@ impl ServerCore {
             values: store.params().num_values(),
             ..ShardStatus::default()
         };
+        // Shard 0 issues secrets, so it always has a key; the others check with the job's
+        // key once given one (`use_session_key`).
+        let sessions = Sessions::new(role.coordinates().then(SessionKey::random));
         Self {
             schema: Arc::new(TensorSchema::of(store.params())),
             next_eval_at: job.eval_interval(),
@@ -272,6 +285,7 @@ impl ServerCore {
             ),
             consistency: Consistency::of(&job.spec.consistency, job.aggregation(), 0),
             bounds: job.spec.robustness.bounds(),
+            sessions,
 
             metrics: TrainingMetrics::default(),
             gradients_applied: 0,
@@ -303,6 +317,7 @@ impl ServerCore {
             staleness: self.staleness.clone(),
             step_staleness: self.step_staleness.clone(),
             traffic: self.traffic.clone(),
+            session_key: self.sessions.key().cloned(),
         };
         Snapshot {
             job_fingerprint,
@@ -387,6 +402,11 @@ impl ServerCore {
         core.staleness = state.staleness;
         core.step_staleness = state.step_staleness;
         core.traffic = state.traffic;
+        // A checkpoint from before session secrets keeps the fresh key: its workers never
+        // held a secret, so they cannot come back under their ids (they register afresh).
+        if let Some(key) = state.session_key {
+            core.sessions = Sessions::new(Some(key));
+        }
         core.consistency = Consistency::of(
             &core.job.spec.consistency,
             core.job.aggregation(),
@@ -398,6 +418,29 @@ impl ServerCore {
     /// Checkpoints resumed from and written, for the service to keep up to date.
     pub fn checkpoint_status_mut(&mut self) -> &mut CheckpointStatus {
         &mut self.checkpoint
+    }
+
+    /// Derives session secrets from `key` from now on: the job's key, shared by its shards
+    /// (a shard resumed from a checkpoint already holds the key it was started with).
+    pub fn use_session_key(&mut self, key: SessionKey) {
+        self.sessions = Sessions::new(Some(key));
+    }
+
+    /// The one check that a call acting as `worker` comes from it: `secret` must be the
+    /// session secret `worker` was given at registration. Calls for a worker id that was
+    /// never registered fail here too (their secret cannot be right), before anything else
+    /// is looked at.
+    ///
+    /// # Errors
+    /// [`CoreError::WrongSession`].
+    pub fn authenticate(&self, worker: u32, secret: &str) -> Result<(), CoreError> {
+        Ok(self.sessions.check(worker, secret)?)
+    }
+
+    /// The session secret to hand `worker` at registration (none from a shard without a key).
+    #[must_use]
+    pub fn session_secret(&self, worker: u32) -> Option<String> {
+        self.sessions.secret_of(worker)
     }
 
     /// Which shard this is.

@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
 
 use downpour_core::Push;
@@ -26,6 +27,7 @@ use downpour_proto::pieces::{EncodedPieces, ParamAssembler, receive_set};
 use downpour_proto::v1;
 use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 
+use crate::auth::{Authenticated, Tokens};
 use crate::checkpoint::{CheckpointStore, Snapshot};
 use crate::server_core::{CoreError, PullOutcome, ServerCore, ShardRole};
 use crate::timing::TimingLedger;
@@ -36,6 +38,9 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS configuration: {0}")]
+    Tls(tonic::transport::Error),
 }
 
 /// How the server runs: its shard, checkpoints, and what it does at the job's end.
@@ -49,6 +54,10 @@ pub struct ServeOptions {
     pub exit_when_done: bool,
     /// Where and how often to write checkpoints, if at all.
     pub checkpointing: Option<Checkpointing>,
+    /// The tokens every call is checked against ([`crate::auth`]); open by default.
+    pub tokens: Tokens,
+    /// TLS (and, with a client CA, mutual TLS); plaintext when `None`.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for ServeOptions {
@@ -58,6 +67,8 @@ impl Default for ServeOptions {
             shard_addresses: Vec::new(),
             exit_when_done: false,
             checkpointing: None,
+            tokens: Tokens::open(),
+            tls: None,
         }
     }
 }
@@ -290,7 +301,16 @@ impl Shared {
     ///
     /// # Errors
     /// The core's refusal, or `UNAVAILABLE` when the server shuts down meanwhile.
-    async fn ready(&self, worker: u32, step: u64, final_pull: bool) -> Result<Ready, Status> {
+    async fn ready(
+        &self,
+        worker: u32,
+        session: &str,
+        step: u64,
+        final_pull: bool,
+    ) -> Result<Ready, Status> {
+        self.core()
+            .authenticate(worker, session)
+            .map_err(|e| status_of(&e))?;
         let arrived = Instant::now();
         loop {
             // Subscribe before looking, so a change between the look and the wait is not lost.
@@ -384,6 +404,8 @@ impl Shared {
         let push = Push::from(header);
         let accepted = {
             let mut core = self.core();
+            core.authenticate(push.worker, &header.session)
+                .map_err(|e| status_of(&e))?;
             core.touch(push.worker, self.now());
             let locked = Instant::now();
             let outcome = core.push(&push, gradient).map_err(|e| {
@@ -441,7 +463,9 @@ impl Shared {
             };
             let params = match header.next_step {
                 Some(next) => {
-                    let ready = self.ready(header.worker_id, next, false).await?;
+                    let ready = self
+                        .ready(header.worker_id, &header.session, next, false)
+                        .await?;
                     reply.version = ready.version;
                     reply.evaluate = ready.evaluate;
                     reply.data_shards = ready.data_shards;
@@ -588,22 +612,31 @@ impl ParameterServerService {
 /// [`ServeOptions::exit_when_done`], until the job is over).
 ///
 /// # Errors
-/// [`ServeError::Transport`] when the transport fails.
+/// [`ServeError::Tls`] for an unusable certificate or key; [`ServeError::Transport`] when
+/// the transport fails.
 pub async fn serve(
     core: ServerCore,
     listener: TcpListener,
     shutdown: CancellationToken,
-    options: ServeOptions,
+    mut options: ServeOptions,
 ) -> Result<(), ServeError> {
+    let tokens = std::mem::take(&mut options.tokens);
+    let tls = options.tls.take();
     let service = ParameterServerService::new(core, shutdown.clone(), options);
     service.spawn_liveness_check();
     let shared = Arc::clone(&service.shared);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.timeout(TLS_HANDSHAKE_TIMEOUT))
+            .map_err(ServeError::Tls)?;
+    }
+    builder
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
-        .add_service(service.into_server())
+        .add_service(Authenticated::new(service.into_server(), tokens))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await?;
     // A clean shutdown: write a last checkpoint.
@@ -613,6 +646,9 @@ pub async fn serve(
     Ok(())
 }
 
+/// How long a client has to complete the TLS handshake before its connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn status_of(err: &CoreError) -> Status {
     let msg = err.to_string();
     match err {
@@ -621,6 +657,7 @@ fn status_of(err: &CoreError) -> Status {
         | CoreError::OutOfOrder { .. }
         | CoreError::BeyondLastStep { .. } => Status::failed_precondition(msg),
         CoreError::Resume(_) => Status::internal(msg),
+        CoreError::WrongSession(_) => Status::permission_denied(msg),
         CoreError::Gradient(_)
         | CoreError::EmptyGradient { .. }
         | CoreError::FutureVersion { .. }
@@ -636,13 +673,25 @@ impl ParameterServer for ParameterServerService {
     ) -> Result<Response<v1::RegisterResponse>, Status> {
         let req = request.into_inner();
         let name = req.name;
-        let registered = {
+        let (registered, session) = {
             let mut core = self.shared.core();
+            // Coming back under an id (or attaching to another shard) proves it is that worker.
+            if let Some(id) = req.worker_id {
+                core.authenticate(id, &req.session).map_err(|e| {
+                    tracing::warn!(
+                        worker = id,
+                        name,
+                        "registration under a worker id refused: wrong session secret"
+                    );
+                    status_of(&e)
+                })?;
+            }
             let registered = core
                 .register(&name, req.worker_id)
                 .map_err(|e| status_of(&e))?;
-            core.touch(registered.assignment.worker_id, self.shared.now());
-            registered
+            let id = registered.assignment.worker_id;
+            core.touch(id, self.shared.now());
+            (registered, core.session_secret(id))
         };
         let assignment = registered.assignment;
         self.shared
@@ -665,6 +714,7 @@ impl ParameterServer for ParameterServerService {
             start_step: registered.start_step,
             server_shards: self.shared.options.role.count as u32,
             shard_addresses: self.shared.options.shard_addresses.clone(),
+            session: session.unwrap_or_default(),
         }))
     }
 
@@ -678,7 +728,7 @@ impl ParameterServer for ParameterServerService {
         let req = request.into_inner();
         let ready = self
             .shared
-            .ready(req.worker_id, req.step, req.r#final)
+            .ready(req.worker_id, &req.session, req.step, req.r#final)
             .await?;
         let header = v1::PullResponse {
             version: ready.version,
@@ -711,9 +761,12 @@ impl ParameterServer for ParameterServerService {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
-        let worker = request.into_inner().worker_id;
+        let req = request.into_inner();
+        let worker = req.worker_id;
         let version = {
             let mut core = self.shared.core();
+            core.authenticate(worker, &req.session)
+                .map_err(|e| status_of(&e))?;
             core.touch(worker, self.shared.now());
             core.heartbeat(worker).map_err(|e| status_of(&e))?
         };
@@ -724,7 +777,12 @@ impl ParameterServer for ParameterServerService {
         &self,
         request: Request<v1::EvaluationReport>,
     ) -> Result<Response<v1::ReportEvaluationResponse>, Status> {
-        let evaluation = downpour_core::status::Evaluation::from(request.into_inner());
+        let report = request.into_inner();
+        self.shared
+            .core()
+            .authenticate(report.worker_id, &report.session)
+            .map_err(|e| status_of(&e))?;
+        let evaluation = downpour_core::status::Evaluation::from(report);
         tracing::info!(
             version = evaluation.version,
             test_loss = evaluation.test_loss,
@@ -749,9 +807,12 @@ impl ParameterServer for ParameterServerService {
         &self,
         request: Request<v1::LeaveRequest>,
     ) -> Result<Response<v1::LeaveResponse>, Status> {
-        let worker = request.into_inner().worker_id;
+        let req = request.into_inner();
+        let worker = req.worker_id;
         {
             let mut core = self.shared.core();
+            core.authenticate(worker, &req.session)
+                .map_err(|e| status_of(&e))?;
             core.leave(worker).map_err(|e| status_of(&e))?;
             tracing::info!(worker, "worker left");
             self.shared.maybe_exit(&core);

@@ -24,6 +24,7 @@ use downpour_core::status::Evaluation;
 use downpour_core::{Dataset, ParamSet, Push, TrainingPlan};
 
 use crate::client::{ClientError, Registration, ServerClient};
+use crate::client_config::ClientConfig;
 use crate::model::{Model, ModelError, StepKey};
 use crate::parameter_service::{ParameterService, PullRequest, PulledStep, StepExchange};
 use crate::phases::PhaseClock;
@@ -62,8 +63,9 @@ pub enum WorkerError {
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// The server's address (`host:port` or `http://host:port`).
-    pub server: String,
+    /// How to reach shard 0: its address (`host:port` or `http://host:port`), the token,
+    /// TLS. The other shards are reached with the same token and TLS settings.
+    pub server: ClientConfig,
     /// A label for logs and status.
     pub name: String,
     /// How long to keep trying to reach the server, at start-up and after losing it.
@@ -84,7 +86,7 @@ impl WorkerOptions {
     #[must_use]
     pub fn new(server: impl Into<String>) -> Self {
         Self {
-            server: server.into(),
+            server: ClientConfig::new(server),
             name: "worker".to_string(),
             connect_timeout: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(1),
@@ -124,15 +126,17 @@ fn backoff(attempt: u32, cap: Duration) -> Duration {
 /// # Errors
 /// [`WorkerError::GaveUp`] when the server stays unreachable, or [`WorkerError::Cancelled`].
 pub async fn connect_with_retry(
-    address: &str,
+    config: &ClientConfig,
     timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Result<ServerClient, WorkerError> {
     let started = Instant::now();
     for attempt in 0u32.. {
-        match ServerClient::connect(address).await {
+        match ServerClient::connect_with(config).await {
             Ok(client) => return Ok(client),
-            Err(e @ ClientError::Address { .. }) => return Err(e.into()),
+            Err(e @ (ClientError::Address { .. } | ClientError::Tls { .. })) => {
+                return Err(e.into());
+            }
             Err(e) if started.elapsed() > timeout => {
                 return Err(WorkerError::GaveUp {
                     seconds: started.elapsed().as_secs_f64(),
@@ -149,17 +153,20 @@ pub async fn connect_with_retry(
     unreachable!("the loop returns")
 }
 
-/// Connects and registers: afresh (`worker_id` `None`), or as the worker it was. A server
-/// that does not know the id (it started afresh) gets a fresh registration.
+/// Connects and registers: afresh (`worker_id` `None`), or as the worker it was, proving
+/// it with `session`, its session secret. A server that does not know the id (it started
+/// afresh) gets a fresh registration.
 async fn register(
     options: &WorkerOptions,
     worker_id: Option<u32>,
+    session: &str,
     shutdown: &CancellationToken,
 ) -> Result<(ServerClient, Registration), WorkerError> {
     let started = Instant::now();
     for attempt in 0u32.. {
         let left = options.connect_timeout.saturating_sub(started.elapsed());
         let mut client = connect_with_retry(&options.server, left, shutdown).await?;
+        client.set_session(session);
         let result = match client.register(&options.name, worker_id).await {
             Err(e) if e.code() == Some(tonic::Code::NotFound) => {
                 client.register(&options.name, None).await
@@ -288,7 +295,7 @@ pub async fn run(
     options: &WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<WorkerSummary, WorkerError> {
-    let (shard0, registration) = register(options, None, &shutdown).await?;
+    let (shard0, registration) = register(options, None, "", &shutdown).await?;
     let work = Workload::load(&registration)?;
     let mut id = registration.assignment.worker_id;
     tracing::info!(
@@ -299,8 +306,15 @@ pub async fn run(
         "registered"
     );
     let split = ShardPlan::new(work.model.layout(), registration.server_shards);
-    let mut server =
-        ShardedServer::attach(shard0, &registration, split.clone(), &options.name).await?;
+    let mut session = registration.session.clone();
+    let mut server = ShardedServer::attach(
+        shard0,
+        &options.server,
+        &registration,
+        split.clone(),
+        &options.name,
+    )
+    .await?;
     let (heartbeat_to, heartbeat_from) = watch::channel((id, server.clients().to_vec()));
     let heartbeat = shutdown.child_token();
     spawn_heartbeat(
@@ -325,14 +339,17 @@ pub async fn run(
         {
             Err(WorkerError::Client(e)) if e.is_recoverable() => {
                 tracing::warn!(worker = id, error = %e, "lost the server; reconnecting");
-                let (shard0, registration) = match register(options, Some(id), &shutdown).await {
-                    Ok(r) => r,
-                    Err(e) => break Err(e),
-                };
+                let (shard0, registration) =
+                    match register(options, Some(id), &session, &shutdown).await {
+                        Ok(r) => r,
+                        Err(e) => break Err(e),
+                    };
                 id = registration.assignment.worker_id;
+                session.clone_from(&registration.session);
                 step = registration.start_step;
                 server = match ShardedServer::attach(
                     shard0,
+                    &options.server,
                     &registration,
                     split.clone(),
                     &options.name,

@@ -427,14 +427,44 @@ impl ServerCore {
     }
 
     /// The one check that a call acting as `worker` comes from it: `secret` must be the
-    /// session secret `worker` was given at registration. Calls for a worker id that was
-    /// never registered fail here too (their secret cannot be right), before anything else
-    /// is looked at.
+    /// session secret `worker` was given at registration. The service calls it before
+    /// anything else the call would do, so a refused call changes nothing.
     ///
     /// # Errors
-    /// [`CoreError::WrongSession`].
+    /// [`CoreError::UnknownWorker`] for an id this shard does not know (a server started
+    /// afresh: the worker registers again), [`CoreError::WrongSession`] for a known worker
+    /// and the wrong secret.
     pub fn authenticate(&self, worker: u32, secret: &str) -> Result<(), CoreError> {
+        if self.membership.get(worker).is_none() {
+            return Err(CoreError::UnknownWorker(worker));
+        }
         Ok(self.sessions.check(worker, secret)?)
+    }
+
+    /// [`Self::register`] for a caller that must prove who it is: registering again under
+    /// an id takes that worker's session secret (else anyone could take a worker over by
+    /// registering under its id), and so does attaching to a shard other than 0, which
+    /// checks the secret shard 0 issued. Returns the registration and the worker's secret.
+    ///
+    /// # Errors
+    /// [`Self::authenticate`]'s and [`Self::register`]'s.
+    pub fn register_authenticated(
+        &mut self,
+        name: &str,
+        worker_id: Option<u32>,
+        secret: &str,
+    ) -> Result<(Registered, Option<String>), CoreError> {
+        if let Some(id) = worker_id {
+            match self.authenticate(id, secret) {
+                Err(CoreError::UnknownWorker(_)) if !self.role.coordinates() => {
+                    self.sessions.check(id, secret)?;
+                }
+                other => other?,
+            }
+        }
+        let registered = self.register(name, worker_id)?;
+        let secret = self.session_secret(registered.assignment.worker_id);
+        Ok((registered, secret))
     }
 
     /// The session secret to hand `worker` at registration (none from a shard without a key).

@@ -675,23 +675,20 @@ impl ParameterServer for ParameterServerService {
         let name = req.name;
         let (registered, session) = {
             let mut core = self.shared.core();
-            // Coming back under an id (or attaching to another shard) proves it is that worker.
-            if let Some(id) = req.worker_id {
-                core.authenticate(id, &req.session).map_err(|e| {
-                    tracing::warn!(
-                        worker = id,
-                        name,
-                        "registration under a worker id refused: wrong session secret"
-                    );
+            let (registered, session) = core
+                .register_authenticated(&name, req.worker_id, &req.session)
+                .map_err(|e| {
+                    if let CoreError::WrongSession(_) = e {
+                        tracing::warn!(
+                            worker = req.worker_id,
+                            name,
+                            "registration under a worker id refused: wrong session secret"
+                        );
+                    }
                     status_of(&e)
                 })?;
-            }
-            let registered = core
-                .register(&name, req.worker_id)
-                .map_err(|e| status_of(&e))?;
-            let id = registered.assignment.worker_id;
-            core.touch(id, self.shared.now());
-            (registered, core.session_secret(id))
+            core.touch(registered.assignment.worker_id, self.shared.now());
+            (registered, session)
         };
         let assignment = registered.assignment;
         self.shared

@@ -15,6 +15,7 @@ mod layers;
 mod lifecycle;
 mod optimizers;
 mod poisoning;
+mod security;
 mod shards_and_staleness;
 mod support;
 mod training;

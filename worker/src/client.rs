@@ -192,8 +192,8 @@ pub struct ExchangeStream {
     outgoing: mpsc::Sender<v1::ExchangeRequest>,
     /// The server's replies, one set of messages per gradient.
     incoming: Streaming<v1::ExchangeReply>,
-    /// The worker's session secret, sent in every gradient's header.
-    session: String,
+    /// The session secrets of the workers this client acts as (the client's, shared).
+    sessions: Sessions,
 }
 
 impl ExchangeStream {
@@ -213,7 +213,7 @@ impl ExchangeStream {
     ) -> Result<(Receipt, Option<Pulled>, ExchangeTiming), ClientError> {
         let called = Instant::now();
         let mut header = push_header(push, phases, next_step);
-        header.session.clone_from(&self.session);
+        header.session = self.sessions.of(push.worker);
         let (sent, received) = tokio::join!(
             send_gradient(header, gradient, &self.outgoing, called),
             receive_set(&mut self.incoming, ParamAssembler::new()),
@@ -277,14 +277,36 @@ pub type AuthChannel = InterceptedService<Channel, BearerToken>;
 
 /// A connection to one parameter server. Cheap to clone (clones share the channel).
 ///
-/// Once [`Self::register`] has answered (or [`Self::set_session`] was called), every call
-/// acting as the worker carries its session secret.
+/// Once [`Self::register`] has answered for a worker (or [`Self::set_session`] was called),
+/// every call acting as that worker carries its session secret.
 #[derive(Debug, Clone)]
 pub struct ServerClient {
     /// The generated client with message limits set.
     inner: ParameterServerClient<AuthChannel>,
-    /// The worker's session secret (empty before registration).
-    session: String,
+    /// The session secrets of the workers this client acts as, shared by its clones.
+    sessions: Sessions,
+}
+
+/// Session secrets by worker id, shared by a client and its clones (a test client may act
+/// as several workers; a worker's heartbeat task holds a clone).
+#[derive(Debug, Clone, Default)]
+struct Sessions(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, String>>>);
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `worker`'s secret, empty when unknown.
+    fn of(&self, worker: u32) -> String {
+        self.lock().get(&worker).cloned().unwrap_or_default()
+    }
+
+    fn set(&self, worker: u32, secret: String) {
+        self.lock().insert(worker, secret);
+    }
 }
 
 /// A transport error with its causes, so that "transport error" says what went wrong
@@ -352,20 +374,20 @@ impl ServerClient {
             inner: ParameterServerClient::with_interceptor(channel, BearerToken(token))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            session: String::new(),
+            sessions: Sessions::default(),
         })
     }
 
-    /// Acts as the worker holding `session` from now on (to register again under its id,
+    /// Acts as `worker`, holding `session`, from now on (to register again under its id,
     /// or to attach to another shard).
-    pub fn set_session(&mut self, session: impl Into<String>) {
-        self.session = session.into();
+    pub fn set_session(&self, worker: u32, session: impl Into<String>) {
+        self.sessions.set(worker, session.into());
     }
 
-    /// The session secret calls carry (empty before registration).
+    /// The session secret calls acting as `worker` carry (empty when unknown).
     #[must_use]
-    pub fn session(&self) -> &str {
-        &self.session
+    pub fn session_of(&self, worker: u32) -> String {
+        self.sessions.of(worker)
     }
 
     /// Joins the job: with shard 0 (`worker_id` `None`: it assigns the id), or with
@@ -385,11 +407,7 @@ impl ServerClient {
             .register(v1::RegisterRequest {
                 name: name.to_string(),
                 worker_id,
-                session: if worker_id.is_some() {
-                    self.session.clone()
-                } else {
-                    String::new()
-                },
+                session: worker_id.map(|w| self.sessions.of(w)).unwrap_or_default(),
             })
             .await
             .map_err(rpc("register"))?
@@ -402,7 +420,7 @@ impl ServerClient {
         };
         // Shard 0 answers the secret; another shard answers the one it checked (or none).
         if !reply.session.is_empty() {
-            self.session.clone_from(&reply.session);
+            self.sessions.set(reply.worker_id, reply.session.clone());
         }
         Ok(Registration {
             assignment,
@@ -410,7 +428,7 @@ impl ServerClient {
             server_shards: (reply.server_shards as usize).max(1),
             shard_addresses: reply.shard_addresses,
             start_step: reply.start_step,
-            session: self.session.clone(),
+            session: self.sessions.of(reply.worker_id),
         })
     }
 
@@ -444,7 +462,7 @@ impl ServerClient {
                 worker_id: worker,
                 step,
                 r#final: final_pull,
-                session: self.session.clone(),
+                session: self.sessions.of(worker),
             })
             .await
             .map_err(rpc("pull"))?
@@ -479,7 +497,7 @@ impl ServerClient {
         Ok(ExchangeStream {
             outgoing,
             incoming,
-            session: self.session.clone(),
+            sessions: self.sessions.clone(),
         })
     }
 
@@ -492,7 +510,7 @@ impl ServerClient {
             .inner
             .heartbeat(v1::HeartbeatRequest {
                 worker_id: worker,
-                session: self.session.clone(),
+                session: self.sessions.of(worker),
             })
             .await
             .map_err(rpc("heartbeat"))?;
@@ -506,7 +524,7 @@ impl ServerClient {
     pub async fn report_evaluation(&mut self, evaluation: &Evaluation) -> Result<(), ClientError> {
         self.inner
             .report_evaluation(v1::EvaluationReport {
-                session: self.session.clone(),
+                session: self.sessions.of(evaluation.worker_id),
                 ..v1::EvaluationReport::from(evaluation)
             })
             .await
@@ -522,7 +540,7 @@ impl ServerClient {
         self.inner
             .leave(v1::LeaveRequest {
                 worker_id: worker,
-                session: self.session.clone(),
+                session: self.sessions.of(worker),
             })
             .await
             .map_err(rpc("leave"))?;

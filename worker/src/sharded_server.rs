@@ -72,7 +72,10 @@ impl ShardedServer {
         for address in &registration.shard_addresses {
             let mut client = ServerClient::connect_with(&config.with_address(address)).await?;
             // The secret shard 0 issued proves to this shard who the worker is.
-            client.set_session(registration.session.clone());
+            client.set_session(
+                registration.assignment.worker_id,
+                registration.session.clone(),
+            );
             client
                 .register(name, Some(registration.assignment.worker_id))
                 .await?;

@@ -166,7 +166,9 @@ async fn register(
     for attempt in 0u32.. {
         let left = options.connect_timeout.saturating_sub(started.elapsed());
         let mut client = connect_with_retry(&options.server, left, shutdown).await?;
-        client.set_session(session);
+        if let Some(id) = worker_id {
+            client.set_session(id, session);
+        }
         let result = match client.register(&options.name, worker_id).await {
             Err(e) if e.code() == Some(tonic::Code::NotFound) => {
                 client.register(&options.name, None).await

@@ -254,17 +254,14 @@ pub async fn train(
             } else {
                 Vec::new()
             };
-            let (child, address) = start_server(
-                &exe,
-                &run_dir,
-                &job_path,
-                shard,
-                servers_wanted,
-                &peers,
-                &security,
-                &interrupt,
-            )
-            .await?;
+            let run = ServerRun {
+                exe: &exe,
+                run_dir: &run_dir,
+                job_path: &job_path,
+                count: servers_wanted,
+                security: &security,
+            };
+            let (child, address) = start_server(&run, shard, &peers, &interrupt).await?;
             servers.push(child);
             addresses.push(address);
         }
@@ -393,17 +390,35 @@ fn failed(child: &ChildProcess, status: String) -> LaunchError {
     }
 }
 
-/// Starts server shard `shard` of `count` and waits for its address.
-async fn start_server(
-    exe: &Path,
-    run_dir: &Path,
-    job_path: &Path,
-    shard: usize,
+/// What every server shard of a run is started with.
+#[derive(Debug)]
+struct ServerRun<'a> {
+    /// The `downpour` binary.
+    exe: &'a Path,
+    /// The run directory (logs, address files).
+    run_dir: &'a Path,
+    /// The job file.
+    job_path: &'a Path,
+    /// Shards in the run.
     count: usize,
+    /// The run's token, session key and certificates.
+    security: &'a RunSecurity,
+}
+
+/// Starts server shard `shard` of `run.count` and waits for its address.
+async fn start_server(
+    run: &ServerRun<'_>,
+    shard: usize,
     peers: &[String],
-    security: &RunSecurity,
     interrupt: &CancellationToken,
 ) -> Result<(ChildProcess, String), LaunchError> {
+    let ServerRun {
+        exe,
+        run_dir,
+        job_path,
+        count,
+        security,
+    } = *run;
     let name = if count == 1 {
         "server".to_string()
     } else {

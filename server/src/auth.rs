@@ -163,7 +163,7 @@ where
         match self.tokens.check(request.uri().path(), authorization) {
             Ok(_) => {
                 let future = self.inner.call(request);
-                Box::pin(async move { Ok(future.await?) })
+                Box::pin(future)
             }
             Err(status) => {
                 tracing::warn!(method = request.uri().path(), code = ?status.code(), "call refused");

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of Downpour under Docker Compose: build the image, run the default job with
 # one server and three workers, `docker kill` one worker mid-training, later `docker kill` the
-# server and start it again, then check that the job finishes with the expected test accuracy,
+# server and start it again (all with a fresh token; a call without it is refused), then check that the job finishes with the expected test accuracy,
 # that the server resumed from its checkpoint, and that nothing of the project is left.
 #
 #   tests/compose/e2e.sh
@@ -21,6 +21,8 @@ min_accuracy=0.96
 timeout_s=${E2E_TIMEOUT:-300}
 image=${DOWNPOUR_IMAGE:-downpour:latest}
 compose_command=()
+# The job's token: the server requires it on every call, the workers and the health check send it.
+token=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 
 log() { echo "compose e2e: $*" >&2; }
 
@@ -52,7 +54,7 @@ skip_unless_docker_is_usable() {
 }
 
 compose() {
-    WORKERS=$workers DOWNPOUR_IMAGE=$image EPOCHS=${E2E_EPOCHS:-400} HEARTBEAT_TIMEOUT=3 CHECKPOINT_EVERY=100 \
+    DOWNPOUR_TOKEN=$token WORKERS=$workers DOWNPOUR_IMAGE=$image EPOCHS=${E2E_EPOCHS:-400} HEARTBEAT_TIMEOUT=3 CHECKPOINT_EVERY=100 \
         "${compose_command[@]}" --project-name "$project" --file "$repo/compose.yaml" "$@"
 }
 
@@ -85,6 +87,17 @@ build_image() {
 start_cluster() {
     log "starting project $project: 1 server, $workers workers (${compose_command[*]})"
     compose up --detach --scale "worker=$workers"
+}
+
+# A call without the token, from inside the project's network, must be refused as unauthenticated.
+check_a_call_without_the_token_is_refused() {
+    local network=${project}_default out
+    if out=$(docker run --rm --network "$network" --env RUST_LOG=warn "$image" \
+        health --server server:50051 --timeout 10 2>&1); then
+        fail "a health check without the token was answered: $out"
+    fi
+    grep -qi unauthenticated <<<"$out" || fail "a call without the token failed, but not as unauthenticated: $out"
+    log "a call without the token was refused: $(tail -n 1 <<<"$out")"
 }
 
 # Waits until the server container has exited (it exits once the job has finished and every
@@ -278,6 +291,7 @@ main() {
     build_image
     started_at=$SECONDS
     start_cluster
+    check_a_call_without_the_token_is_refused
     kill_a_worker
     restart_the_server
     wait_for_job_end

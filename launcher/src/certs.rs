@@ -178,7 +178,7 @@ mod tests {
             Err(CertsError::NoHosts)
         ));
         assert!(matches!(
-            make_certs(dir.path(), &["bad host!".into()]),
+            make_certs(dir.path(), &["hôte".into()]),
             Err(CertsError::Host { .. })
         ));
     }

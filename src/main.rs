@@ -96,13 +96,26 @@ fn run_launcher(command: &LaunchCommand) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
+            let config = args.security.config(&args.server[0])?;
             let version = runtime.block_on(downpour_launch::weights::export_from_servers(
+                &config,
                 &args.server,
                 &args.out,
             ))?;
             print_text(&format!(
                 "wrote {} (version {version})\n",
                 args.out.display()
+            ));
+        }
+        LaunchCommand::Certs(args) => {
+            let files = downpour_launch::certs::make_certs(&args.out, &args.hosts)?;
+            print_text(&format!(
+                "wrote {} (CA), {} and {} (servers: --tls-cert, --tls-key), {} and {} (clients, mutual TLS)\n",
+                files.ca_cert.display(),
+                files.server_cert.display(),
+                files.server_key.display(),
+                files.client_cert.display(),
+                files.client_key.display()
             ));
         }
         LaunchCommand::Evaluate(args) => {

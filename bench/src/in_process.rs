@@ -112,6 +112,7 @@ impl InProcessServer {
             server_shards: 1,
             shard_addresses: Vec::new(),
             start_step: registered.start_step,
+            session: String::new(),
         };
         let client = InProcessClient {
             server: self.clone(),

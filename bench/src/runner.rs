@@ -50,6 +50,7 @@ pub async fn run_once(
         force: true,
         resume: None,
         metrics_port_base: None,
+        tls: false,
     };
     let outcome = launch::train(&args, interrupt.clone()).await?;
     Ok(RunMeasurement::from_report(

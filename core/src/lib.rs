@@ -17,6 +17,7 @@
 //! - [`quote`]: peer input as error messages show it, a short prefix at most.
 //! - [`status`]: what the server reports: progress, counters, losses, evaluations.
 //! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
+//! - [`token`]: bearer tokens and the constant-time comparison of secrets.
 
 pub mod consistency;
 pub mod data;
@@ -33,6 +34,7 @@ pub mod sharding;
 pub mod status;
 pub mod tensor;
 pub mod timing;
+pub mod token;
 
 pub use data::{DataShape, DataSpec, Dataset, ImageShape, Targets, Task};
 pub use exchange::Push;

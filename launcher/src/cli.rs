@@ -18,6 +18,8 @@ use downpour_server::job::{ConsistencyMode, StalenessPolicy};
 use downpour_server::optim::{OptimizerConfig, OptimizerOverrides};
 use downpour_server::{JobError, JobSpec};
 
+use crate::credentials::{ClientSecurityArgs, ServerSecurityArgs};
+
 /// The launcher's subcommands (the binary flattens them into its own).
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -33,6 +35,20 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the test metrics of saved weights on the job's split (`--split-out` writes the split).
     Evaluate(EvaluateArgs),
+    /// Make a CA, a server certificate and a client certificate for TLS (PEM files).
+    Certs(CertsArgs),
+}
+
+/// `downpour certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Directory to write ca.pem, ca.key, server.pem, server.key, client.pem, client.key to.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Names and IP addresses the servers are reached at, comma-separated (the server
+    /// certificate is valid for each), e.g. `server,localhost,127.0.0.1`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub hosts: Vec<String>,
 }
 
 /// `downpour evaluate`.
@@ -58,6 +74,9 @@ pub struct ExportArgs {
     /// The safetensors file to write.
     #[arg(long, short = 'o')]
     pub out: PathBuf,
+    /// Token and TLS.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
 }
 
 /// `downpour train`.
@@ -105,6 +124,10 @@ pub struct TrainArgs {
     /// P+SERVERS+I (the URLs are printed at start); see docs/metrics.md.
     #[arg(long, value_name = "P")]
     pub metrics_port_base: Option<u16>,
+    /// Run everything over TLS: make a CA and certificates in RUN_DIR/certs first. (A
+    /// fresh random token always protects the run's servers.)
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// `downpour server`.
@@ -144,6 +167,9 @@ pub struct ServerArgs {
     /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `0.0.0.0:9100`); see docs/metrics.md.
     #[arg(long, value_name = "ADDR", env = "DOWNPOUR_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Tokens, session key and TLS.
+    #[command(flatten)]
+    pub security: ServerSecurityArgs,
 }
 
 impl ServerArgs {
@@ -231,6 +257,9 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics at `http://ADDR/metrics` (e.g. `0.0.0.0:9100`); see docs/metrics.md.
     #[arg(long, value_name = "ADDR", env = "DOWNPOUR_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Token and TLS.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
 }
 
 /// `downpour health`.
@@ -242,6 +271,9 @@ pub struct HealthArgs {
     /// Seconds to wait for the connection and the answer together.
     #[arg(long, default_value_t = 5)]
     pub timeout: u64,
+    /// Token (the job's or the read-only one) and TLS.
+    #[command(flatten)]
+    pub security: ClientSecurityArgs,
 }
 
 /// The job file and the flags that override its common fields.

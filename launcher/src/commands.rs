@@ -9,9 +9,10 @@ use downpour_core::status::ServerStatus;
 use downpour_server::metrics::ServerMetrics;
 use downpour_server::server_core::ShardRole;
 use downpour_server::{JobError, ServeError, ServeOptions};
-use downpour_worker::{ClientError, ServerClient, WorkerError, WorkerOptions};
+use downpour_worker::{ClientConfig, ClientError, ServerClient, WorkerError, WorkerOptions};
 
 use crate::cli::{HealthArgs, ServerArgs, WorkerArgs};
+use crate::credentials::CredentialError;
 use crate::metrics_endpoint::spawn_metrics_endpoint;
 use crate::report::DataReport;
 
@@ -39,6 +40,9 @@ pub enum ServerCommandError {
     /// The finished job's outputs could not be written.
     #[error(transparent)]
     Outputs(#[from] crate::outputs::OutputError),
+    /// A token, key or certificate could not be loaded.
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.
@@ -92,15 +96,32 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
         index: args.shard,
         count: args.servers,
     };
+    let security = args.security.load()?;
     let params = job.layout.num_values();
     let (workers, mode) = (job.workers(), job.mode().name());
     // Resume (or refuse a checkpoint of another job) before listening.
-    let started = downpour_server::resume::start(
+    let mut started = downpour_server::resume::start(
         job,
         role.clone(),
         args.checkpoint_dir.as_deref(),
         args.resume_from.as_deref(),
     )?;
+    if let Some(key) = security.session_key {
+        started.core.use_session_key(key);
+    } else if args.shard > 0 {
+        tracing::warn!(
+            shard = args.shard,
+            "no session key (--session-key-file or DOWNPOUR_SESSION_KEY): this shard cannot \
+             check workers' session secrets; give every shard of the job the same key"
+        );
+    }
+    if !security.tokens.required() {
+        tracing::warn!(
+            "no token (--token-file or DOWNPOUR_TOKEN): the server is UNAUTHENTICATED, \
+             anyone who can reach {} can read the weights and act as a worker",
+            args.listen
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(2)
@@ -164,6 +185,8 @@ pub fn server(args: &ServerArgs) -> Result<(), ServerCommandError> {
             exit_when_done: args.exit_when_done,
             checkpointing: started.checkpointing,
             metrics,
+            tokens: security.tokens,
+            tls: security.tls,
         };
         let outcome = downpour_server::serve(started.core, listener, shutdown, options).await?;
         if let Some(dir) = &args.output_dir {
@@ -193,6 +216,9 @@ pub enum WorkerCommandError {
     /// The worker stopped.
     #[error(transparent)]
     Worker(#[from] WorkerError),
+    /// A token or certificate could not be loaded.
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
     /// The metrics address could not be bound.
     #[error("{what}: {source}")]
     Io {
@@ -207,15 +233,17 @@ pub enum WorkerCommandError {
 /// Runs one worker on a single-threaded runtime (one core of compute per worker process).
 ///
 /// # Errors
-/// [`WorkerCommandError`] when the server refuses it, the data or model fail, the metrics
-/// address cannot be bound, or on a signal.
+/// [`WorkerCommandError`] for an unusable token or certificate, or when the server refuses
+/// the worker, the data or model fail, the metrics address cannot be bound, or on a signal.
 pub fn worker(args: &WorkerArgs) -> Result<(), WorkerCommandError> {
+    let server = args.security.config(&args.server)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a current-thread runtime always builds");
     runtime.block_on(async {
         let mut options = WorkerOptions::new(args.server.clone());
+        options.server = server;
         options.name = args.name.clone().unwrap_or_else(host_name);
         options.connect_timeout = Duration::from_secs(args.connect_timeout);
         options.step_delay = Duration::from_millis(args.step_delay_ms);
@@ -256,6 +284,9 @@ pub enum HealthError {
     /// The server could not be reached, or refused the status request.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A token or certificate could not be loaded.
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
     /// No answer in time.
     #[error("{server} did not answer a status request within {seconds} s")]
     Timeout {
@@ -275,8 +306,9 @@ pub fn health(args: &HealthArgs) -> Result<(), HealthError> {
         .enable_all()
         .build()
         .expect("a current-thread runtime always builds");
+    let config = args.security.config(&args.server)?;
     runtime
-        .block_on(probe(&args.server, Duration::from_secs(args.timeout)))
+        .block_on(probe(&config, Duration::from_secs(args.timeout)))
         .map(|_| ())
 }
 
@@ -284,15 +316,15 @@ pub fn health(args: &HealthArgs) -> Result<(), HealthError> {
 ///
 /// # Errors
 /// [`HealthError`] when the server cannot be reached, refuses, or does not answer in time.
-pub async fn probe(server: &str, timeout: Duration) -> Result<ServerStatus, HealthError> {
+pub async fn probe(server: &ClientConfig, timeout: Duration) -> Result<ServerStatus, HealthError> {
     let ask = async {
-        let mut client = ServerClient::connect(server).await?;
+        let mut client = ServerClient::connect_with(server).await?;
         Ok(client.status().await?)
     };
     tokio::time::timeout(timeout, ask)
         .await
         .map_err(|_| HealthError::Timeout {
-            server: server.to_string(),
+            server: server.address.clone(),
             seconds: timeout.as_secs(),
         })?
 }
@@ -313,7 +345,9 @@ mod tests {
             shutdown.clone(),
             ServeOptions::default(),
         ));
-        let status = probe(&address, Duration::from_secs(5)).await.unwrap();
+        let status = probe(&ClientConfig::new(address), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert!(!status.finished);
         shutdown.cancel();
         server.await.unwrap().unwrap();
@@ -324,7 +358,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let err = probe(&address, Duration::from_secs(5)).await.unwrap_err();
+        let err = probe(&ClientConfig::new(address), Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert!(matches!(err, HealthError::Client(_)), "{err}");
     }
 }

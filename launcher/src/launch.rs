@@ -9,10 +9,14 @@ use tokio_util::sync::CancellationToken;
 use downpour_core::ParamSet;
 use downpour_core::partition::ShardPlan;
 use downpour_core::status::{ServerStatus, ShardStatus};
+use downpour_core::token::Token;
+use downpour_server::session::SessionKey;
 use downpour_server::{Job, JobError, JobSpec};
-use downpour_worker::{ClientError, ServerClient};
+use downpour_worker::{ClientConfig, ClientError, ClientTls, ServerClient};
 
+use crate::certs::{CertFiles, CertsError, make_certs};
 use crate::cli::TrainArgs;
+use crate::credentials::{SECURITY_ENV, SESSION_KEY_ENV, TOKEN_ENV};
 use crate::processes::ChildProcess;
 use crate::progress::Progress;
 use crate::report::{DataReport, Hardware, RunFiles, RunReport};
@@ -55,6 +59,9 @@ pub enum LaunchError {
     /// The weights could not be written.
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    /// The run's TLS certificates could not be made.
+    #[error(transparent)]
+    Certs(#[from] CertsError),
     /// Ctrl-C or SIGTERM.
     #[error("interrupted; every process was stopped")]
     Interrupted,
@@ -121,6 +128,91 @@ fn sabotaged_workers(
     Ok(kinds)
 }
 
+/// The secrets and certificates of one local run: a fresh random token for every process,
+/// a session key shared by the servers, and, with `--tls`, the run's certificates.
+#[derive(Debug)]
+struct RunSecurity {
+    /// The token every process of the run uses (given to children in the environment).
+    token: Token,
+    /// The servers' session key.
+    session_key: SessionKey,
+    /// The run's certificates, with `--tls`.
+    certs: Option<CertFiles>,
+}
+
+impl RunSecurity {
+    /// Fresh secrets; with `tls`, certificates for loopback in `run_dir/certs`.
+    fn new(run_dir: &Path, tls: bool) -> Result<Self, LaunchError> {
+        let token = SessionKey::random().to_hex();
+        let certs = tls
+            .then(|| {
+                make_certs(
+                    &run_dir.join("certs"),
+                    &["127.0.0.1".into(), "localhost".into()],
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            token: Token::parse(&token).expect("64 hex digits are a token"),
+            session_key: SessionKey::random(),
+            certs,
+        })
+    }
+
+    /// A child's environment: the launcher's security settings removed, then the run's
+    /// token (and, for servers, the session key) set.
+    fn env(&self, server: bool) -> Vec<(&'static str, Option<String>)> {
+        let mut env: Vec<(&str, Option<String>)> =
+            SECURITY_ENV.iter().map(|&name| (name, None)).collect();
+        env.push((TOKEN_ENV, Some(self.token.expose().to_string())));
+        if server {
+            env.push((SESSION_KEY_ENV, Some(self.session_key.to_hex())));
+        }
+        env
+    }
+
+    /// The TLS flags of a server (`server`) or a worker.
+    fn tls_args(&self, server: bool) -> Vec<String> {
+        let Some(c) = &self.certs else {
+            return Vec::new();
+        };
+        let path = |p: &PathBuf| p.display().to_string();
+        if server {
+            vec![
+                "--tls-cert".into(),
+                path(&c.server_cert),
+                "--tls-key".into(),
+                path(&c.server_key),
+            ]
+        } else {
+            vec!["--tls-ca".into(), path(&c.ca_cert)]
+        }
+    }
+
+    /// How the launcher itself reaches `address`.
+    fn client(&self, address: &str) -> Result<ClientConfig, LaunchError> {
+        let tls = match &self.certs {
+            None => None,
+            Some(c) => Some(ClientTls {
+                ca_pem: std::fs::read(&c.ca_cert)
+                    .map_err(io(format!("reading {}", c.ca_cert.display())))?,
+                domain: None,
+                identity: None,
+            }),
+        };
+        Ok(ClientConfig {
+            address: address.to_string(),
+            token: Some(self.token.clone()),
+            tls,
+        })
+    }
+}
+
+/// Borrows an environment list as [`ChildProcess::spawn`] takes it.
+fn env_refs<'a>(env: &'a [(&'static str, Option<String>)]) -> Vec<(&'a str, Option<&'a str>)> {
+    env.iter().map(|(n, v)| (*n, v.as_deref())).collect()
+}
+
 /// Runs a job locally and writes its report. Stops every process on `interrupt`.
 ///
 /// # Errors
@@ -160,6 +252,7 @@ pub async fn train(
                 source,
             }
         })?;
+    let security = RunSecurity::new(&run_dir, args.tls)?;
 
     let started = Instant::now();
     let mut progress = Progress::new(args.quiet);
@@ -190,26 +283,23 @@ pub async fn train(
             } else {
                 Vec::new()
             };
-            let (child, address) = start_server(
-                &exe,
-                &run_dir,
-                &job_path,
-                ServerShard {
-                    shard,
-                    count: servers_wanted,
-                    peers: &peers,
-                    metrics_listen: metrics_listen(&server_name(shard, servers_wanted)),
-                    checkpoints,
-                },
-                &interrupt,
-            )
-            .await?;
+            let run = ServerRun {
+                exe: &exe,
+                run_dir: &run_dir,
+                job_path: &job_path,
+                count: servers_wanted,
+                security: &security,
+                checkpoints,
+            };
+            let metrics = metrics_listen(&server_name(shard, servers_wanted));
+            let (child, address) = start_server(&run, shard, &peers, metrics, &interrupt).await?;
             servers.push(child);
             addresses.push(address);
         }
         servers.reverse();
         addresses.reverse();
         let address = addresses[0].clone();
+        let worker_env = security.env(false);
         progress.phase(&format!("starting {workers} workers"));
         for k in 0..workers {
             let mut wargs = vec![
@@ -228,13 +318,14 @@ pub async fn train(
             if let Some(ms) = args.simulate_compute_ms {
                 wargs.extend(["--simulate-compute-ms".into(), ms.to_string()]);
             }
+            wargs.extend(security.tls_args(false));
             let name = format!("worker-{k}");
             if let Some(listen) = metrics_listen(&name) {
                 wargs.extend(["--metrics-listen".into(), listen]);
             }
             let log = run_dir.join(format!("{name}.log"));
             children.push(
-                ChildProcess::spawn(&name, &exe, &wargs, log)
+                ChildProcess::spawn(&name, &exe, &wargs, &env_refs(&worker_env), log)
                     .map_err(io(format!("starting {name}")))?,
             );
         }
@@ -242,8 +333,15 @@ pub async fn train(
             progress: &mut progress,
             log: &mut run_log,
         };
-        let status = watch(&mut servers, &mut children, &address, &mut view, &interrupt).await?;
-        let (params, shards) = collect(&plan, &addresses).await?;
+        let status = watch(
+            &mut servers,
+            &mut children,
+            &security.client(&address)?,
+            &mut view,
+            &interrupt,
+        )
+        .await?;
+        let (params, shards) = collect(&plan, &addresses, &security).await?;
         Ok::<_, LaunchError>((status, params, shards))
     }
     .await;
@@ -257,7 +355,7 @@ pub async fn train(
     let result = match result {
         Err(LaunchError::Interrupted) if addresses.len() == servers_wanted => {
             progress.println("interrupted: saving the last version's weights and the report");
-            salvage(&plan, &addresses).await.map_err(|e| {
+            salvage(&plan, &addresses, &security).await.map_err(|e| {
                 progress.println(&format!("could not save the last version: {e}"));
                 LaunchError::Interrupted
             })
@@ -333,11 +431,12 @@ pub async fn train(
 async fn collect(
     plan: &ShardPlan,
     addresses: &[String],
+    security: &RunSecurity,
 ) -> Result<(ParamSet, Vec<ShardStatus>), LaunchError> {
     let mut params = plan.zeros();
     let mut shards = Vec::with_capacity(addresses.len());
     for (k, shard_address) in addresses.iter().enumerate() {
-        let mut client = ServerClient::connect(shard_address).await?;
+        let mut client = ServerClient::connect_with(&security.client(shard_address)?).await?;
         let (_, part) = client.parameters().await?;
         plan.write_part(&mut params, k, &part);
         shards.push(client.status().await?.shard);
@@ -349,9 +448,13 @@ async fn collect(
 async fn salvage(
     plan: &ShardPlan,
     addresses: &[String],
+    security: &RunSecurity,
 ) -> Result<(ServerStatus, ParamSet, Vec<ShardStatus>), LaunchError> {
-    let status = ServerClient::connect(&addresses[0]).await?.status().await?;
-    let (params, shards) = collect(plan, addresses).await?;
+    let status = ServerClient::connect_with(&security.client(&addresses[0])?)
+        .await?
+        .status()
+        .await?;
+    let (params, shards) = collect(plan, addresses, security).await?;
     Ok((status, params, shards))
 }
 
@@ -457,36 +560,39 @@ fn metrics_ports(
         .collect()
 }
 
-/// Which server shard to start, and how.
+/// What every server shard of a run is started with.
 #[derive(Debug)]
-struct ServerShard<'a> {
-    /// Its index.
-    shard: usize,
-    /// Shards in the job.
+struct ServerRun<'a> {
+    /// The `downpour` binary.
+    exe: &'a Path,
+    /// The run directory (logs, address files).
+    run_dir: &'a Path,
+    /// The job file.
+    job_path: &'a Path,
+    /// Shards in the run.
     count: usize,
-    /// On shard 0: the addresses of shards 1...
-    peers: &'a [String],
-    /// Where it serves metrics, if it does.
-    metrics_listen: Option<String>,
-    /// Whether it keeps checkpoints, in `RUN_DIR/checkpoints/<name>`.
+    /// The run's token, session key and certificates.
+    security: &'a RunSecurity,
+    /// Whether each shard keeps checkpoints, in `RUN_DIR/checkpoints/<name>`.
     checkpoints: bool,
 }
 
-/// Starts a server shard and waits for its address.
+/// Starts server shard `shard` of `run.count` and waits for its address.
 async fn start_server(
-    exe: &Path,
-    run_dir: &Path,
-    job_path: &Path,
-    server: ServerShard<'_>,
+    run: &ServerRun<'_>,
+    shard: usize,
+    peers: &[String],
+    metrics_listen: Option<String>,
     interrupt: &CancellationToken,
 ) -> Result<(ChildProcess, String), LaunchError> {
-    let ServerShard {
-        shard,
+    let ServerRun {
+        exe,
+        run_dir,
+        job_path,
         count,
-        peers,
-        metrics_listen,
+        security,
         checkpoints,
-    } = server;
+    } = *run;
     let name = server_name(shard, count);
     let port_file = run_dir.join(format!("{name}.addr"));
     let _ = std::fs::remove_file(&port_file);
@@ -513,7 +619,10 @@ async fn start_server(
     if let Some(listen) = metrics_listen {
         sargs.extend(["--metrics-listen".into(), listen]);
     }
-    let mut child = ChildProcess::spawn(&name, exe, &sargs, run_dir.join(format!("{name}.log")))
+    sargs.extend(security.tls_args(true));
+    let env = security.env(true);
+    let log = run_dir.join(format!("{name}.log"));
+    let mut child = ChildProcess::spawn(&name, exe, &sargs, &env_refs(&env), log)
         .map_err(io(format!("starting {name}")))?;
     let address = wait_for_address(&mut child, &port_file, interrupt).await?;
     Ok((child, address))
@@ -573,7 +682,7 @@ impl RunView<'_> {
 async fn watch(
     servers: &mut [ChildProcess],
     workers: &mut [ChildProcess],
-    address: &str,
+    address: &ClientConfig,
     view: &mut RunView<'_>,
     interrupt: &CancellationToken,
 ) -> Result<ServerStatus, LaunchError> {
@@ -583,7 +692,7 @@ async fn watch(
     let mut failures = Vec::new();
     loop {
         if client.is_none() {
-            client = ServerClient::connect(address).await.ok();
+            client = ServerClient::connect_with(address).await.ok();
         }
         if let Some(c) = client.as_mut()
             && let Ok(status) = c.status().await

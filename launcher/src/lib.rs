@@ -4,8 +4,10 @@
 //!
 //! # Layout
 //! - [`allocator`]: allocator settings for every process (large buffers stay on the heap).
+//! - [`certs`]: `certs`: a CA, a server and a client certificate for TLS, made with rcgen.
 //! - [`cli`]: the launcher's subcommands and the job flags they share.
 //! - [`commands`]: `server` and `worker`: runtimes with capped threads, signals, shutdown.
+//! - [`credentials`]: the token, session-key and TLS flags, and reading the files they name.
 //! - [`evaluate`]: `evaluate`: saved weights' test metrics on a job's split; the split written out.
 //! - [`launch`]: `train`: one server and N worker processes on loopback, watched to the end.
 //! - [`outputs`]: `server --output-dir`: a finished job's weights, report and metrics.
@@ -18,8 +20,10 @@
 //! - [`weights`]: trained weights as safetensors.
 
 pub mod allocator;
+pub mod certs;
 pub mod cli;
 pub mod commands;
+pub mod credentials;
 pub mod evaluate;
 pub mod launch;
 pub mod metrics_endpoint;

@@ -22,7 +22,9 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Starts `program args…` with stdout and stderr appended to `log`.
+    /// Starts `program args…` with stdout and stderr appended to `log`, and the launcher's
+    /// environment changed by `env`: `(name, Some(value))` sets a variable (secrets travel
+    /// this way, never in argv, which `ps` shows), `(name, None)` removes it.
     ///
     /// On Linux the child receives SIGTERM if the launcher dies, so no process is orphaned
     /// even when the launcher is killed with SIGKILL.
@@ -33,6 +35,7 @@ impl ChildProcess {
         name: &str,
         program: &Path,
         args: &[String],
+        env: &[(&str, Option<&str>)],
         log: PathBuf,
     ) -> std::io::Result<Self> {
         let out = File::create(&log)?;
@@ -47,6 +50,12 @@ impl ChildProcess {
             // Its own process group: a Ctrl-C at the terminal reaches the launcher only, which
             // then stops the workers, saves the last version and stops the servers in order.
             .process_group(0);
+        for (name, value) in env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
         #[cfg(target_os = "linux")]
         // SAFETY: the closure runs in the forked child before exec and calls only
         // `prctl`, which is async-signal-safe.

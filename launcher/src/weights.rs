@@ -157,14 +157,20 @@ pub enum ExportError {
     Weights(#[from] WeightsError),
 }
 
-/// Pulls the current parameters from every shard (`addresses`, shard 0 first), assembles
+/// Pulls the current parameters from every shard (`addresses`, shard 0 first, reached with
+/// `config`'s token and TLS settings), assembles
 /// them in layout order and writes them to `out` as safetensors. Returns the version.
 ///
 /// # Errors
 /// [`ExportError`] when a shard cannot be reached, the shards do not match the job, or the
 /// file cannot be written.
-pub async fn export_from_servers(addresses: &[String], out: &Path) -> Result<u64, ExportError> {
-    let mut shard0 = downpour_worker::ServerClient::connect(&addresses[0]).await?;
+pub async fn export_from_servers(
+    config: &downpour_worker::ClientConfig,
+    addresses: &[String],
+    out: &Path,
+) -> Result<u64, ExportError> {
+    let mut shard0 =
+        downpour_worker::ServerClient::connect_with(&config.with_address(&addresses[0])).await?;
     let status = shard0.status().await?;
     if status.shard.count != addresses.len() {
         return Err(ExportError::ShardCount {
@@ -181,7 +187,8 @@ pub async fn export_from_servers(addresses: &[String], out: &Path) -> Result<u64
     let mut params = plan.zeros();
     let mut version = 0;
     for (k, address) in addresses.iter().enumerate() {
-        let mut client = downpour_worker::ServerClient::connect(address).await?;
+        let mut client =
+            downpour_worker::ServerClient::connect_with(&config.with_address(address)).await?;
         let (v, part) = client.parameters().await?;
         if k == 0 {
             version = v;

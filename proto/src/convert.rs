@@ -349,6 +349,7 @@ impl From<&Evaluation> for v1::EvaluationReport {
             test_mse: e.test_mse,
             r#final: e.is_final,
             test_samples: e.test_samples,
+            session: String::new(),
         }
     }
 }
@@ -381,6 +382,7 @@ pub fn push_header(
         samples: push.samples,
         phases: phases.map(v1::PhaseTimes::from),
         next_step,
+        session: String::new(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Downpour's parameter server.
 //!
 //! # Layout
+//! - [`auth`]: the bearer-token check on every RPC (job token, read-only token).
+//! - [`session`]: per-worker session secrets, derived from the servers' key and checked in constant time.
 //! - [`job`]: the job file, its validation, and the validated [`job::Job`].
 //! - [`optim`]: the optimizers, one file each, with PyTorch's exact update rules.
 //! - [`schedule`]: learning-rate schedules, applied once per optimizer step.
@@ -23,6 +25,7 @@
 //! - [`timing`]: where a job's time goes: worker phases, server work, the job's clock.
 
 pub mod aggregation;
+pub mod auth;
 pub mod barrier;
 pub mod checkpoint;
 pub mod clip;
@@ -39,6 +42,7 @@ pub mod robustness;
 pub mod schedule;
 pub mod server_core;
 pub mod service;
+pub mod session;
 pub mod store;
 pub mod timing;
 pub mod training_metrics;

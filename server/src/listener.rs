@@ -9,6 +9,11 @@
 //! client sends its preface at once). At most `max_connections` connections that did speak
 //! are served at once; one beyond is closed at once. What tonic receives replays the
 //! preface it consumed, so HTTP/2 sees the connection as it came.
+//!
+//! Over TLS the first bytes are the TLS handshake, not the preface: there the connection
+//! must send a TLS handshake record's first byte (0x16) within `handshake_timeout`, which is
+//! only peeked at, never consumed; tonic's TLS acceptor then bounds the rest of the
+//! handshake, and HTTP/2's preface follows inside TLS.
 
 use std::collections::VecDeque;
 use std::io;
@@ -27,6 +32,18 @@ use crate::limits::TransportLimits;
 
 /// The HTTP/2 client connection preface (RFC 9113, section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The content type of a TLS handshake record, a TLS client's first byte (RFC 8446, 5.1).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What a connection's first bytes must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// The HTTP/2 preface, in plaintext (consumed, then replayed).
+    Preface,
+    /// A TLS handshake record (peeked at only).
+    Tls,
+}
 
 /// A connection that sent the HTTP/2 preface, holding its place under the connection limit.
 #[derive(Debug)]
@@ -111,16 +128,18 @@ struct Pending {
 pub fn bounded_incoming(
     listener: TcpListener,
     limits: TransportLimits,
+    first: FirstBytes,
     shutdown: CancellationToken,
 ) -> ReceiverStream<io::Result<Prefaced>> {
     let (ready, incoming) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, limits, shutdown, ready));
+    tokio::spawn(accept_loop(listener, limits, first, shutdown, ready));
     ReceiverStream::new(incoming)
 }
 
 async fn accept_loop(
     listener: TcpListener,
     limits: TransportLimits,
+    first: FirstBytes,
     shutdown: CancellationToken,
     ready: mpsc::Sender<io::Result<Prefaced>>,
 ) {
@@ -165,7 +184,7 @@ async fn accept_loop(
             close,
             Arc::clone(&pending),
             Arc::clone(&served),
-            limits,
+            (limits, first),
             ready.clone(),
         ));
     }
@@ -178,18 +197,29 @@ async fn handshake(
     close: CancellationToken,
     pending: Arc<Mutex<Pending>>,
     served: Arc<Semaphore>,
-    limits: TransportLimits,
+    (limits, first): (TransportLimits, FirstBytes),
     ready: mpsc::Sender<io::Result<Prefaced>>,
 ) {
     let mut preface = [0u8; 24];
+    let mut tls_byte = [0u8; 1];
     let outcome = tokio::select! {
-        read = tokio::time::timeout(limits.handshake_timeout, stream.read_exact(&mut preface)) => match read {
-            Ok(Ok(_)) if &preface == PREFACE => Ok(()),
-            Ok(Ok(_)) => Err("not an HTTP/2 preface"),
+        read = tokio::time::timeout(limits.handshake_timeout, async {
+            match first {
+                FirstBytes::Preface => stream.read_exact(&mut preface).await.map(|_| &preface == PREFACE),
+                FirstBytes::Tls => stream.peek(&mut tls_byte).await.map(|n| n == 1 && tls_byte[0] == TLS_HANDSHAKE),
+            }
+        }) => match read {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err("not an HTTP/2 preface or TLS handshake"),
             Ok(Err(_)) => Err("closed before its preface"),
             Err(_) => Err("no preface within the handshake timeout"),
         },
         () = close.cancelled() => Err("closed to make room for a newer connection"),
+    };
+    // Over TLS nothing was consumed: there is nothing to replay.
+    let replayed = match first {
+        FirstBytes::Preface => 0,
+        FirstBytes::Tls => PREFACE.len(),
     };
     pending
         .lock()
@@ -210,7 +240,7 @@ async fn handshake(
     let _ = ready
         .send(Ok(Prefaced {
             stream,
-            replayed: 0,
+            replayed,
             _permit: permit,
         }))
         .await;

@@ -21,6 +21,7 @@ use crate::membership::{Membership, WorkerRecord};
 use crate::optim::ParamState;
 use crate::ownership::DataOwnership;
 use crate::robustness::{GradientBounds, GradientError};
+use crate::session::{SessionKey, Sessions, WrongSession};
 use crate::store::{ParameterStore, UpdateRule};
 use crate::training_metrics::TrainingMetrics;
 
@@ -109,6 +110,9 @@ pub enum CoreError {
         /// Why.
         reason: &'static str,
     },
+    /// A call acting as a worker without that worker's session secret.
+    #[error(transparent)]
+    WrongSession(#[from] WrongSession),
 }
 
 impl CoreError {
@@ -130,6 +134,7 @@ impl CoreError {
             Self::JobFinished => "job_finished",
             Self::Evaluation { .. } => "evaluation",
             Self::EvaluationRefused { .. } => "evaluation_refused",
+            Self::WrongSession(_) => "wrong_session",
         }
     }
 }
@@ -245,6 +250,8 @@ pub struct ServerCore {
     checkpoint: CheckpointStatus,
     /// What every gradient is checked against before it is held or applied.
     bounds: GradientBounds,
+    /// The session secrets: what proves a call comes from the worker it names.
+    sessions: Sessions,
 }
 
 /// The part of [`ServerCore`] a checkpoint keeps besides weights and optimizer state.
@@ -259,6 +266,9 @@ struct CoreState {
     staleness: StalenessStats,
     step_staleness: StalenessStats,
     traffic: ShardStatus,
+    /// The session key (absent in checkpoints written before session secrets).
+    #[serde(default)]
+    session_key: Option<SessionKey>,
 }
 
 impl ServerCore {
@@ -296,6 +306,9 @@ impl ServerCore {
             values: store.params().num_values(),
             ..ShardStatus::default()
         };
+        // Shard 0 issues secrets, so it always has a key; the others check with the job's
+        // key once given one (`use_session_key`).
+        let sessions = Sessions::new(role.coordinates().then(SessionKey::random));
         Self {
             schema: Arc::new(TensorSchema::of(store.params())),
             next_eval_at: job.eval_interval(),
@@ -310,6 +323,7 @@ impl ServerCore {
             ),
             consistency: Consistency::of(&job.spec.consistency, job.aggregation(), 0),
             bounds: job.spec.robustness.bounds(),
+            sessions,
 
             metrics: TrainingMetrics::default(),
             gradients_applied: 0,
@@ -341,6 +355,7 @@ impl ServerCore {
             staleness: self.staleness.clone(),
             step_staleness: self.step_staleness.clone(),
             traffic: self.traffic.clone(),
+            session_key: self.sessions.key().cloned(),
         };
         Snapshot {
             job_fingerprint,
@@ -425,6 +440,11 @@ impl ServerCore {
         core.staleness = state.staleness;
         core.step_staleness = state.step_staleness;
         core.traffic = state.traffic;
+        // A checkpoint from before session secrets keeps the fresh key: its workers never
+        // held a secret, so they cannot come back under their ids (they register afresh).
+        if let Some(key) = state.session_key {
+            core.sessions = Sessions::new(Some(key));
+        }
         core.consistency = Consistency::of(
             &core.job.spec.consistency,
             core.job.aggregation(),
@@ -436,6 +456,59 @@ impl ServerCore {
     /// Checkpoints resumed from and written, for the service to keep up to date.
     pub fn checkpoint_status_mut(&mut self) -> &mut CheckpointStatus {
         &mut self.checkpoint
+    }
+
+    /// Derives session secrets from `key` from now on: the job's key, shared by its shards
+    /// (a shard resumed from a checkpoint already holds the key it was started with).
+    pub fn use_session_key(&mut self, key: SessionKey) {
+        self.sessions = Sessions::new(Some(key));
+    }
+
+    /// The one check that a call acting as `worker` comes from it: `secret` must be the
+    /// session secret `worker` was given at registration. The service calls it before
+    /// anything else the call would do, so a refused call changes nothing.
+    ///
+    /// # Errors
+    /// [`CoreError::UnknownWorker`] for an id this shard does not know (a server started
+    /// afresh: the worker registers again), [`CoreError::WrongSession`] for a known worker
+    /// and the wrong secret.
+    pub fn authenticate(&self, worker: u32, secret: &str) -> Result<(), CoreError> {
+        if self.membership.get(worker).is_none() {
+            return Err(CoreError::UnknownWorker(worker));
+        }
+        Ok(self.sessions.check(worker, secret)?)
+    }
+
+    /// [`Self::register`] for a caller that must prove who it is: registering again under
+    /// an id takes that worker's session secret (else anyone could take a worker over by
+    /// registering under its id), and so does attaching to a shard other than 0, which
+    /// checks the secret shard 0 issued. Returns the registration and the worker's secret.
+    ///
+    /// # Errors
+    /// [`Self::authenticate`]'s and [`Self::register`]'s.
+    pub fn register_authenticated(
+        &mut self,
+        name: &str,
+        worker_id: Option<u32>,
+        secret: &str,
+    ) -> Result<(Registered, Option<String>), CoreError> {
+        if let Some(id) = worker_id {
+            match self.authenticate(id, secret) {
+                Err(CoreError::UnknownWorker(_)) if !self.role.coordinates() => {
+                    self.sessions.check(id, secret)?;
+                }
+                other => other?,
+            }
+        }
+        let registered = self.register(name, worker_id)?;
+        let secret = self.session_secret(registered.assignment.worker_id);
+        Ok((registered, secret))
+    }
+
+    /// The session secret to hand `worker` at registration (none from a shard without a key).
+    #[must_use]
+    pub fn session_secret(&self, worker: u32) -> Option<String> {
+        self.sessions.secret_of(worker)
     }
 
     /// Which shard this is.

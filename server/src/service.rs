@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
 
 use downpour_core::schema::{Conformed, TensorSchema};
@@ -27,8 +28,9 @@ use downpour_proto::pieces::{EncodedPieces, ParamAssembler, receive_set};
 use downpour_proto::v1;
 use downpour_proto::v1::parameter_server_server::{ParameterServer, ParameterServerServer};
 
+use crate::auth::{Authenticated, Tokens};
 use crate::checkpoint::{CheckpointStore, Snapshot};
-use crate::listener::bounded_incoming;
+use crate::listener::{FirstBytes, bounded_incoming};
 use crate::metrics::ServerMetrics;
 use crate::server_core::{CoreError, PullOutcome, ServerCore, ShardRole};
 use crate::timing::TimingLedger;
@@ -39,6 +41,9 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificate or key could not be used.
+    #[error("TLS configuration: {0}")]
+    Tls(tonic::transport::Error),
 }
 
 /// How the server runs: its shard, checkpoints, and what it does at the job's end.
@@ -54,6 +59,10 @@ pub struct ServeOptions {
     pub checkpointing: Option<Checkpointing>,
     /// The shard's Prometheus metrics, observed here and read at each scrape.
     pub metrics: ServerMetrics,
+    /// The tokens every call is checked against ([`crate::auth`]); open by default.
+    pub tokens: Tokens,
+    /// TLS (and, with a client CA, mutual TLS); plaintext when `None`.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for ServeOptions {
@@ -64,6 +73,8 @@ impl Default for ServeOptions {
             exit_when_done: false,
             checkpointing: None,
             metrics: ServerMetrics::default(),
+            tokens: Tokens::open(),
+            tls: None,
         }
     }
 }
@@ -342,7 +353,16 @@ impl Shared {
     ///
     /// # Errors
     /// The core's refusal, or `UNAVAILABLE` when the server shuts down meanwhile.
-    async fn ready(&self, worker: u32, step: u64, final_pull: bool) -> Result<Ready, Status> {
+    async fn ready(
+        &self,
+        worker: u32,
+        session: &str,
+        step: u64,
+        final_pull: bool,
+    ) -> Result<Ready, Status> {
+        self.core()
+            .authenticate(worker, session)
+            .map_err(|e| status_of(&e))?;
         let arrived = Instant::now();
         loop {
             // Subscribe before looking, so a change between the look and the wait is not lost.
@@ -439,6 +459,8 @@ impl Shared {
         let push = Push::from(header);
         let accepted = {
             let mut core = self.core();
+            core.authenticate(push.worker, &header.session)
+                .map_err(|e| status_of(&e))?;
             core.touch(push.worker, self.now());
             let locked = Instant::now();
             let outcome = core.push(&push, gradient).map_err(|e| {
@@ -501,7 +523,9 @@ impl Shared {
             };
             let params = match header.next_step {
                 Some(next) => {
-                    let ready = self.ready(header.worker_id, next, false).await?;
+                    let ready = self
+                        .ready(header.worker_id, &header.session, next, false)
+                        .await?;
                     reply.version = ready.version;
                     reply.evaluate = ready.evaluate;
                     reply.data_shards = ready.data_shards;
@@ -664,14 +688,17 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// ([`crate::listener`]).
 ///
 /// # Errors
-/// [`ServeError::Transport`] when the transport fails.
+/// [`ServeError::Tls`] for an unusable certificate or key; [`ServeError::Transport`] when
+/// the transport fails.
 pub async fn serve(
     core: ServerCore,
     listener: TcpListener,
     shutdown: CancellationToken,
-    options: ServeOptions,
+    mut options: ServeOptions,
 ) -> Result<ServeOutcome, ServeError> {
     let limits = core.job().spec.limits.transport();
+    let tokens = std::mem::take(&mut options.tokens);
+    let tls = options.tls.take();
     let service = ParameterServerService::new(core, shutdown.clone(), options);
     service.spawn_liveness_check();
     let shared = Arc::clone(&service.shared);
@@ -681,8 +708,19 @@ pub async fn serve(
         .options
         .metrics
         .attach_status(move || scraped.upgrade().map(|s| s.status()));
-    let incoming = bounded_incoming(listener, limits, shutdown.clone());
-    tonic::transport::Server::builder()
+    let first = if tls.is_some() {
+        FirstBytes::Tls
+    } else {
+        FirstBytes::Preface
+    };
+    let incoming = bounded_incoming(listener, limits, first, shutdown.clone());
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.timeout(TLS_HANDSHAKE_TIMEOUT))
+            .map_err(ServeError::Tls)?;
+    }
+    builder
         .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES))
@@ -692,7 +730,7 @@ pub async fn serve(
         // One connection cannot open streams without bound (a worker needs a few).
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
-        .add_service(service.into_server())
+        .add_service(Authenticated::new(service.into_server(), tokens))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await?;
     // A clean shutdown: write a last checkpoint.
@@ -713,6 +751,9 @@ pub struct ServeOutcome {
     pub params: ParamSet,
 }
 
+/// How long a client has to complete the TLS handshake before its connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn status_of(err: &CoreError) -> Status {
     let msg = err.to_string();
     match err {
@@ -724,6 +765,7 @@ fn status_of(err: &CoreError) -> Status {
         | CoreError::EvaluationRefused { .. } => Status::failed_precondition(msg),
         CoreError::TooManyWorkers { .. } => Status::resource_exhausted(msg),
         CoreError::Resume(_) => Status::internal(msg),
+        CoreError::WrongSession(_) => Status::permission_denied(msg),
         CoreError::Gradient(_)
         | CoreError::EmptyGradient { .. }
         | CoreError::FutureVersion { .. }
@@ -746,13 +788,22 @@ impl ParameterServer for ParameterServerService {
             .last_register
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-        let registered = {
+        let (registered, session) = {
             let mut core = self.shared.core();
-            let registered = core
-                .register(&name, req.worker_id)
-                .map_err(|e| status_of(&e))?;
+            let (registered, session) = core
+                .register_authenticated(&name, req.worker_id, &req.session)
+                .map_err(|e| {
+                    if let CoreError::WrongSession(_) = e {
+                        tracing::warn!(
+                            worker = req.worker_id,
+                            name,
+                            "registration under a worker id refused: wrong session secret"
+                        );
+                    }
+                    status_of(&e)
+                })?;
             core.touch(registered.assignment.worker_id, self.shared.now());
-            registered
+            (registered, session)
         };
         let assignment = registered.assignment;
         self.shared
@@ -775,6 +826,7 @@ impl ParameterServer for ParameterServerService {
             start_step: registered.start_step,
             server_shards: self.shared.options.role.count as u32,
             shard_addresses: self.shared.options.shard_addresses.clone(),
+            session: session.unwrap_or_default(),
         }))
     }
 
@@ -788,7 +840,7 @@ impl ParameterServer for ParameterServerService {
         let req = request.into_inner();
         let ready = self
             .shared
-            .ready(req.worker_id, req.step, req.r#final)
+            .ready(req.worker_id, &req.session, req.step, req.r#final)
             .await?;
         let header = v1::PullResponse {
             version: ready.version,
@@ -821,9 +873,12 @@ impl ParameterServer for ParameterServerService {
         &self,
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
-        let worker = request.into_inner().worker_id;
+        let req = request.into_inner();
+        let worker = req.worker_id;
         let version = {
             let mut core = self.shared.core();
+            core.authenticate(worker, &req.session)
+                .map_err(|e| status_of(&e))?;
             core.touch(worker, self.shared.now());
             core.heartbeat(worker).map_err(|e| status_of(&e))?
         };
@@ -834,7 +889,12 @@ impl ParameterServer for ParameterServerService {
         &self,
         request: Request<v1::EvaluationReport>,
     ) -> Result<Response<v1::ReportEvaluationResponse>, Status> {
-        let evaluation = downpour_core::status::Evaluation::from(request.into_inner());
+        let report = request.into_inner();
+        self.shared
+            .core()
+            .authenticate(report.worker_id, &report.session)
+            .map_err(|e| status_of(&e))?;
+        let evaluation = downpour_core::status::Evaluation::from(report);
         tracing::info!(
             version = evaluation.version,
             test_loss = evaluation.test_loss,
@@ -859,9 +919,12 @@ impl ParameterServer for ParameterServerService {
         &self,
         request: Request<v1::LeaveRequest>,
     ) -> Result<Response<v1::LeaveResponse>, Status> {
-        let worker = request.into_inner().worker_id;
+        let req = request.into_inner();
+        let worker = req.worker_id;
         {
             let mut core = self.shared.core();
+            core.authenticate(worker, &req.session)
+                .map_err(|e| status_of(&e))?;
             core.leave(worker).map_err(|e| status_of(&e))?;
             tracing::info!(worker, "worker left");
             self.shared.maybe_exit(&core);

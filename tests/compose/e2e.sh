@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of Downpour under Docker Compose: build the image, run the default job with
 # one server and three workers, `docker kill` one worker mid-training, later `docker kill` the
-# server and start it again, then check that the job finishes with the expected test accuracy,
-# that the server resumed from its checkpoint, and that the weights it wrote to OUTPUT_DIR
+# server and start it again (all with a fresh token; a call without it is refused), then
+# check that the job finishes with the expected test accuracy, that the server resumed from its checkpoint, and that the weights it wrote to OUTPUT_DIR
 # score the reported accuracy; then runs a second `compose up` on the finished job's
 # checkpoint volume, which must end by itself with every container exited 0. Then a second
 # project trains a CSV dataset given through JOB_FILE and checks its outputs the same way.
@@ -32,6 +32,8 @@ min_accuracy=0.96
 timeout_s=${E2E_TIMEOUT:-300}
 image=${DOWNPOUR_IMAGE:-downpour:latest}
 compose_command=()
+# The job's token: the server requires it on every call, the workers and the health check send it.
+token=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
 
 log() { echo "compose e2e: $*" >&2; }
 
@@ -66,7 +68,7 @@ skip_unless_docker_is_usable() {
 job_env=(WORKERS=$workers EPOCHS=${E2E_EPOCHS:-400} HEARTBEAT_TIMEOUT=3 CHECKPOINT_EVERY=100)
 
 compose() {
-    env "${job_env[@]}" DOWNPOUR_IMAGE="$image" OUTPUT_DIR="$output_dir" \
+    env "${job_env[@]}" DOWNPOUR_TOKEN="$token" DOWNPOUR_IMAGE="$image" OUTPUT_DIR="$output_dir" \
         "${compose_command[@]}" --project-name "$project" --file "$repo/compose.yaml" "$@"
 }
 
@@ -101,6 +103,17 @@ build_image() {
 start_cluster() {
     log "starting project $project: 1 server, $workers workers (${compose_command[*]})"
     compose up --detach --scale "worker=$workers"
+}
+
+# A call without the token, from inside the project's network, must be refused as unauthenticated.
+check_a_call_without_the_token_is_refused() {
+    local network=${project}_default out
+    if out=$(docker run --rm --network "$network" --env RUST_LOG=warn "$image" \
+        health --server server:50051 --timeout 10 2>&1); then
+        fail "a health check without the token was answered: $out"
+    fi
+    grep -qi unauthenticated <<<"$out" || fail "a call without the token failed, but not as unauthenticated: $out"
+    log "a call without the token was refused: $(tail -n 1 <<<"$out")"
 }
 
 # Waits until the server container has exited (it exits once the job has finished and every
@@ -282,7 +295,7 @@ run_a_csv_job_through_job_file() {
 second_up_on_the_finished_volume() {
     local limit=${E2E_SECOND_UP_TIMEOUT:-120} started=$SECONDS status=0
     log "a second compose up on the finished job's volume (at most $limit s)"
-    env "${job_env[@]}" DOWNPOUR_IMAGE="$image" OUTPUT_DIR="$output_dir" \
+    env "${job_env[@]}" DOWNPOUR_TOKEN="$token" DOWNPOUR_IMAGE="$image" OUTPUT_DIR="$output_dir" \
         timeout "$limit" "${compose_command[@]}" --project-name "$project" --file "$repo/compose.yaml" \
         up --scale "worker=$workers" >/dev/null 2>&1 || status=$?
     if ((status == 124)); then
@@ -371,6 +384,7 @@ main() {
     build_image
     started_at=$SECONDS
     start_cluster
+    check_a_call_without_the_token_is_refused
     kill_a_worker
     restart_the_server
     wait_for_job_end

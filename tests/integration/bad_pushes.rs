@@ -38,6 +38,7 @@ fn header(worker: u32) -> v1::PushHeader {
         samples: 1,
         phases: None,
         next_step: None,
+        session: String::new(),
     }
 }
 
@@ -70,8 +71,12 @@ fn later_message(gradients: Vec<v1::Tensor>, last: bool) -> v1::ExchangeRequest 
 /// reply message, `None` when it closed the stream without one, or its refusal.
 async fn exchange_messages(
     client: &ServerClient,
-    messages: Vec<v1::ExchangeRequest>,
+    mut messages: Vec<v1::ExchangeRequest>,
 ) -> Result<Option<v1::ExchangeReply>, tonic::Status> {
+    // The first header acts as its worker: it carries that worker's session secret.
+    if let Some(header) = messages.first_mut().and_then(|m| m.header.as_mut()) {
+        header.session = client.session_of(header.worker_id);
+    }
     let mut replies = client
         .raw()
         .exchange(tokio_stream::iter(messages))

@@ -292,6 +292,7 @@ impl Case {
                         .register(v1::RegisterRequest {
                             name: huge.clone(),
                             worker_id: None,
+                            session: String::new(),
                         })
                         .await
                         .unwrap_err();
@@ -306,6 +307,7 @@ impl Case {
                         .register(v1::RegisterRequest {
                             name: format!("ghost-{attempts}"),
                             worker_id: None,
+                            session: String::new(),
                         })
                         .await;
                     if let Err(s) = answer {
@@ -351,12 +353,13 @@ impl Case {
                 IDLE_CONNECTIONS as u64
             }
             Self::Oversized => {
-                let mut big = ParameterServerClient::new(
+                let mut big = ParameterServerClient::with_interceptor(
                     tonic::transport::Channel::from_shared(format!("http://{address}"))
                         .unwrap()
                         .connect()
                         .await
                         .unwrap(),
+                    downpour_worker::client::BearerToken::new(None),
                 )
                 .max_encoding_message_size(usize::MAX);
                 let mut attempts = 0;
@@ -458,7 +461,7 @@ fn empty_tensor_stream() -> Vec<v1::ExchangeRequest> {
 
 /// The status code an exchange stream of `messages` ends with.
 async fn exchange_code(
-    raw: &mut ParameterServerClient<tonic::transport::Channel>,
+    raw: &mut ParameterServerClient<downpour_worker::client::AuthChannel>,
     messages: Vec<v1::ExchangeRequest>,
 ) -> tonic::Code {
     match raw.exchange(tokio_stream::iter(messages)).await {

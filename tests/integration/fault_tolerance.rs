@@ -156,6 +156,7 @@ async fn a_push_retried_after_a_lost_reply_is_applied_once() {
             samples: 32,
             phases: None,
             next_step: Some(1),
+            session: client.session_of(w),
         }),
         gradients: params_to_wire(&g),
         last: true,

@@ -170,6 +170,7 @@ mod seeds {
                         samples: 32,
                         phases: None,
                         next_step: Some(4),
+                        session: String::new(),
                     }),
                     gradients: g.clone(),
                     last: i + 1 == count,

@@ -18,6 +18,7 @@ mod lifecycle;
 mod optimizers;
 mod poisoning;
 mod prometheus;
+mod security;
 mod shards_and_staleness;
 mod support;
 mod training;

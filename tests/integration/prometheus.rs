@@ -168,7 +168,7 @@ fn status_of(address: &str) -> ServerStatus {
         .unwrap();
     runtime
         .block_on(downpour_launch::commands::probe(
-            address,
+            &downpour_worker::ClientConfig::new(address),
             Duration::from_secs(10),
         ))
         .expect("status")

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub use downpour_core::Push;
@@ -23,6 +25,8 @@ use downpour_proto::limits::{
 use downpour_proto::pieces::{ParamAssembler, ParamPieces, receive_set};
 use downpour_proto::v1::parameter_server_client::ParameterServerClient;
 use downpour_proto::{WireError, v1};
+
+use crate::client_config::ClientConfig;
 
 /// Largest HTTP/2 frame this client accepts, so pulled parameters arrive in frames this
 /// large (h2's default is 16 KiB): the server's limit, [`MAX_FRAME_BYTES`].
@@ -44,8 +48,17 @@ pub enum ClientError {
         reason: String,
     },
     /// The connection could not be made.
-    #[error("cannot connect to {address}: {source}")]
+    #[error("cannot connect to {address}: {}", transport_chain(.source))]
     Connect {
+        /// The server's address.
+        address: String,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The TLS settings (CA, client certificate) could not be used.
+    #[error("TLS settings for {address}: {source}")]
+    Tls {
         /// The server's address.
         address: String,
         /// The transport error.
@@ -88,7 +101,7 @@ impl ClientError {
                     | Code::FailedPrecondition
                     | Code::NotFound
             ),
-            Self::Address { .. } | Self::Wire(_) => false,
+            Self::Address { .. } | Self::Tls { .. } | Self::Wire(_) => false,
         }
     }
 
@@ -124,6 +137,9 @@ pub struct Registration {
     pub shard_addresses: Vec<String>,
     /// The step to compute next.
     pub start_step: u64,
+    /// The worker's session secret, which every later call acting as it carries (empty
+    /// from a server that issues none).
+    pub session: String,
 }
 
 /// Parameters received from a pull.
@@ -188,6 +204,8 @@ pub struct ExchangeStream {
     outgoing: mpsc::Sender<v1::ExchangeRequest>,
     /// The server's replies, one set of messages per gradient.
     incoming: Streaming<v1::ExchangeReply>,
+    /// The session secrets of the workers this client acts as (the client's, shared).
+    sessions: Sessions,
 }
 
 impl ExchangeStream {
@@ -206,7 +224,8 @@ impl ExchangeStream {
         next_step: Option<u64>,
     ) -> Result<(Receipt, Option<Pulled>, ExchangeTiming), ClientError> {
         let called = Instant::now();
-        let header = push_header(push, phases, next_step);
+        let mut header = push_header(push, phases, next_step);
+        header.session = self.sessions.of(push.worker);
         let (sent, received) = tokio::join!(
             send_gradient(header, gradient, &self.outgoing, called),
             receive_set(&mut self.incoming, ParamAssembler::new()),
@@ -247,34 +266,112 @@ fn seconds(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).unwrap_or_default()
 }
 
-/// A connection to one parameter server. Cheap to clone (clones share the channel).
+/// Adds `authorization: Bearer <token>` to every call, when there is a token.
 #[derive(Debug, Clone)]
-pub struct ServerClient {
-    /// The generated client with message limits set.
-    inner: ParameterServerClient<Channel>,
-}
+pub struct BearerToken(Option<tonic::metadata::AsciiMetadataValue>);
 
-/// Accepts `host:port` as well as `http://host:port`.
-fn normalise(address: &str) -> String {
-    if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
+impl BearerToken {
+    /// Adds `value` (`Bearer <token>`) to every call; `None` adds nothing.
+    #[must_use]
+    pub fn new(value: Option<tonic::metadata::AsciiMetadataValue>) -> Self {
+        Self(value)
     }
 }
 
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The channel every call goes through: the connection, and the token added to each call.
+pub type AuthChannel = InterceptedService<Channel, BearerToken>;
+
+/// A connection to one parameter server. Cheap to clone (clones share the channel).
+///
+/// Once [`Self::register`] has answered for a worker (or [`Self::set_session`] was called),
+/// every call acting as that worker carries its session secret.
+#[derive(Debug, Clone)]
+pub struct ServerClient {
+    /// The generated client with message limits set.
+    inner: ParameterServerClient<AuthChannel>,
+    /// The session secrets of the workers this client acts as, shared by its clones.
+    sessions: Sessions,
+}
+
+/// Session secrets by worker id, shared by a client and its clones (a test client may act
+/// as several workers; a worker's heartbeat task holds a clone).
+#[derive(Debug, Clone, Default)]
+struct Sessions(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u32, String>>>);
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u32, String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `worker`'s secret, empty when unknown.
+    fn of(&self, worker: u32) -> String {
+        self.lock().get(&worker).cloned().unwrap_or_default()
+    }
+
+    fn set(&self, worker: u32, secret: String) {
+        self.lock().insert(worker, secret);
+    }
+}
+
+/// A transport error with its causes, so that "transport error" says what went wrong
+/// underneath (a refused certificate, a closed connection).
+fn transport_chain(e: &tonic::transport::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl ServerClient {
-    /// Connects to `address` (`host:port` or `http://host:port`).
+    /// Connects to `address` (`host:port` or `http://host:port`), in plaintext, with no token.
     ///
     /// # Errors
     /// [`ClientError::Address`] or [`ClientError::Connect`].
     pub async fn connect(address: &str) -> Result<Self, ClientError> {
-        let uri = normalise(address);
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| ClientError::Address {
-                address: address.to_string(),
+        Self::connect_with(&ClientConfig::new(address)).await
+    }
+
+    /// Connects as `config` says: its address, token and TLS settings.
+    ///
+    /// # Errors
+    /// [`ClientError::Address`], [`ClientError::Tls`] or [`ClientError::Connect`].
+    pub async fn connect_with(config: &ClientConfig) -> Result<Self, ClientError> {
+        let address = &config.address;
+        let uri = config.uri();
+        let mut endpoint =
+            Endpoint::from_shared(uri.clone()).map_err(|e| ClientError::Address {
+                address: address.clone(),
                 reason: e.to_string(),
-            })?
+            })?;
+        if let Some(tls) = config.tls_config() {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|source| ClientError::Tls {
+                    address: address.clone(),
+                    source,
+                })?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
@@ -287,15 +384,36 @@ impl ServerClient {
                 address: uri,
                 source,
             })?;
+        let token = config
+            .authorization()
+            .map_err(|reason| ClientError::Address {
+                address: address.clone(),
+                reason,
+            })?;
         Ok(Self {
-            inner: ParameterServerClient::new(channel)
+            inner: ParameterServerClient::with_interceptor(channel, BearerToken(token))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            sessions: Sessions::default(),
         })
     }
 
+    /// Acts as `worker`, holding `session`, from now on (to register again under its id,
+    /// or to attach to another shard).
+    pub fn set_session(&self, worker: u32, session: impl Into<String>) {
+        self.sessions.set(worker, session.into());
+    }
+
+    /// The session secret calls acting as `worker` carry (empty when unknown).
+    #[must_use]
+    pub fn session_of(&self, worker: u32) -> String {
+        self.sessions.of(worker)
+    }
+
     /// Joins the job: with shard 0 (`worker_id` `None`: it assigns the id), or with
-    /// another server shard under the id shard 0 assigned.
+    /// another server shard under the id shard 0 assigned. With an id, the call carries
+    /// the session secret set with [`Self::set_session`]. The secret the server answers
+    /// becomes this client's.
     ///
     /// # Errors
     /// [`ClientError`] when refused or malformed.
@@ -309,6 +427,7 @@ impl ServerClient {
             .register(v1::RegisterRequest {
                 name: name.to_string(),
                 worker_id,
+                session: worker_id.map(|w| self.sessions.of(w)).unwrap_or_default(),
             })
             .await
             .map_err(rpc("register"))?
@@ -319,12 +438,17 @@ impl ServerClient {
             shard_index: usize::try_from(reply.shard_index).unwrap_or(usize::MAX),
             shard_count: usize::try_from(reply.shard_count).unwrap_or(usize::MAX),
         };
+        // Shard 0 answers the secret; another shard answers the one it checked (or none).
+        if !reply.session.is_empty() {
+            self.sessions.set(reply.worker_id, reply.session.clone());
+        }
         Ok(Registration {
             assignment,
             plan,
             server_shards: (reply.server_shards as usize).max(1),
             shard_addresses: reply.shard_addresses,
             start_step: reply.start_step,
+            session: self.sessions.of(reply.worker_id),
         })
     }
 
@@ -358,6 +482,7 @@ impl ServerClient {
                 worker_id: worker,
                 step,
                 r#final: final_pull,
+                session: self.sessions.of(worker),
             })
             .await
             .map_err(rpc("pull"))?
@@ -389,7 +514,11 @@ impl ServerClient {
             .await
             .map_err(rpc("exchange"))?
             .into_inner();
-        Ok(ExchangeStream { outgoing, incoming })
+        Ok(ExchangeStream {
+            outgoing,
+            incoming,
+            sessions: self.sessions.clone(),
+        })
     }
 
     /// Says `worker` is alive; returns the server's version.
@@ -399,7 +528,10 @@ impl ServerClient {
     pub async fn heartbeat(&mut self, worker: u32) -> Result<u64, ClientError> {
         let reply = self
             .inner
-            .heartbeat(v1::HeartbeatRequest { worker_id: worker })
+            .heartbeat(v1::HeartbeatRequest {
+                worker_id: worker,
+                session: self.sessions.of(worker),
+            })
             .await
             .map_err(rpc("heartbeat"))?;
         Ok(reply.into_inner().version)
@@ -411,7 +543,10 @@ impl ServerClient {
     /// [`ClientError`] when refused.
     pub async fn report_evaluation(&mut self, evaluation: &Evaluation) -> Result<(), ClientError> {
         self.inner
-            .report_evaluation(v1::EvaluationReport::from(evaluation))
+            .report_evaluation(v1::EvaluationReport {
+                session: self.sessions.of(evaluation.worker_id),
+                ..v1::EvaluationReport::from(evaluation)
+            })
             .await
             .map_err(rpc("report_evaluation"))?;
         Ok(())
@@ -423,7 +558,10 @@ impl ServerClient {
     /// [`ClientError`] when refused.
     pub async fn leave(&mut self, worker: u32) -> Result<(), ClientError> {
         self.inner
-            .leave(v1::LeaveRequest { worker_id: worker })
+            .leave(v1::LeaveRequest {
+                worker_id: worker,
+                session: self.sessions.of(worker),
+            })
             .await
             .map_err(rpc("leave"))?;
         Ok(())
@@ -460,7 +598,7 @@ impl ServerClient {
 
     /// The raw generated client, for tests that send malformed messages on purpose.
     #[must_use]
-    pub fn raw(&self) -> ParameterServerClient<Channel> {
+    pub fn raw(&self) -> ParameterServerClient<AuthChannel> {
         self.inner.clone()
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`model`]: models with forward and backward passes on ndarray.
+//! - [`client_config`]: everything a client needs to reach a server: address, token, TLS.
 //! - [`client`]: typed calls to one parameter server.
 //! - [`sharded_server`]: one connection per server shard; parameters assembled from the parts.
 //! - [`parameter_service`]: what the training loop needs from a server, as a trait (gRPC here;
@@ -13,6 +14,7 @@
 //! - [`trainer`]: the training loop: register, pull, compute, push, evaluate.
 
 pub mod client;
+pub mod client_config;
 pub mod metrics;
 pub mod model;
 pub mod parameter_service;
@@ -23,5 +25,6 @@ mod step_compute;
 pub mod trainer;
 
 pub use client::{ClientError, ServerClient};
+pub use client_config::{ClientConfig, ClientIdentity, ClientTls};
 pub use parameter_service::{ParameterService, PullRequest, PulledStep, StepExchange};
 pub use trainer::{WorkerError, WorkerOptions, WorkerSummary, run, train_with};

@@ -16,6 +16,7 @@ use crate::client::{
     ClientError, ExchangeStream, ExchangeTiming, PullTiming, Pulled, Push, Receipt, Registration,
     ServerClient,
 };
+use crate::client_config::ClientConfig;
 
 /// What one step's round trip with every shard returned.
 #[derive(Debug, Clone)]
@@ -55,20 +56,26 @@ pub struct ShardedServer {
 }
 
 impl ShardedServer {
-    /// Connects to the shards shard 0 named at registration and attaches the worker to
-    /// each under its id. With one shard this is just the connection it already has.
+    /// Connects to the shards shard 0 named at registration (with `config`'s token and TLS
+    /// settings) and attaches the worker to each under its id and session secret. With one shard this is just the connection it already has.
     ///
     /// # Errors
     /// [`ClientError`] when a shard cannot be reached or refuses the worker.
     pub async fn attach(
         shard0: ServerClient,
+        config: &ClientConfig,
         registration: &Registration,
         plan: ShardPlan,
         name: &str,
     ) -> Result<Self, ClientError> {
         let mut clients = vec![shard0];
         for address in &registration.shard_addresses {
-            let mut client = ServerClient::connect(address).await?;
+            let mut client = ServerClient::connect_with(&config.with_address(address)).await?;
+            // The secret shard 0 issued proves to this shard who the worker is.
+            client.set_session(
+                registration.assignment.worker_id,
+                registration.session.clone(),
+            );
             client
                 .register(name, Some(registration.assignment.worker_id))
                 .await?;

@@ -27,6 +27,7 @@ use downpour_core::status::Evaluation;
 use downpour_core::{Dataset, ParamSet, Push, TrainingPlan};
 
 use crate::client::{ClientError, Registration, ServerClient};
+use crate::client_config::ClientConfig;
 use crate::metrics::WorkerMetrics;
 use crate::model::{Model, ModelError, StepKey};
 use crate::parameter_service::{ParameterService, PullRequest, PulledStep, StepExchange};
@@ -66,8 +67,9 @@ pub enum WorkerError {
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
-    /// The server's address (`host:port` or `http://host:port`).
-    pub server: String,
+    /// How to reach shard 0: its address (`host:port` or `http://host:port`), the token,
+    /// TLS. The other shards are reached with the same token and TLS settings.
+    pub server: ClientConfig,
     /// A label for logs and status.
     pub name: String,
     /// How long to keep trying to reach the server, at start-up and after losing it.
@@ -90,7 +92,7 @@ impl WorkerOptions {
     #[must_use]
     pub fn new(server: impl Into<String>) -> Self {
         Self {
-            server: server.into(),
+            server: ClientConfig::new(server),
             name: "worker".to_string(),
             connect_timeout: Duration::from_secs(60),
             heartbeat_interval: Duration::from_secs(1),
@@ -131,15 +133,17 @@ fn backoff(attempt: u32, cap: Duration) -> Duration {
 /// # Errors
 /// [`WorkerError::GaveUp`] when the server stays unreachable, or [`WorkerError::Cancelled`].
 pub async fn connect_with_retry(
-    address: &str,
+    config: &ClientConfig,
     timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Result<ServerClient, WorkerError> {
     let started = Instant::now();
     for attempt in 0u32.. {
-        match ServerClient::connect(address).await {
+        match ServerClient::connect_with(config).await {
             Ok(client) => return Ok(client),
-            Err(e @ ClientError::Address { .. }) => return Err(e.into()),
+            Err(e @ (ClientError::Address { .. } | ClientError::Tls { .. })) => {
+                return Err(e.into());
+            }
             Err(e) if started.elapsed() > timeout => {
                 return Err(WorkerError::GaveUp {
                     seconds: started.elapsed().as_secs_f64(),
@@ -156,17 +160,22 @@ pub async fn connect_with_retry(
     unreachable!("the loop returns")
 }
 
-/// Connects and registers: afresh (`worker_id` `None`), or as the worker it was. A server
-/// that does not know the id (it started afresh) gets a fresh registration.
+/// Connects and registers: afresh (`worker_id` `None`), or as the worker it was, proving
+/// it with `session`, its session secret. A server that does not know the id (it started
+/// afresh) gets a fresh registration.
 async fn register(
     options: &WorkerOptions,
     worker_id: Option<u32>,
+    session: &str,
     shutdown: &CancellationToken,
 ) -> Result<(ServerClient, Registration), WorkerError> {
     let started = Instant::now();
     for attempt in 0u32.. {
         let left = options.connect_timeout.saturating_sub(started.elapsed());
         let mut client = connect_with_retry(&options.server, left, shutdown).await?;
+        if let Some(id) = worker_id {
+            client.set_session(id, session);
+        }
         let result = match client.register(&options.name, worker_id).await {
             Err(e) if e.code() == Some(tonic::Code::NotFound) => {
                 client.register(&options.name, None).await
@@ -305,7 +314,7 @@ pub async fn run(
             final_evaluation: None,
         }
     };
-    let (shard0, registration) = match register(options, None, &shutdown).await {
+    let (shard0, registration) = match register(options, None, "", &shutdown).await {
         Err(WorkerError::Client(e)) if e.is_job_finished() => return Ok(nothing_to_do(&e)),
         other => other?,
     };
@@ -319,11 +328,19 @@ pub async fn run(
         "registered"
     );
     let split = ShardPlan::new(work.model.layout(), registration.server_shards);
-    let mut server =
-        match ShardedServer::attach(shard0, &registration, split.clone(), &options.name).await {
-            Err(e) if e.is_job_finished() => return Ok(nothing_to_do(&e)),
-            other => other?,
-        };
+    let mut session = registration.session.clone();
+    let mut server = match ShardedServer::attach(
+        shard0,
+        &options.server,
+        &registration,
+        split.clone(),
+        &options.name,
+    )
+    .await
+    {
+        Err(e) if e.is_job_finished() => return Ok(nothing_to_do(&e)),
+        other => other?,
+    };
     let (heartbeat_to, heartbeat_from) = watch::channel((id, server.clients().to_vec()));
     let heartbeat = shutdown.child_token();
     spawn_heartbeat(
@@ -352,18 +369,21 @@ pub async fn run(
             }
             Err(WorkerError::Client(e)) if e.is_recoverable() => {
                 tracing::warn!(worker = id, error = %e, "lost the server; reconnecting");
-                let (shard0, registration) = match register(options, Some(id), &shutdown).await {
-                    Ok(r) => r,
-                    Err(WorkerError::Client(e)) if e.is_job_finished() => {
-                        tracing::info!(worker = id, error = %e, "the job finished meanwhile");
-                        break Ok(None);
-                    }
-                    Err(e) => break Err(e),
-                };
+                let (shard0, registration) =
+                    match register(options, Some(id), &session, &shutdown).await {
+                        Ok(r) => r,
+                        Err(WorkerError::Client(e)) if e.is_job_finished() => {
+                            tracing::info!(worker = id, error = %e, "the job finished meanwhile");
+                            break Ok(None);
+                        }
+                        Err(e) => break Err(e),
+                    };
                 id = registration.assignment.worker_id;
+                session.clone_from(&registration.session);
                 step = registration.start_step;
                 server = match ShardedServer::attach(
                     shard0,
+                    &options.server,
                     &registration,
                     split.clone(),
                     &options.name,

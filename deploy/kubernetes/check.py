@@ -102,6 +102,10 @@ def check(docs, shards):
     listed = [a for a in listed.split(",") if a]
     assert listed == expected, f"shard addresses {listed}, expected {expected}"
 
+    if replicas > 1:
+        key = env.get("DOWNPOUR_SESSION_KEY", {}).get("valueFrom", {}).get("secretKeyRef")
+        assert key, "with several shards, every shard needs the shared session key from a Secret"
+
     job_file = tomllib.loads(config["data"]["job.toml"])
     workers = job_file["training"]["workers"]
     spec = job["spec"]
@@ -168,6 +172,10 @@ def breakages(docs):
     )
     yield "no limits", broken(lambda d: server(d)["resources"].pop("limits"))
     yield "probe", broken(lambda d: server(d)["readinessProbe"]["exec"].update(command=["/bin/true"]))
+    if one(docs, "StatefulSet")["spec"]["replicas"] > 1:
+        yield "no session key", broken(
+            lambda d: server(d).update(env=[e for e in server(d)["env"] if e["name"] != "DOWNPOUR_SESSION_KEY"])
+        )
 
 
 def main():

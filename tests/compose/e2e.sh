@@ -22,7 +22,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 project=downpour-e2e-$$
 main_project=$project
-csv_project=$project-csv
+csv_project=downpour-e2e-csv-$$
 workers=3
 scratch=$(mktemp -d)
 # Bind mounts the server writes its outputs into (it runs as uid 65534).

@@ -241,7 +241,7 @@ check_finished_after_the_restart() {
     ((final > resumed)) || fail "the final evaluation came before the server's restart"
     for worker in $(project_containers worker); do
         [[ $worker == "$killed_worker"* ]] && continue
-        if docker logs "$worker" 2>&1 | grep -q 'back in the job'; then
+        if grep -q 'back in the job' <<<"$(docker logs "$worker" 2>&1)"; then
             back=$((back + 1))
         fi
     done
@@ -314,7 +314,11 @@ second_up_on_the_finished_volume() {
             fail "after the second up, $(container_name "$container") is $state with status $code"
         fi
     done
-    server_log | grep -q 'the job has finished' || {
+    # Read the whole log first: `grep -q` stops reading at its match, and under pipefail the
+    # writer's SIGPIPE would fail the check.
+    local log
+    log=$(server_log)
+    grep -q 'the job has finished' <<<"$log" || {
         show_logs
         fail "the server did not say the job had finished"
     }
